@@ -1,0 +1,46 @@
+# The two commands a newcomer needs:  make serve   and   make test
+# Each creates .venv on first use and installs what it needs.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+CHECKPOINT ?= checkpoints/mnist-tq2
+# Extra pip options for installing torch (for example an index of CPU-only wheels).
+TORCH_PIP_ARGS ?=
+
+.PHONY: venv serve test lint train-mnist bench-train
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first: the pinned CPU build, so nothing later pulls a multi-GB CUDA build.
+	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
+	# cleverhans 4.0.0's metadata drags in TensorFlow packages its PyTorch attacks never import.
+	$(PY) -m pip install --quiet --no-deps cleverhans==4.0.0
+	# torchattacks is a test-only cross-check; its metadata would pull torchvision.
+	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+serve: venv
+	$(PY) -m service --host $(HOST) --port $(PORT) --checkpoint $(CHECKPOINT)
+
+test: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+train-mnist: venv
+	$(PY) -m training train --dataset mnist --defense none --data-dir ../shared/data/mnist --out checkpoints/mnist-undefended
+	$(PY) -m training train --dataset mnist --defense cq --levels 2 --data-dir ../shared/data/mnist --out checkpoints/mnist-cq2
+	$(PY) -m training train --dataset mnist --defense tq --levels 2 --data-dir ../shared/data/mnist --out checkpoints/mnist-tq2
+
+bench-train: venv
+	$(PY) benchmarks/train_throughput.py

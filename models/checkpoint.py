@@ -1,0 +1,203 @@
+"""Checkpoint folders: ``model.safetensors`` plus ``manifest.json``.
+
+The manifest says what the weights are (architecture, dataset, input shape,
+classes, quantizer and its learned thresholds), how they were made (training
+config, seed, data checksums, git revision, time) and how good they are (clean
+accuracy on the full official test set). Loading refuses anything that does
+not match: a wrong weights sha256, a missing or unexpected tensor, a shape
+that disagrees with the manifest, an unknown schema version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from models.cnn import QuantizedClassifier
+from models.registry import build_model
+
+SCHEMA_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+
+class CheckpointError(Exception):
+    """A checkpoint folder is missing, malformed, tampered with or inconsistent."""
+
+
+@dataclass
+class Manifest:
+    architecture: str
+    dataset: str
+    input_shape: list[int]
+    class_names: list[str]
+    quantizer: dict[str, Any]
+    training: dict[str, Any] = field(default_factory=dict)
+    data_sha256: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+    git_revision: str = "unknown"
+    created_at: str = ""
+    name: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Manifest:
+        version = raw.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise CheckpointError(
+                f"manifest schema_version {version!r} is not supported (expected {SCHEMA_VERSION})"
+            )
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise CheckpointError(f"manifest has unknown fields: {', '.join(unknown)}")
+        missing = sorted(
+            f for f in ("architecture", "dataset", "input_shape", "class_names", "quantizer")
+            if f not in raw
+        )
+        if missing:
+            raise CheckpointError(f"manifest lacks required fields: {', '.join(missing)}")
+        manifest = cls(**raw)
+        if len(manifest.input_shape) != 3 or not all(
+            isinstance(d, int) and d > 0 for d in manifest.input_shape
+        ):
+            raise CheckpointError(f"manifest input_shape must be [C, H, W], got {manifest.input_shape}")
+        return manifest
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    model: QuantizedClassifier
+    manifest: Manifest
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(folder: Path | str, model: QuantizedClassifier, manifest: Manifest) -> Manifest:
+    """Write weights and manifest atomically: a half-written folder never appears.
+
+    The quantizer spec in the manifest is taken from the model, so the recorded
+    thresholds are always the ones in the weights.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it owner-only; containers read it as another user
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        manifest.quantizer = (
+            model.quantizer.spec() if model.quantizer is not None else {"kind": "none"}
+        )
+        manifest.weights_sha256 = sha256_file(staging / WEIGHTS_FILE)
+        manifest.name = manifest.name or folder.name
+        (staging / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+        if folder.exists():
+            backup = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(folder, backup)
+            os.replace(staging, folder)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def read_manifest(folder: Path | str) -> Manifest:
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: manifest not found")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: manifest is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: manifest must be a JSON object")
+    try:
+        return Manifest.from_dict(raw)
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def load_checkpoint(folder: Path | str, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Load and verify a checkpoint; the model comes back in eval mode."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights file not found")
+    actual = sha256_file(weights)
+    if actual != manifest.weights_sha256:
+        raise CheckpointError(
+            f"{weights}: sha256 {actual} does not match the manifest's {manifest.weights_sha256}; "
+            "the weights were modified, truncated or belong to another checkpoint"
+        )
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+    try:
+        model = build_model(
+            manifest.architecture,
+            tuple(manifest.input_shape),
+            len(manifest.class_names),
+            manifest.quantizer,
+        )
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{folder}: manifest describes no buildable model ({exc})") from None
+    _load_strict(model, state, folder)
+    _check_thresholds_match(model, manifest, folder)
+    model.to(device).eval()
+    return LoadedCheckpoint(folder, model, manifest)
+
+
+def _load_strict(model: QuantizedClassifier, state: dict[str, torch.Tensor], folder: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{folder}: weights do not match the manifest's model; "
+            f"missing keys: {missing or 'none'}; unexpected keys: {unexpected or 'none'}"
+        )
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if state[k].shape != v.shape
+    ]
+    if wrong:
+        raise CheckpointError(f"{folder}: tensor shapes disagree: {'; '.join(wrong)}")
+    model.load_state_dict(state, strict=True)
+
+
+def _check_thresholds_match(model: QuantizedClassifier, manifest: Manifest, folder: Path) -> None:
+    if model.quantizer is None:
+        return
+    recorded = torch.tensor(manifest.quantizer.get("thresholds", []), dtype=torch.float32)
+    actual = model.quantizer.thresholds.detach()
+    if recorded.shape != actual.shape or not torch.allclose(recorded, actual, atol=1e-6):
+        raise CheckpointError(
+            f"{folder}: manifest thresholds {recorded.tolist()} disagree with the weights' "
+            f"{actual.tolist()}"
+        )

@@ -1,0 +1,82 @@
+"""The Cleverhans basic CNN, and the defended classifier that puts a quantizer in front of it."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.quantizers import InputQuantizer, QuantizerMode
+
+
+class SamePadConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding: output size ceil(input / stride).
+
+    TF pads asymmetrically (the extra pixel goes after), which a symmetric
+    ``padding=`` argument cannot express, so the padding is applied in forward.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, kernel, stride in reversed(
+            list(zip(x.shape[-2:], self.kernel_size, self.stride, strict=True))
+        ):
+            total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+class BasicCNN(nn.Module):
+    """Cleverhans' basic CNN as the QuSecNets paper evaluates it.
+
+    Conv2d(C, 64, 8x8, stride 2, SAME) - ReLU - Conv2d(64, 128, 6x6, stride 2,
+    valid) - ReLU - Conv2d(128, 128, 5x5, valid) - ReLU - Flatten - Linear(., classes).
+    MNIST (1x28x28) reaches the dense layer as 128x1x1, CIFAR-10 (3x32x32) as 128x2x2.
+    ``forward`` returns logits; softmax is applied by callers that want probabilities.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int = 10) -> None:
+        super().__init__()
+        channels, height, width = input_shape
+        self.conv1 = SamePadConv2d(channels, 64, kernel_size=8, stride=2)
+        self.conv2 = nn.Conv2d(64, 128, kernel_size=6, stride=2)
+        self.conv3 = nn.Conv2d(128, 128, kernel_size=5, stride=1)
+        features = 128 * _valid_size(height) * _valid_size(width)
+        self.fc = nn.Linear(features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))  # (N, 64, ceil(H/2), ceil(W/2))
+        x = F.relu(self.conv2(x))
+        x = F.relu(self.conv3(x))  # (N, 128, h, w): 1x1 for MNIST, 2x2 for CIFAR-10
+        return self.fc(torch.flatten(x, 1))
+
+
+def _valid_size(size: int) -> int:
+    after_conv1 = math.ceil(size / 2)
+    after_conv2 = (after_conv1 - 6) // 2 + 1
+    after_conv3 = after_conv2 - 5 + 1
+    if after_conv3 < 1:
+        raise ValueError(f"input side {size} is too small for the basic CNN (needs >= 28)")
+    return after_conv3
+
+
+class QuantizedClassifier(nn.Module):
+    """A CNN with an optional input quantizer in front: the deployed model.
+
+    ``quantizer_mode`` overrides the quantizer's train/eval default, so an
+    evaluation can select the soft staircase (as the co-author's reference
+    code does) while serving always uses the hard one.
+    """
+
+    def __init__(self, cnn: nn.Module, quantizer: InputQuantizer | None = None) -> None:
+        super().__init__()
+        self.quantizer = quantizer
+        self.cnn = cnn
+
+    def quantize(self, x: torch.Tensor, mode: QuantizerMode | None = None) -> torch.Tensor:
+        return x if self.quantizer is None else self.quantizer(x, mode)
+
+    def forward(self, x: torch.Tensor, quantizer_mode: QuantizerMode | None = None) -> torch.Tensor:
+        return self.cnn(self.quantize(x, quantizer_mode))

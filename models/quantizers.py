@@ -1,0 +1,179 @@
+"""Input quantizers from QuSecNets (Khalid et al., arXiv 1811.01437).
+
+Both quantizers map a pixel intensity x in [0, 1] onto L output levels
+{0, 1/(L-1), ..., 1} through L-1 sorted thresholds t_1 < ... < t_{L-1}:
+
+    hard(x) = sum_i 1[x > t_i] / (L-1)                    (the exact staircase)
+    soft(x) = sum_i sigmoid(h * (x - t_i)) / (L-1)        (its smooth surrogate)
+
+Constant Quantization (CQ) fixes the thresholds; Trainable Quantization (TQ)
+learns them jointly with the CNN on the classification loss, through the soft
+staircase, and serves the hard staircase.
+
+What the paper leaves open, and what we chose:
+
+* Steepness h. The paper trains through a sum of sigmoids but does not fix one
+  h per dataset. We make h a configuration value, stored in every checkpoint,
+  and let training anneal it upward (see ``training.config``) so that the soft
+  staircase the CNN sees at the end of training is close to the hard one served.
+* Number of levels L per dataset. We make L a parameter; the shipped MNIST
+  models use L=2, the setting of the paper's MNIST experiments.
+* Whether the output levels are learned. We keep them fixed and uniform,
+  {0, 1/(L-1), ..., 1}; only the thresholds are learned.
+* Keeping thresholds sorted and inside (0, 1). TQ does not store thresholds
+  directly: it stores L unconstrained logits whose softmax gives L positive gaps
+  that sum to one, and the thresholds are the running sums of the first L-1
+  gaps. Any value of the logits therefore yields strictly increasing thresholds
+  strictly inside (0, 1), with no clamping or projection step to forget.
+* Uniform default thresholds. With L levels we put the thresholds at the
+  midpoints between adjacent levels, (2k-1) / (2(L-1)), which rounds each pixel
+  to its nearest level (0.5 for L=2).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+QuantizerMode = Literal["hard", "soft"]
+QUANTIZER_KINDS = ("none", "cq", "tq")
+
+
+def uniform_thresholds(levels: int) -> torch.Tensor:
+    """Midpoints between adjacent output levels: rounding to the nearest level."""
+    _check_levels(levels)
+    k = torch.arange(1, levels, dtype=torch.float64)
+    return ((2 * k - 1) / (2 * (levels - 1))).float()
+
+
+def hard_staircase(x: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """The exact staircase; its gradient is zero almost everywhere."""
+    steps = (x.unsqueeze(-1) > thresholds).to(x.dtype)
+    return steps.sum(-1) / thresholds.numel()
+
+
+def soft_staircase(x: torch.Tensor, thresholds: torch.Tensor, steepness: float) -> torch.Tensor:
+    """The sum-of-sigmoids surrogate; tends to the hard staircase as steepness grows."""
+    steps = torch.sigmoid(steepness * (x.unsqueeze(-1) - thresholds))
+    return steps.sum(-1) / thresholds.numel()
+
+
+class InputQuantizer(nn.Module):
+    """Base of the quantizer family: a staircase in front of the CNN.
+
+    ``forward`` uses the soft staircase while training and the hard one in
+    eval mode, unless ``mode`` is given explicitly.
+    """
+
+    kind: str = "none"
+
+    def __init__(self, levels: int, steepness: float) -> None:
+        super().__init__()
+        _check_levels(levels)
+        if steepness <= 0:
+            raise ValueError(f"steepness must be positive, got {steepness}")
+        self.levels = levels
+        self.steepness = float(steepness)
+
+    @property
+    def thresholds(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, mode: QuantizerMode | None = None) -> torch.Tensor:
+        mode = mode or ("soft" if self.training else "hard")
+        if mode == "hard":
+            return hard_staircase(x, self.thresholds.detach())
+        if mode == "soft":
+            return soft_staircase(x, self.thresholds, self.steepness)
+        raise ValueError(f"unknown quantizer mode {mode!r}; valid: 'hard', 'soft'")
+
+    def spec(self) -> dict:
+        """The quantizer as it is recorded in a checkpoint manifest."""
+        return {
+            "kind": self.kind,
+            "levels": self.levels,
+            "thresholds": [round(float(t), 8) for t in self.thresholds.detach().cpu()],
+            "steepness": self.steepness,
+        }
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, steepness={self.steepness}"
+
+
+class ConstantQuantizer(InputQuantizer):
+    """CQ: fixed thresholds (uniform unless given)."""
+
+    kind = "cq"
+
+    def __init__(
+        self, levels: int, thresholds: torch.Tensor | None = None, steepness: float = 50.0
+    ) -> None:
+        super().__init__(levels, steepness)
+        fixed = uniform_thresholds(levels) if thresholds is None else torch.as_tensor(thresholds)
+        _check_thresholds(fixed.float(), levels)
+        self.register_buffer("fixed_thresholds", fixed.float().clone())
+
+    @property
+    def thresholds(self) -> torch.Tensor:
+        return self.fixed_thresholds
+
+
+class TrainableQuantizer(InputQuantizer):
+    """TQ: thresholds learned with the CNN, kept sorted in (0, 1) by construction.
+
+    The stored parameter is ``gap_logits`` (L values); the thresholds are the
+    running sums of ``softmax(gap_logits)`` without its last element.
+    """
+
+    kind = "tq"
+
+    def __init__(
+        self, levels: int, thresholds: torch.Tensor | None = None, steepness: float = 10.0
+    ) -> None:
+        super().__init__(levels, steepness)
+        start = uniform_thresholds(levels) if thresholds is None else torch.as_tensor(thresholds)
+        _check_thresholds(start.float(), levels)
+        edges = torch.cat([torch.zeros(1), start.double(), torch.ones(1)])
+        self.gap_logits = nn.Parameter(torch.log(torch.diff(edges)).float())
+
+    @property
+    def thresholds(self) -> torch.Tensor:
+        gaps = torch.softmax(self.gap_logits, dim=0)
+        return torch.cumsum(gaps, dim=0)[:-1]
+
+
+def build_quantizer(
+    kind: str,
+    levels: int = 2,
+    thresholds: list[float] | None = None,
+    steepness: float | None = None,
+) -> InputQuantizer | None:
+    """Build a quantizer by kind; ``none`` gives no quantizer (the undefended CNN)."""
+    if kind == "none":
+        return None
+    start = None if thresholds is None else torch.tensor(thresholds, dtype=torch.float32)
+    if kind == "cq":
+        return ConstantQuantizer(levels, start, steepness or 50.0)
+    if kind == "tq":
+        return TrainableQuantizer(levels, start, steepness or 10.0)
+    raise ValueError(f"unknown quantizer kind {kind!r}; valid kinds: {', '.join(QUANTIZER_KINDS)}")
+
+
+def _check_levels(levels: int) -> None:
+    if not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+
+
+def _check_thresholds(thresholds: torch.Tensor, levels: int) -> None:
+    if thresholds.shape != (levels - 1,):
+        raise ValueError(
+            f"{levels} levels need {levels - 1} thresholds, got shape {tuple(thresholds.shape)}"
+        )
+    if not torch.isfinite(thresholds).all():
+        raise ValueError("thresholds must be finite")
+    if (thresholds <= 0).any() or (thresholds >= 1).any():
+        raise ValueError(f"thresholds must lie strictly inside (0, 1), got {thresholds.tolist()}")
+    if (torch.diff(thresholds) <= 0).any():
+        raise ValueError(f"thresholds must be strictly increasing, got {thresholds.tolist()}")
