@@ -63,7 +63,8 @@ class Manifest:
         if unknown:
             raise CheckpointError(f"manifest has unknown fields: {', '.join(unknown)}")
         missing = sorted(
-            f for f in ("architecture", "dataset", "input_shape", "class_names", "quantizer")
+            f
+            for f in ("architecture", "dataset", "input_shape", "class_names", "quantizer")
             if f not in raw
         )
         if missing:
@@ -72,7 +73,9 @@ class Manifest:
         if len(manifest.input_shape) != 3 or not all(
             isinstance(d, int) and d > 0 for d in manifest.input_shape
         ):
-            raise CheckpointError(f"manifest input_shape must be [C, H, W], got {manifest.input_shape}")
+            raise CheckpointError(
+                f"manifest input_shape must be [C, H, W], got {manifest.input_shape}"
+            )
         return manifest
 
 

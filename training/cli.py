@@ -1,0 +1,115 @@
+"""``python -m training train ...``: train an undefended, CQ or TQ model and write its checkpoint.
+
+Also runs under torchrun for DistributedDataParallel, e.g.
+``torchrun --nproc_per_node 2 -m training train --dataset mnist --defense tq ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from training.config import TrainConfig
+from training.datasets import DatasetError
+from training.resume import ResumeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train one model and write its checkpoint folder")
+    train.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
+    train.add_argument(
+        "--defense",
+        choices=["none", "cq", "tq"],
+        required=True,
+        help="none: undefended CNN; cq: constant quantization; tq: trainable quantization",
+    )
+    train.add_argument("--levels", type=int, default=2, help="quantization levels L (default 2)")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    train.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="folder holding the official dataset files (default ./data)",
+    )
+    train.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch missing official files into --data-dir and verify their checksums",
+    )
+    train.add_argument("--epochs", type=int, default=6)
+    train.add_argument("--batch-size", type=int, default=128, help="global batch size")
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument(
+        "--steepness-start",
+        type=float,
+        default=10.0,
+        help="TQ sigmoid steepness h at the first epoch (annealed geometrically)",
+    )
+    train.add_argument(
+        "--steepness-end",
+        type=float,
+        default=100.0,
+        help="TQ sigmoid steepness h at the last epoch",
+    )
+    train.add_argument(
+        "--augment",
+        action="store_true",
+        help="random crop (pad 4) and horizontal flip; meant for CIFAR-10",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument(
+        "--limit-train",
+        type=int,
+        default=None,
+        help="train on the first N training images only (smoke runs)",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = TrainConfig(
+            dataset=args.dataset,
+            defense=args.defense,
+            levels=args.levels,
+            out=args.out,
+            data_dir=args.data_dir,
+            download=args.download,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            schedule=args.schedule,
+            weight_decay=args.weight_decay,
+            steepness_start=args.steepness_start,
+            steepness_end=args.steepness_end,
+            augment=args.augment,
+            seed=args.seed,
+            device=args.device,
+            limit_train=args.limit_train,
+            progress=not args.no_progress,
+        )
+        from training.loop import train  # torch import is slow; keep --help fast
+
+        metrics = train(config)
+    except (ValueError, DatasetError, ResumeError) as exc:
+        logging.getLogger("training").error("%s", exc)
+        return 2
+    if rank == 0:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+    return 0

@@ -1,0 +1,243 @@
+"""The training loop: a config in, a verified checkpoint and its metrics out.
+
+Runs as one process, or under ``torchrun`` with DistributedDataParallel (gloo on
+CPU, nccl on GPU). Every epoch's sample order and augmentation come from a
+generator seeded by (seed, epoch), so a run is deterministic, a resumed run
+continues exactly where it stopped, and N processes see the same global batches
+as one process would (each rank takes an equal slice of every global batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from models.checkpoint import Manifest, save_checkpoint
+from models.cnn import QuantizedClassifier
+from models.quantizers import QuantizerMode
+from models.registry import build_model, dataset_info
+from training import resume
+from training.config import TrainConfig, learning_rate, steepness
+from training.datasets import Dataset, Split, load_dataset
+from training.provenance import git_revision, utc_now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def train(config: TrainConfig) -> dict:
+    """Train one model and write its checkpoint to ``config.out``; returns the metrics."""
+    runtime = _start_runtime(config)
+    try:
+        torch.manual_seed(config.seed)
+        data = load_dataset(config.dataset, config.data_dir, config.download and runtime.is_main)
+        if config.limit_train:
+            data.train = Split(
+                data.train.images[: config.limit_train], data.train.labels[: config.limit_train]
+            )
+        model = _build(config).to(runtime.device)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        start_epoch, history = resume.restore(config, model, optimizer)
+        trainable = _wrap(model, runtime)
+        started = time.perf_counter()
+        for epoch in range(start_epoch, config.epochs):
+            history.append(_run_epoch(config, runtime, model, trainable, optimizer, data, epoch))
+            if runtime.is_main:
+                resume.save(config, model, optimizer, epoch + 1, history)
+        metrics = _finish(config, runtime, model, data, history, time.perf_counter() - started)
+        return metrics
+    finally:
+        if runtime.world_size > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _start_runtime(config: TrainConfig) -> Runtime:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = _pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+    if world_size == 1:
+        return Runtime(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch.distributed.init_process_group(backend=backend)
+    # Processes on one host share its cores; oversubscribing threads slows every rank.
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    return Runtime(device, torch.distributed.get_rank(), world_size)
+
+
+def _pick_device(choice: str, local_rank: int) -> torch.device:
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but CUDA is not available")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def _build(config: TrainConfig) -> QuantizedClassifier:
+    info = dataset_info(config.dataset)
+    quantizer = {"kind": config.defense, "levels": config.levels}
+    if config.defense == "tq":
+        quantizer["steepness"] = config.steepness_start
+    return build_model("cleverhans-basic-cnn", info.input_shape, len(info.class_names), quantizer)
+
+
+def _wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
+    if runtime.world_size == 1:
+        return model
+    ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _run_epoch(config, runtime, model, trainable, optimizer, data: Dataset, epoch: int) -> dict:
+    lr = learning_rate(config, epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if model.quantizer is not None and config.defense == "tq":
+        model.quantizer.steepness = steepness(config, epoch)
+    loss, train_accuracy = _train_one_epoch(
+        config, runtime, trainable, optimizer, data.train, epoch
+    )
+    record = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "loss": loss,
+        "train_accuracy": train_accuracy,
+        "test_accuracy": evaluate(model, data.test, runtime.device) if runtime.is_main else None,
+        "thresholds": model.quantizer.spec()["thresholds"] if model.quantizer is not None else [],
+        "steepness": model.quantizer.steepness if model.quantizer is not None else None,
+    }
+    if runtime.is_main:
+        log.info(
+            "epoch %d/%d loss %.4f train_acc %.4f test_acc %.4f lr %.2e thresholds %s",
+            epoch + 1,
+            config.epochs,
+            loss,
+            train_accuracy,
+            record["test_accuracy"],
+            lr,
+            record["thresholds"],
+        )
+    return record
+
+
+def _train_one_epoch(config, runtime, trainable, optimizer, split: Split, epoch: int):
+    trainable.train()
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    order = torch.randperm(len(split.labels), generator=generator)
+    batches = len(order) // config.batch_size  # the last partial global batch is dropped
+    per_rank = config.batch_size // runtime.world_size
+    images = torch.from_numpy(split.images)
+    labels = torch.from_numpy(split.labels)
+    total_loss = correct = seen = 0.0
+    bar = tqdm(
+        range(batches),
+        desc=f"epoch {epoch + 1}",
+        disable=not (config.progress and runtime.is_main),
+        leave=False,
+        unit="batch",
+    )
+    for b in bar:
+        global_batch = order[b * config.batch_size : (b + 1) * config.batch_size]
+        index = global_batch[runtime.rank * per_rank : (runtime.rank + 1) * per_rank]
+        x = images[index].float().div_(255.0)  # (n, C, H, W) in [0, 1]
+        if config.augment:
+            x = augment(x, generator)
+        x, y = x.to(runtime.device), labels[index].to(runtime.device)
+        logits = trainable(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding, and random horizontal flip (the usual CIFAR-10 recipe)."""
+    n, _, height, width = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.empty_like(x)
+    for i in range(n):
+        crop = padded[i, :, dy[i] : dy[i] + height, dx[i] : dx[i] + width]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: QuantizedClassifier,
+    split: Split,
+    device: torch.device,
+    mode: QuantizerMode = "hard",
+    batch_size: int = 1000,
+) -> float:
+    """Accuracy on a split, with the quantizer in the given mode (the served one by default)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(split.labels), batch_size):
+        x = torch.from_numpy(split.images[start : start + batch_size]).float().div_(255.0)
+        y = torch.from_numpy(split.labels[start : start + batch_size])
+        correct += (model(x.to(device), quantizer_mode=mode).argmax(1).cpu() == y).sum().item()
+    model.train(was_training)
+    return correct / len(split.labels)
+
+
+def _finish(config, runtime, model, data: Dataset, history: list, seconds: float) -> dict:
+    if runtime.world_size > 1:
+        torch.distributed.barrier()
+    if not runtime.is_main:
+        return {}
+    metrics = {
+        "clean_accuracy": evaluate(model, data.test, runtime.device, "hard"),
+        "test_samples": int(len(data.test.labels)),
+        "train_seconds": round(seconds, 1),
+    }
+    if model.quantizer is not None:
+        metrics["clean_accuracy_soft"] = evaluate(model, data.test, runtime.device, "soft")
+    info = dataset_info(config.dataset)
+    manifest = Manifest(
+        architecture="cleverhans-basic-cnn",
+        dataset=config.dataset,
+        input_shape=list(info.input_shape),
+        class_names=list(info.class_names),
+        quantizer={},
+        training={**config.to_json(), "world_size": runtime.world_size, "history": history},
+        data_sha256=data.files_sha256,
+        metrics=metrics,
+        git_revision=git_revision(),
+        created_at=utc_now(),
+    )
+    save_checkpoint(config.out, model.cpu(), manifest)
+    resume.clear(config)
+    log.info(
+        "wrote %s: clean accuracy %.4f on %d test images",
+        config.out,
+        metrics["clean_accuracy"],
+        metrics["test_samples"],
+    )
+    return metrics
