@@ -179,7 +179,8 @@ def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08 or ndim != expected_ndim:
         raise DatasetError(
-            f"{path}: bad IDX magic 0x{raw[:4].hex()} (expected unsigned bytes, {expected_ndim} dims)"
+            f"{path}: bad IDX magic 0x{raw[:4].hex()} "
+            f"(expected unsigned bytes in {expected_ndim} dims)"
         )
     header = 4 + 4 * ndim
     if len(raw) < header:
