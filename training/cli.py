@@ -13,8 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from models.evalset import EVAL_DIR, write_eval_set
 from training.config import TrainConfig
-from training.datasets import DatasetError
+from training.datasets import DatasetError, load_dataset
 from training.resume import ResumeError
 
 
@@ -73,7 +74,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on the first N training images only (smoke runs)",
     )
     train.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    export = commands.add_parser(
+        "export-evalset", help="write the first N official test images as a checksummed .npz"
+    )
+    export.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
+    export.add_argument("--data-dir", type=Path, default=Path("data"))
+    export.add_argument("--count", type=int, default=1000)
+    export.add_argument("--out-dir", type=Path, default=EVAL_DIR,
+                        help=f"folder for the subset (default {EVAL_DIR})")
     return parser
+
+
+def export_evalset(args: argparse.Namespace) -> dict:
+    if args.count < 1:
+        raise ValueError("--count must be >= 1")
+    data = load_dataset(args.dataset, args.data_dir)
+    test = data.test
+    if args.count > len(test.labels):
+        raise ValueError(f"--count {args.count} exceeds the {len(test.labels)} test images")
+    path = args.out_dir / f"{args.dataset}-test-first{args.count}.npz"
+    source = {
+        "dataset": args.dataset,
+        "source": f"first {args.count} images of the official test set, in file order",
+        "source_files_sha256": data.files_sha256,
+    }
+    digest = write_eval_set(path, test.images[: args.count], test.labels[: args.count], source)
+    return {"path": str(path), "sha256": digest, "count": args.count}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "export-evalset":
+            sys.stdout.write(json.dumps(export_evalset(args)) + "\n")
+            return 0
         config = TrainConfig(
             dataset=args.dataset,
             defense=args.defense,
