@@ -21,10 +21,13 @@ What the paper leaves open, and what we chose:
 * Whether the output levels are learned. We keep them fixed and uniform,
   {0, 1/(L-1), ..., 1}; only the thresholds are learned.
 * Keeping thresholds sorted and inside (0, 1). TQ does not store thresholds
-  directly: it stores L unconstrained logits whose softmax gives L positive gaps
-  that sum to one, and the thresholds are the running sums of the first L-1
-  gaps. Any value of the logits therefore yields strictly increasing thresholds
-  strictly inside (0, 1), with no clamping or projection step to forget.
+  directly: it stores L unconstrained logits; the L gaps between 0, the
+  thresholds and 1 are ``MIN_GAP + (1 - L * MIN_GAP) * softmax(logits)``, and the
+  thresholds are the running sums of the first L-1 gaps. Any value of the
+  logits therefore yields thresholds at least ``MIN_GAP`` apart and at least
+  ``MIN_GAP`` from 0 and 1, with no clamping or projection step to forget. The
+  floor keeps that true in float32 even when a softmax entry underflows; at
+  1e-3 it is below one step of an 8-bit image (1/255), so it costs nothing.
 * Uniform default thresholds. With L levels we put the thresholds at the
   midpoints between adjacent levels, (2k-1) / (2(L-1)), which rounds each pixel
   to its nearest level (0.5 for L=2).
@@ -39,6 +42,7 @@ from torch import nn
 
 QuantizerMode = Literal["hard", "soft"]
 QUANTIZER_KINDS = ("none", "cq", "tq")
+MIN_GAP = 1e-3
 
 
 def uniform_thresholds(levels: int) -> torch.Tensor:
@@ -124,7 +128,7 @@ class TrainableQuantizer(InputQuantizer):
     """TQ: thresholds learned with the CNN, kept sorted in (0, 1) by construction.
 
     The stored parameter is ``gap_logits`` (L values); the thresholds are the
-    running sums of ``softmax(gap_logits)`` without its last element.
+    running sums of the first L-1 gaps derived from it (see the module docstring).
     """
 
     kind = "tq"
@@ -135,12 +139,18 @@ class TrainableQuantizer(InputQuantizer):
         super().__init__(levels, steepness)
         start = uniform_thresholds(levels) if thresholds is None else torch.as_tensor(thresholds)
         _check_thresholds(start.float(), levels)
-        edges = torch.cat([torch.zeros(1), start.double(), torch.ones(1)])
-        self.gap_logits = nn.Parameter(torch.log(torch.diff(edges)).float())
+        gaps = torch.diff(torch.cat([torch.zeros(1), start.double(), torch.ones(1)]))
+        if (gaps <= MIN_GAP).any():
+            raise ValueError(
+                f"trainable thresholds must be more than {MIN_GAP} apart and from 0 and 1, "
+                f"got {start.tolist()}"
+            )
+        shares = (gaps - MIN_GAP) / (1 - levels * MIN_GAP)
+        self.gap_logits = nn.Parameter(torch.log(shares).float())
 
     @property
     def thresholds(self) -> torch.Tensor:
-        gaps = torch.softmax(self.gap_logits, dim=0)
+        gaps = MIN_GAP + (1 - self.levels * MIN_GAP) * torch.softmax(self.gap_logits, dim=0)
         return torch.cumsum(gaps, dim=0)[:-1]
 
 

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from models.cnn import BasicCNN
+from models.registry import ARCHITECTURES, build_model, dataset_info
+
+
+@pytest.mark.parametrize(("dataset", "spatial"), [("mnist", (1, 1)), ("cifar10", (2, 2))])
+def test_shapes_match_the_paper(dataset, spatial):
+    shape = dataset_info(dataset).input_shape
+    cnn = BasicCNN(shape, 10)
+    x = torch.rand(3, *shape)
+    h = torch.relu(cnn.conv1(x))
+    assert h.shape == (3, 64, shape[1] // 2, shape[2] // 2)  # TF "SAME", stride 2
+    h = torch.relu(cnn.conv3(torch.relu(cnn.conv2(h))))
+    assert h.shape == (3, 128, *spatial)
+    assert cnn.fc.in_features == 128 * spatial[0] * spatial[1]
+    assert cnn(x).shape == (3, 10)
+
+
+def test_layers_are_the_cleverhans_basic_cnn():
+    cnn = BasicCNN((1, 28, 28), 10)
+    convs = [cnn.conv1, cnn.conv2, cnn.conv3]
+    assert [c.out_channels for c in convs] == [64, 128, 128]
+    assert [c.kernel_size for c in convs] == [(8, 8), (6, 6), (5, 5)]
+    assert [c.stride for c in convs] == [(2, 2), (2, 2), (1, 1)]
+
+
+def test_same_padding_puts_the_extra_pixel_after():
+    # 8x8 kernel, stride 2 on 28: TF pads 6 in total, 3 before and 3 after; on 29: 3 and 4.
+    cnn = BasicCNN((1, 29, 29), 10)
+    with torch.no_grad():
+        cnn.conv1.weight.zero_()
+        cnn.conv1.weight[:, :, 0, 0] = 1.0
+        cnn.conv1.bias.zero_()
+    x = torch.zeros(1, 1, 29, 29)
+    x[0, 0, 0, 0] = 1.0
+    out = cnn.conv1(x)
+    assert out.shape[-2:] == (15, 15)
+    # Output (i, j) reads input (2i - 3, 2j - 3): pixel (0, 0) is never read with 3 before.
+    assert out[0, 0].sum() == 0
+    x = torch.zeros(1, 1, 29, 29)
+    x[0, 0, 1, 1] = 1.0
+    assert cnn.conv1(x)[0, 0, 2, 2] == 1.0
+
+
+def test_quantized_classifier_quantizes_before_the_cnn():
+    model = build_model("cleverhans-basic-cnn", (1, 28, 28), 10, {"kind": "cq", "levels": 2}).eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(model(x), model.cnn((x > 0.5).float()))
+    assert torch.equal(model.quantize(x, "soft"), model.quantizer(x, "soft"))
+
+
+def test_registry_lists_valid_names_on_unknown():
+    assert "cleverhans-basic-cnn" in ARCHITECTURES
+    with pytest.raises(ValueError, match="valid architectures: cleverhans-basic-cnn"):
+        build_model("resnet50", (1, 28, 28), 10)
+    with pytest.raises(ValueError, match="valid datasets: cifar10, mnist"):
+        dataset_info("imagenet")
+
+
+def test_input_too_small_is_refused():
+    with pytest.raises(ValueError, match="too small"):
+        BasicCNN((1, 16, 16), 10)

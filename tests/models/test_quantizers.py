@@ -1,0 +1,121 @@
+import pytest
+import torch
+
+from models.quantizers import (
+    MIN_GAP,
+    ConstantQuantizer,
+    TrainableQuantizer,
+    build_quantizer,
+    hard_staircase,
+    soft_staircase,
+    uniform_thresholds,
+)
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4, 8])
+def test_hard_output_takes_exactly_the_l_levels(levels):
+    quantizer = ConstantQuantizer(levels).eval()
+    x = torch.linspace(0, 1, 10_001)
+    out = quantizer(x)
+    expected = torch.arange(levels, dtype=torch.float32) / (levels - 1)
+    assert torch.equal(torch.unique(out), expected)
+
+
+def test_uniform_thresholds_round_to_nearest_level():
+    assert torch.allclose(uniform_thresholds(2), torch.tensor([0.5]))
+    assert torch.allclose(uniform_thresholds(3), torch.tensor([0.25, 0.75]))
+    x = torch.tensor([0.1, 0.3, 0.6, 0.9])
+    assert torch.equal(ConstantQuantizer(3).eval()(x), torch.tensor([0.0, 0.5, 0.5, 1.0]))
+
+
+def test_staircase_is_strictly_greater_than_threshold():
+    thresholds = torch.tensor([0.5])
+    assert hard_staircase(torch.tensor([0.5, 0.5001]), thresholds).tolist() == [0.0, 1.0]
+
+
+def test_soft_approaches_hard_as_steepness_grows():
+    thresholds = torch.tensor([0.2, 0.5, 0.7])
+    x = torch.rand(5000)
+    x = x[((x.unsqueeze(-1) - thresholds).abs() > 0.02).all(-1)]  # away from the steps
+    hard = hard_staircase(x, thresholds)
+    errors = [(soft_staircase(x, thresholds, h) - hard).abs().max().item() for h in (10, 100, 1000)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 1e-6
+
+
+def test_gradients_reach_thresholds_in_soft_mode_only():
+    quantizer = TrainableQuantizer(3, steepness=20.0)
+    x = torch.rand(64, 1, 28, 28)
+    quantizer(x, "soft").sum().backward()
+    assert quantizer.gap_logits.grad is not None
+    assert quantizer.gap_logits.grad.abs().sum() > 0
+
+    quantizer.zero_grad(set_to_none=True)
+    out = quantizer(x.requires_grad_(), "hard")
+    assert not out.requires_grad  # the hard staircase carries no gradient at all
+
+
+def test_default_mode_follows_train_and_eval():
+    quantizer = TrainableQuantizer(2, steepness=5.0)
+    x = torch.tensor([0.45, 0.55])
+    assert not torch.equal(quantizer.train()(x), torch.tensor([0.0, 1.0]))
+    assert torch.equal(quantizer.eval()(x), torch.tensor([0.0, 1.0]))
+
+
+def test_thresholds_stay_sorted_in_unit_interval_whatever_the_parameters():
+    quantizer = TrainableQuantizer(5)
+    for _ in range(200):
+        with torch.no_grad():
+            quantizer.gap_logits.copy_(torch.randn(5) * 10)
+        t = quantizer.thresholds
+        assert (t >= MIN_GAP * 0.999).all() and (t <= 1 - MIN_GAP * 0.999).all()
+        assert (torch.diff(t) >= MIN_GAP * 0.999).all()
+
+
+def test_thresholds_stay_sorted_under_aggressive_training():
+    torch.manual_seed(0)
+    quantizer = TrainableQuantizer(4, steepness=30.0)
+    optimizer = torch.optim.SGD(quantizer.parameters(), lr=50.0)
+    target = torch.rand(256)
+    for _ in range(100):
+        x = torch.rand(256)
+        loss = ((quantizer(x, "soft") - target) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        t = quantizer.thresholds.detach()
+        assert (t > 0).all() and (t < 1).all() and (torch.diff(t) > 0).all()
+
+
+def test_trainable_starts_at_the_given_thresholds():
+    quantizer = TrainableQuantizer(3, torch.tensor([0.1, 0.8]))
+    assert torch.allclose(quantizer.thresholds, torch.tensor([0.1, 0.8]), atol=1e-6)
+    with pytest.raises(ValueError, match="apart"):
+        TrainableQuantizer(3, torch.tensor([0.5, 0.5005]))
+
+
+@pytest.mark.parametrize(
+    ("levels", "thresholds", "message"),
+    [
+        (1, None, "levels must be an integer >= 2"),
+        (3, [0.5], "3 levels need 2 thresholds"),
+        (3, [0.6, 0.4], "strictly increasing"),
+        (2, [1.0], "strictly inside"),
+        (2, [float("nan")], "finite"),
+    ],
+)
+def test_invalid_quantizers_are_refused(levels, thresholds, message):
+    with pytest.raises(ValueError, match=message):
+        build_quantizer("cq", levels, thresholds)
+
+
+def test_unknown_kind_lists_valid_kinds():
+    with pytest.raises(ValueError, match="valid kinds: none, cq, tq"):
+        build_quantizer("jpeg")
+    assert build_quantizer("none") is None
+
+
+def test_spec_records_kind_levels_and_thresholds():
+    spec = build_quantizer("tq", 3, [0.3, 0.6], 12.0).spec()
+    assert spec["kind"] == "tq" and spec["levels"] == 3 and spec["steepness"] == 12.0
+    assert spec["thresholds"] == pytest.approx([0.3, 0.6], abs=1e-6)
