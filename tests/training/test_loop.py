@@ -1,0 +1,194 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models.checkpoint import load_checkpoint
+from training import resume
+from training.config import TrainConfig, steepness
+from training.loop import train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp_path, data_dir, **overrides):
+    values = dict(
+        dataset="mnist",
+        defense="tq",
+        levels=2,
+        out=tmp_path / "out",
+        data_dir=data_dir,
+        epochs=3,
+        batch_size=32,
+        lr=2e-3,
+        seed=7,
+        device="cpu",
+        progress=False,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_short_training_run_loss_falls_and_checkpoint_verifies(tmp_path, tiny_mnist):
+    metrics = train(_config(tmp_path, tiny_mnist))
+    loaded = load_checkpoint(tmp_path / "out")
+    history = loaded.manifest.training["history"]
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert metrics["clean_accuracy"] > 0.9  # the synthetic classes are easy
+    assert loaded.manifest.metrics == metrics
+    assert loaded.manifest.quantizer["kind"] == "tq"
+    assert loaded.manifest.quantizer["thresholds"] == history[-1]["thresholds"]
+    assert [r["steepness"] for r in history] == pytest.approx([10.0, 31.6227766, 100.0])
+    assert len(loaded.manifest.data_sha256) == 4
+    assert loaded.manifest.training["seed"] == 7
+    assert not resume.state_dir(_config(tmp_path, tiny_mnist)).exists()
+
+
+def test_training_is_deterministic(tmp_path, tiny_mnist):
+    train(_config(tmp_path / "a", tiny_mnist, epochs=1))
+    train(_config(tmp_path / "b", tiny_mnist, epochs=1))
+    a = load_file(str(tmp_path / "a" / "out" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "out" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_mnist, monkeypatch):
+    uninterrupted = _config(tmp_path / "full", tiny_mnist)
+    train(uninterrupted)
+
+    interrupted = _config(tmp_path / "cut", tiny_mnist)
+    original = resume.save
+
+    def save_then_crash(config, model, optimizer, epochs_done, history):
+        original(config, model, optimizer, epochs_done, history)
+        if epochs_done == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted)
+    assert resume.state_dir(interrupted).exists()
+    monkeypatch.setattr(resume, "save", original)
+    train(interrupted)
+
+    full = load_file(str(tmp_path / "full" / "out" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "out" / "model.safetensors"))
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert len(load_checkpoint(tmp_path / "cut" / "out").manifest.training["history"]) == 3
+
+
+def test_resume_with_different_settings_is_refused(tmp_path, tiny_mnist):
+    config = _config(tmp_path, tiny_mnist)
+    model_dir = resume.state_dir(config)
+    model_dir.mkdir(parents=True)
+    (model_dir / "state.json").write_text(json.dumps({"config": {"seed": 1}}))
+    with pytest.raises(resume.ResumeError, match="different settings"):
+        train(config)
+
+
+def test_steepness_anneals_geometrically():
+    config = TrainConfig(
+        "mnist", "tq", Path("o"), Path("d"), epochs=5, steepness_start=1, steepness_end=16
+    )
+    assert [steepness(config, e) for e in range(5)] == pytest.approx([1, 2, 4, 8, 16])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"defense": "jpeg"}, "defense"),
+        ({"epochs": 0}, "epochs"),
+        ({"steepness_start": 50, "steepness_end": 10}, "steepness"),
+    ],
+)
+def test_invalid_config_is_refused(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _config(tmp_path, tmp_path, **overrides)
+
+
+def _cli(*args, env_extra=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_reports_missing_data_clearly(tmp_path):
+    result = _cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--defense",
+        "none",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert result.returncode == 2
+    assert "train-images-idx3-ubyte" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path, tiny_mnist):
+    common = [
+        "train",
+        "--dataset",
+        "mnist",
+        "--defense",
+        "tq",
+        "--data-dir",
+        str(tiny_mnist),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    single = _cli(*common, "--out", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+    torchrun = Path(sys.executable).with_name("torchrun")
+    ddp = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "training",
+            *common,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr
+    manifest = load_checkpoint(tmp_path / "ddp").manifest
+    assert manifest.training["world_size"] == 2
+    one = load_file(str(tmp_path / "single" / "model.safetensors"))
+    two = load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    # Same global batches; only the order of floating-point sums differs.
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=2e-4), key
+    single_acc = load_checkpoint(tmp_path / "single").manifest.metrics["clean_accuracy"]
+    assert abs(manifest.metrics["clean_accuracy"] - single_acc) <= 0.01
