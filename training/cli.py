@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from models.checkpoint import CheckpointError, read_manifest
 from models.evalset import EVAL_DIR, write_eval_set
 from training.config import TrainConfig
 from training.datasets import DatasetError, load_dataset
@@ -82,7 +83,31 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--count", type=int, default=1000)
     export.add_argument("--out-dir", type=Path, default=EVAL_DIR,
                         help=f"folder for the subset (default {EVAL_DIR})")
+    describe = commands.add_parser(
+        "describe", help="print a Markdown table of checkpoint folders from their manifests"
+    )
+    describe.add_argument("checkpoints", type=Path, nargs="+")
     return parser
+
+
+def describe(folders: list[Path]) -> str:
+    """One row per checkpoint: what it is, how it was trained, how accurate it is."""
+    rows = [
+        "| checkpoint | defense | levels | thresholds | clean accuracy (10k test) "
+        "| epochs | seed | weights sha256 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for folder in folders:
+        m = read_manifest(folder)
+        q = m.quantizer
+        thresholds = ", ".join(f"{t:.4f}" for t in q.get("thresholds", [])) or "-"
+        rows.append(
+            f"| {m.name} | {q['kind']} | {q.get('levels', '-')} | {thresholds} "
+            f"| {100 * m.metrics['clean_accuracy']:.2f}% ({m.metrics['test_samples']}) "
+            f"| {m.training.get('epochs')} | {m.training.get('seed')} "
+            f"| `{m.weights_sha256[:16]}` |"
+        )
+    return "\n".join(rows)
 
 
 def export_evalset(args: argparse.Namespace) -> dict:
@@ -110,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "describe":
+            sys.stdout.write(describe(args.checkpoints) + "\n")
+            return 0
         if args.command == "export-evalset":
             sys.stdout.write(json.dumps(export_evalset(args)) + "\n")
             return 0
@@ -136,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.loop import train  # torch import is slow; keep --help fast
 
         metrics = train(config)
-    except (ValueError, DatasetError, ResumeError) as exc:
+    except (ValueError, DatasetError, ResumeError, CheckpointError) as exc:
         logging.getLogger("training").error("%s", exc)
         return 2
     if rank == 0:

@@ -192,3 +192,13 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_mnist):
         assert torch.allclose(one[key], two[key], atol=2e-4), key
     single_acc = load_checkpoint(tmp_path / "single").manifest.metrics["clean_accuracy"]
     assert abs(manifest.metrics["clean_accuracy"] - single_acc) <= 0.01
+
+
+def test_cli_describe_prints_a_row_per_checkpoint(tmp_path, tiny_mnist):
+    train(_config(tmp_path, tiny_mnist, epochs=1))
+    result = _cli("describe", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.splitlines()[-1]
+    manifest = load_checkpoint(tmp_path / "out").manifest
+    assert row.startswith("| out | tq | 2 |")
+    assert f"{100 * manifest.metrics['clean_accuracy']:.2f}%" in row
