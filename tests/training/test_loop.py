@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from models.checkpoint import load_checkpoint
 from training import resume
 from training.config import TrainConfig, steepness
+from training.loop import augment as augment_batch
 from training.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,3 +203,31 @@ def test_cli_describe_prints_a_row_per_checkpoint(tmp_path, tiny_mnist):
     manifest = load_checkpoint(tmp_path / "out").manifest
     assert row.startswith("| out | tq | 2 |")
     assert f"{100 * manifest.metrics['clean_accuracy']:.2f}%" in row
+
+
+def test_cifar10_path_trains_with_augmentation_on_generated_batches(tmp_path):
+    from .conftest import cifar_batch
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(cifar_batch(64, i))
+    (folder / "test_batch").write_bytes(cifar_batch(64, 9))
+    config = _config(tmp_path, tmp_path, dataset="cifar10", epochs=2, augment=True, levels=4)
+    train(config)
+    loaded = load_checkpoint(config.out)
+    assert loaded.manifest.input_shape == [3, 32, 32]
+    assert loaded.manifest.class_names[0] == "airplane"
+    assert len(loaded.manifest.quantizer["thresholds"]) == 3
+    history = loaded.manifest.training["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_augment_keeps_shape_and_pixels():
+    x = torch.rand(8, 3, 32, 32)
+    out = augment_batch(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    flipped_or_shifted = out.ne(x).any()
+    assert flipped_or_shifted
+    # Zero padding may bring in zeros but never new values.
+    assert set(out.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
