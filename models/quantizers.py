@@ -10,16 +10,20 @@ Constant Quantization (CQ) fixes the thresholds; Trainable Quantization (TQ)
 learns them jointly with the CNN on the classification loss, through the soft
 staircase, and serves the hard staircase.
 
-What the paper leaves open, and what we chose:
+What the paper leaves open, and what we chose. (We worked from the paper's abstract
+and the brief; where the text below says "the paper does not fix", we found no value
+we could cite, and the choice is ours.)
 
-* Steepness h. The paper trains through a sum of sigmoids but does not fix one
-  h per dataset. We make h a configuration value, stored in every checkpoint,
-  and let training anneal it upward (see ``training.config``) so that the soft
-  staircase the CNN sees at the end of training is close to the hard one served.
-* Number of levels L per dataset. We make L a parameter; the shipped MNIST
-  models use L=2, the setting of the paper's MNIST experiments.
-* Whether the output levels are learned. We keep them fixed and uniform,
-  {0, 1/(L-1), ..., 1}; only the thresholds are learned.
+* Steepness h. TQ trains through a sum of sigmoids; the paper does not fix h per
+  dataset. We make h a configuration value, stored in every checkpoint, and let
+  training anneal it upward (see ``training.config``) so that the soft staircase
+  the CNN sees at the end of training is close to the hard one that is served.
+* Number of levels L per dataset. The paper does not fix one L per dataset that
+  we could cite. L is a parameter here; the shipped MNIST models use L=2.
+* Whether the output levels are learned. The abstract says the "quantization
+  levels are iteratively learned"; we read that as the thresholds, keep the
+  output levels fixed and uniform, {0, 1/(L-1), ..., 1}, and learn only the
+  thresholds.
 * Keeping thresholds sorted and inside (0, 1). TQ does not store thresholds
   directly: it stores L unconstrained logits; the L gaps between 0, the
   thresholds and 1 are ``MIN_GAP + (1 - L * MIN_GAP) * softmax(logits)``, and the
