@@ -1,0 +1,70 @@
+"""The application factory. Nothing happens at import: settings, metrics and models
+are built in ``create_app`` and its ``lifespan``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from service.errors import install_error_handlers
+from service.metrics import ServiceMetrics
+from service.middleware import RequestContextMiddleware
+from service.pool import ClassifierPool
+from service.routers import include_routers
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load models (failing startup on any bad checkpoint), serve, then drain.
+
+    Warm-up runs in the background: liveness answers at once, readiness only
+    after every model has run the whole path.
+    """
+    started = time.perf_counter()
+    settings: ServiceSettings = app.state.settings
+    torch.set_num_threads(settings.torch_threads)
+    pool = ClassifierPool(settings, app.state.metrics)
+    try:
+        pool.load()
+    except BaseException:
+        pool.decode_pool.shutdown(wait=False)
+        raise
+    pool.start()
+    app.state.pool = pool
+    warm_up = asyncio.create_task(pool.warm_up(started), name="warm-up")
+    try:
+        yield
+    finally:
+        # The server has already finished in-flight requests; queued jobs are drained here.
+        if not warm_up.done():
+            warm_up.cancel()
+        await asyncio.wait([warm_up])
+        await pool.stop()
+        log.info("stopped")
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings if settings is not None else ServiceSettings()
+    metrics = ServiceMetrics()
+    app = FastAPI(
+        title="QuSec inference service",
+        description="Image classifiers defended by QuSecNets input quantization.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.pool = None
+    install_error_handlers(app, settings.retry_after_seconds)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    include_routers(app, settings)
+    return app

@@ -1,0 +1,234 @@
+"""One loaded checkpoint as a pipeline of named stages.
+
+    read -> decode -> quantize -> batch -> predict -> encode
+
+``read`` bounds the body; ``decode`` identifies, checks and normalises the image
+(``service.imaging``); ``quantize`` applies the checkpoint's own quantizer as the
+hard staircase with its learned thresholds; ``batch`` hands the quantized rows to
+the micro-batcher, whose worker thread calls ``predict`` (the CNN) on whole
+batches; ``encode`` turns one row of probabilities into the response. Decode and
+quantize run together on a small thread pool so the event loop never decodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import time
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from starlette.requests import Request
+
+from models.checkpoint import LoadedCheckpoint
+from models.quantizers import InputQuantizer
+from service.batching import MicroBatcher
+from service.body import Upload, read_image_upload
+from service.errors import InferenceTimeout
+from service.imaging import DecodedImage, ImagePolicy, decode_image, encode_png
+from service.logs import current_request_id
+from service.metrics import ServiceMetrics
+from service.settings import ServiceSettings
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An upload after decode and quantize, ready to batch."""
+
+    decoded: DecodedImage
+    quantized: torch.Tensor  # (1, C, H, W) on the CPU
+    decode_seconds: float
+    quantize_seconds: float
+
+
+class Classifier:
+    def __init__(
+        self,
+        loaded: LoadedCheckpoint,
+        device: torch.device,
+        settings: ServiceSettings,
+        decode_pool: Executor,
+        metrics: ServiceMetrics,
+    ) -> None:
+        self.manifest = loaded.manifest
+        self.name = loaded.manifest.name or loaded.path.name
+        self.path = loaded.path
+        self.model = loaded.model
+        self.device = device
+        self.input_shape = tuple(loaded.manifest.input_shape)
+        self.class_names = list(loaded.manifest.class_names)
+        self.settings = settings
+        self.metrics = metrics
+        self._decode_pool = decode_pool
+        self.policy = ImagePolicy(
+            input_shape=self.input_shape,
+            max_pixels=settings.max_image_pixels,
+            max_side=settings.max_image_side,
+            resize_policy=settings.resize_policy,
+            background=settings.background,
+        )
+        self.quantizer = _cpu_quantizer(loaded.model.quantizer, device)
+        self.batcher = MicroBatcher(
+            self.name,
+            self.predict,
+            max_batch_size=settings.max_batch_size,
+            max_wait_seconds=settings.max_batch_wait_seconds,
+            queue_size=settings.queue_size,
+            torch_threads=settings.torch_threads,
+            metrics=metrics,
+        )
+
+    @property
+    def defence(self) -> dict[str, Any]:
+        spec = self.manifest.quantizer
+        return {
+            "kind": spec.get("kind", "none"),
+            "levels": spec.get("levels"),
+            "thresholds": list(spec.get("thresholds", [])),
+        }
+
+    # --- stages -------------------------------------------------------------------------
+
+    async def read(self, request: Request) -> Upload:
+        return await read_image_upload(
+            request, self.settings.max_body_bytes, self.settings.body_read_timeout_seconds
+        )
+
+    def decode(self, data: bytes) -> DecodedImage:
+        return decode_image(data, self.policy)
+
+    def quantize(self, rows: torch.Tensor) -> torch.Tensor:
+        """(n, C, H, W) in [0, 1] -> the staircase output the CNN sees."""
+        if self.quantizer is None:
+            return rows
+        with torch.inference_mode():
+            return self.quantizer(rows, mode="hard")
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """Quantized (N, C, H, W) -> probabilities (N, K) on the CPU; runs on the worker thread."""
+        with torch.inference_mode():
+            logits = self.model.cnn(batch.to(self.device))
+            return torch.softmax(logits.float(), dim=1).cpu()
+
+    def encode(
+        self, probabilities: torch.Tensor, prepared: Prepared, include_quantized: bool
+    ) -> dict[str, Any]:
+        label = int(torch.argmax(probabilities))
+        body: dict[str, Any] = {
+            "request_id": current_request_id(),
+            "label": label,
+            "class_name": self.class_names[label],
+            "probabilities": dict(zip(self.class_names, probabilities.tolist(), strict=True)),
+            "model": self.describe_briefly(),
+            "defence": self.defence,
+            "input": prepared.decoded.facts,
+        }
+        if include_quantized:
+            png = encode_png(prepared.quantized[0].numpy())
+            body["quantized_image"] = {
+                "media_type": "image/png",
+                "encoding": "base64",
+                "data": base64.b64encode(png).decode("ascii"),
+            }
+        return body
+
+    # --- the pipeline -------------------------------------------------------------------
+
+    def prepare(self, data: bytes) -> Prepared:
+        """decode + quantize, timed separately; runs on the decode pool."""
+        started = time.perf_counter()
+        decoded = self.decode(data)
+        decoded_at = time.perf_counter()
+        quantized = self.quantize(torch.from_numpy(decoded.pixels)[None])
+        return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
+
+    async def classify(self, request: Request, include_quantized: bool = False) -> dict[str, Any]:
+        started = time.perf_counter()
+        upload = await self.read(request)
+        read_done = time.perf_counter()
+        self.metrics.body_size.observe(len(upload.data))
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_seconds):
+                prepared = await loop.run_in_executor(self._decode_pool, self.prepare, upload.data)
+                result = await self.batcher.submit(prepared.quantized)
+        except TimeoutError:
+            raise InferenceTimeout(
+                f"classify on {self.name} exceeded {self.settings.request_timeout_seconds} s"
+            ) from None
+        encode_started = time.perf_counter()
+        body = self.encode(result.outputs[0], prepared, include_quantized)
+        timings = {
+            "read": read_done - started,
+            "decode": prepared.decode_seconds,
+            "quantize": prepared.quantize_seconds,
+            "queue_wait": result.queue_wait_seconds,
+            "inference": result.inference_seconds,
+            "encode": time.perf_counter() - encode_started,
+        }
+        self.metrics.observe_stages(timings)
+        body["batch_rows"] = result.batch_rows
+        body["timings_seconds"] = {**timings, "total": time.perf_counter() - started}
+        return body
+
+    async def infer(self, rows: torch.Tensor) -> torch.Tensor:
+        """Tensor path (Open Inference Protocol): quantize -> batch -> predict."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_seconds):
+                started = time.perf_counter()
+                quantized = await loop.run_in_executor(self._decode_pool, self.quantize, rows)
+                quantize_seconds = time.perf_counter() - started
+                result = await self.batcher.submit(quantized)
+        except TimeoutError:
+            raise InferenceTimeout(
+                f"infer on {self.name} exceeded {self.settings.request_timeout_seconds} s"
+            ) from None
+        self.metrics.observe_stages(
+            {
+                "quantize": quantize_seconds,
+                "queue_wait": result.queue_wait_seconds,
+                "inference": result.inference_seconds,
+            }
+        )
+        return result.outputs
+
+    async def warm_up(self) -> None:
+        """Run the whole path once and a full batch once, so the first request is not slow."""
+        blank = encode_png(np.zeros(self.input_shape, dtype=np.float32))
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self._decode_pool, self.prepare, blank)
+        await self.batcher.submit(prepared.quantized)
+        await self.batcher.submit(torch.zeros(self.settings.max_batch_size, *self.input_shape))
+
+    # --- descriptions -------------------------------------------------------------------
+
+    def describe_briefly(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset": self.manifest.dataset,
+            "weights_sha256": self.manifest.weights_sha256,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "device": str(self.device),
+            "input_shape": list(self.input_shape),
+            "class_names": self.class_names,
+            "defence": self.defence,
+            "manifest": asdict(self.manifest),
+        }
+
+
+def _cpu_quantizer(quantizer: InputQuantizer | None, device: torch.device) -> InputQuantizer | None:
+    """The quantizer runs per request on the CPU; on a GPU host it needs its own copy."""
+    if quantizer is None:
+        return None
+    if device.type == "cpu":
+        return quantizer
+    return copy.deepcopy(quantizer).cpu().eval()

@@ -1,0 +1,97 @@
+"""``python -m service`` / ``qusec-serve``: parse arguments, build settings, run uvicorn.
+
+Command-line options override ``QUSEC_*`` environment variables, which
+override the defaults. ``--checkpoint`` may be repeated; the first one named is
+the default model unless ``--default-model`` (or QUSEC_DEFAULT_MODEL) says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.logs import configure_logging
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="qusec-serve", description="Serve QuSecNets-defended image classifiers over HTTP."
+    )
+    parser.add_argument("--host", help="address to bind (QUSEC_HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (QUSEC_PORT; default 8000)")
+    parser.add_argument(
+        "--checkpoint",
+        dest="checkpoints",
+        action="append",
+        metavar="FOLDER",
+        help="checkpoint folder to load; repeatable (QUSEC_CHECKPOINTS, comma-separated)",
+    )
+    parser.add_argument("--default-model", help="name of the default model (QUSEC_DEFAULT_MODEL)")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="QUSEC_DEVICE; default auto"
+    )
+    parser.add_argument("--torch-threads", type=int, help="QUSEC_TORCH_THREADS; default 1")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="QUSEC_LOG_LEVEL"
+    )
+    return parser.parse_args(argv)
+
+
+def build_settings(args: argparse.Namespace) -> ServiceSettings:
+    overrides = {
+        key: value
+        for key, value in {
+            "host": args.host,
+            "port": args.port,
+            "checkpoints": args.checkpoints,
+            "default_model": args.default_model,
+            "device": args.device,
+            "torch_threads": args.torch_threads,
+            "log_level": args.log_level,
+        }.items()
+        if value is not None
+    }
+    return ServiceSettings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = build_settings(args)
+    except ValidationError as exc:
+        sys.stderr.write(f"qusec-serve: invalid configuration:\n{exc}\n")
+        return 2
+    if not settings.checkpoints:
+        sys.stderr.write(
+            "qusec-serve: no checkpoints: pass --checkpoint or set QUSEC_CHECKPOINTS\n"
+        )
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+
+    from service.app import create_app  # after logging is configured, so import logs are seen
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,  # the service logs its own access lines, with request ids
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    # uvicorn leaves started=False when startup failed (bad checkpoint, port in use).
+    return 0 if server.started else 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""Injected objects as ``Annotated`` aliases, so handlers declare what they use."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.errors import NotReady
+from service.metrics import ServiceMetrics
+from service.pool import ClassifierPool
+from service.settings import ServiceSettings
+
+
+def get_settings(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+def get_pool(request: Request) -> ClassifierPool:
+    pool = request.app.state.pool
+    if pool is None:
+        raise NotReady("the model pool has not been loaded yet")
+    return pool
+
+
+Settings = Annotated[ServiceSettings, Depends(get_settings)]
+Metrics = Annotated[ServiceMetrics, Depends(get_metrics)]
+Pool = Annotated[ClassifierPool, Depends(get_pool)]

@@ -1,0 +1,186 @@
+"""The service's exceptions and the one place that turns them into responses.
+
+Every rejection a client can cause is a ``ServiceError`` subclass with a fixed
+status and a stable ``reason`` code. Clients get ``{"error", "reason",
+"request_id"}``; the detail goes to the log under the same request id. The
+``error`` key doubles as the Open Inference Protocol's error field.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.logs import current_request_id
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base: ``message`` is what the client reads, ``detail`` what the log reads."""
+
+    status: int = 500
+    reason: str = "internal_error"
+    message: str = "internal error"
+    retryable: bool = False  # answered with Retry-After
+
+    def __init__(self, detail: str = "", *, message: str | None = None) -> None:
+        super().__init__(detail or self.message)
+        self.detail = detail or self.message
+        if message is not None:
+            self.message = message
+
+
+class EmptyBody(ServiceError):
+    status, reason, message = 400, "empty_body", "the request has no image data"
+
+
+class BadMultipart(ServiceError):
+    status, reason, message = 400, "bad_multipart", "the multipart body could not be parsed"
+
+
+class MissingFile(ServiceError):
+    status, reason, message = 400, "missing_file", "the multipart body has no 'file' upload"
+
+
+class CorruptImage(ServiceError):
+    status, reason, message = 400, "corrupt_image", "the image is truncated or corrupt"
+
+
+class InvalidJson(ServiceError):
+    status, reason, message = 400, "invalid_json", "the body is not valid JSON"
+
+
+class ClientDisconnected(ServiceError):
+    status, reason, message = 400, "client_disconnected", "the client went away mid-body"
+
+
+class BodyReadTimeout(ServiceError):
+    status, reason, message = 408, "body_read_timeout", "the request body arrived too slowly"
+
+
+class UnknownModel(ServiceError):
+    status, reason, message = 404, "unknown_model", "no model of that name is loaded"
+
+
+class BodyTooLarge(ServiceError):
+    status, reason, message = 413, "body_too_large", "the request body exceeds the size limit"
+
+
+class ImageTooLarge(ServiceError):
+    status, reason, message = 413, "image_too_large", "the image dimensions exceed the limit"
+
+
+class UnsupportedFormat(ServiceError):
+    status, reason = 415, "unsupported_format"
+    message = "the image format is not one of PNG, JPEG, BMP, GIF, WebP"
+
+
+class InvalidTensor(ServiceError):
+    status, reason, message = 422, "invalid_tensor", "the input tensor is invalid"
+
+
+class InvalidRequest(ServiceError):
+    status, reason, message = 422, "invalid_request", "the request is invalid"
+
+
+class NotReady(ServiceError):
+    status, reason, message = 503, "not_ready", "the model is still loading"
+    retryable = True
+
+
+class Overloaded(ServiceError):
+    status, reason, message = 503, "overloaded", "too many requests in flight, retry later"
+    retryable = True
+
+
+class QueueFull(ServiceError):
+    status, reason, message = 503, "queue_full", "the inference queue is full, retry later"
+    retryable = True
+
+
+class InferenceTimeout(ServiceError):
+    status, reason, message = 504, "timeout", "the request did not finish in time"
+
+
+REJECTION_TYPES: tuple[type[ServiceError], ...] = (
+    EmptyBody,
+    BadMultipart,
+    MissingFile,
+    CorruptImage,
+    InvalidJson,
+    ClientDisconnected,
+    BodyReadTimeout,
+    UnknownModel,
+    BodyTooLarge,
+    ImageTooLarge,
+    UnsupportedFormat,
+    InvalidTensor,
+    InvalidRequest,
+    NotReady,
+    Overloaded,
+    QueueFull,
+    InferenceTimeout,
+)
+# Every reason a rejection can carry, known up front so the metric starts at zero.
+REJECTION_REASONS: tuple[str, ...] = (
+    *(t.reason for t in REJECTION_TYPES),
+    "not_found",
+    "method_not_allowed",
+    "http_error",
+    "internal_error",
+)
+
+
+def error_response(
+    status: int, reason: str, message: str, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    body = {"error": message, "reason": reason, "request_id": current_request_id()}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
+    """Map every exception to the short JSON error; the one place statuses are decided."""
+
+    def count(request: Request, reason: str) -> None:
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.rejections.labels(reason=reason).inc()
+
+    async def on_service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        log.info("rejected %s: %s", exc.reason, exc.detail, extra={"reason": exc.reason})
+        count(request, exc.reason)
+        retry = retry_after_seconds if exc.retryable else None
+        return error_response(exc.status, exc.reason, exc.message, retry)
+
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        log.info("rejected invalid_request: %s", exc.errors(), extra={"reason": "invalid_request"})
+        count(request, "invalid_request")
+        message = f"invalid {where}: {first.get('msg', 'invalid value')}" if where else "invalid"
+        return error_response(422, "invalid_request", message)
+
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        count(request, reason)
+        response = error_response(exc.status_code, reason, reason.replace("_", " "))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The safety net: the traceback goes to the log, never to the client.
+        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        count(request, "internal_error")
+        return error_response(500, "internal_error", "internal error")
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

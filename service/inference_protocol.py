@@ -1,0 +1,170 @@
+"""Open Inference Protocol (KServe v2) JSON codec: parse infer requests, build replies.
+
+Only the JSON tensor encoding is supported (no binary-data extension). The one
+input, ``input``, is FP32 of shape [N, C, H, W] with values in [0, 1]; the
+outputs are ``probabilities`` (FP32 [N, K]) and ``label`` (INT64 [N]).
+Anything else is refused with 422 (400 when the body is not JSON at all).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.classifier import Classifier
+from service.errors import InvalidJson, InvalidRequest, InvalidTensor
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("probabilities", "label")
+PLATFORM = "pytorch"
+
+
+class _TensorIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    name: str = Field(max_length=256)
+    shape: list[int] = Field(max_length=16)
+    datatype: str = Field(max_length=16)
+    data: Any
+    parameters: dict[str, Any] | None = None
+
+
+class _OutputIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    name: str = Field(max_length=256)
+    parameters: dict[str, Any] | None = None
+
+
+class _RequestIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    id: str | None = Field(None, max_length=256)
+    parameters: dict[str, Any] | None = None
+    inputs: list[_TensorIn] = Field(min_length=1, max_length=16)
+    outputs: list[_OutputIn] | None = Field(None, max_length=16)
+
+
+@dataclass(frozen=True)
+class InferCall:
+    rows: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    outputs: tuple[str, ...]
+    request_id: str | None
+
+
+def model_version(classifier: Classifier) -> str:
+    return classifier.manifest.weights_sha256[:12] or "1"
+
+
+def model_metadata(classifier: Classifier) -> dict[str, Any]:
+    channels, height, width = classifier.input_shape
+    return {
+        "name": classifier.name,
+        "versions": [model_version(classifier)],
+        "platform": PLATFORM,
+        "inputs": [
+            {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, channels, height, width]}
+        ],
+        "outputs": [
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": [-1, len(classifier.class_names)],
+            },
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+        ],
+    }
+
+
+def parse_infer_request(body: bytes, input_shape: tuple[int, ...], max_rows: int) -> InferCall:
+    """Validate an infer request; runs off the event loop (bodies can be megabytes)."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidJson(f"infer body: {type(exc).__name__}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidRequest("infer body must be a JSON object", message="body must be an object")
+    try:
+        request = _RequestIn.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidRequest(str(exc), message=f"invalid {where}: {first['msg']}") from None
+    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
+        names = [tensor.name for tensor in request.inputs]
+        raise InvalidRequest(
+            f"inputs {names}", message=f"expected exactly one input {INPUT_NAME!r}"
+        )
+    rows = _rows(request.inputs[0], tuple(input_shape), max_rows)
+    wanted = tuple(o.name for o in request.outputs) if request.outputs else OUTPUT_NAMES
+    unknown = sorted(set(wanted) - set(OUTPUT_NAMES))
+    if unknown:
+        raise InvalidRequest(
+            f"outputs {unknown}", message=f"unknown outputs {unknown}; known: {list(OUTPUT_NAMES)}"
+        )
+    return InferCall(rows, wanted, request.id)
+
+
+def _rows(tensor: _TensorIn, input_shape: tuple[int, ...], max_rows: int) -> torch.Tensor:
+    def refuse(why: str) -> InvalidTensor:
+        return InvalidTensor(why, message=f"input {INPUT_NAME!r}: {why}")
+
+    if tensor.datatype != "FP32":
+        raise refuse(f"datatype must be FP32, got {tensor.datatype!r}")
+    shape = list(tensor.shape)
+    if len(shape) != 4 or tuple(shape[1:]) != input_shape:
+        raise refuse(f"shape must be [N, {', '.join(map(str, input_shape))}], got {shape}")
+    if not 1 <= shape[0] <= max_rows:
+        raise refuse(f"batch size must be between 1 and {max_rows}, got {shape[0]}")
+    if not isinstance(tensor.data, list):
+        raise refuse("data must be a JSON array")
+    try:
+        array = np.asarray(tensor.data)
+    except (ValueError, TypeError, RecursionError):
+        raise refuse("data is a ragged or malformed array") from None
+    if array.dtype.kind not in "fiu":  # bools, strings, nulls and huge ints are not FP32
+        raise refuse(f"data must be numbers, got JSON values of numpy kind {array.dtype.kind!r}")
+    if array.size != math.prod(shape) or (array.ndim != 1 and list(array.shape) != shape):
+        raise refuse(f"data has {array.size} values in shape {list(array.shape)}, shape is {shape}")
+    values = array.astype(np.float64).reshape(shape)
+    if not np.isfinite(values).all():
+        raise refuse("data contains NaN or infinity")
+    if values.min() < 0.0 or values.max() > 1.0:
+        raise refuse("values must lie in [0, 1]")
+    return torch.from_numpy(values.astype(np.float32))
+
+
+def infer_response(
+    classifier: Classifier, call: InferCall, probabilities: torch.Tensor
+) -> dict[str, Any]:
+    rows = probabilities.shape[0]
+    outputs = []
+    for name in call.outputs:
+        if name == "probabilities":
+            outputs.append(
+                {
+                    "name": name,
+                    "datatype": "FP32",
+                    "shape": list(probabilities.shape),
+                    "data": probabilities.reshape(-1).tolist(),
+                }
+            )
+        else:
+            labels = torch.argmax(probabilities, dim=1)
+            outputs.append(
+                {"name": name, "datatype": "INT64", "shape": [rows], "data": labels.tolist()}
+            )
+    body: dict[str, Any] = {
+        "model_name": classifier.name,
+        "model_version": model_version(classifier),
+        "outputs": outputs,
+    }
+    if call.request_id is not None:
+        body["id"] = call.request_id
+    return body

@@ -1,0 +1,88 @@
+"""Structured logging with a request id on every line.
+
+The request id lives in a context variable that the request middleware sets,
+so any logger called while serving a request tags its record without being
+handed the id. ``configure_logging`` is called by the CLI, never at import.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+_request_id: ContextVar[str | None] = ContextVar("qusec_request_id", default=None)
+
+# A client may send its own id (to correlate with its logs); anything else is replaced.
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+# Attributes every LogRecord has; anything else came in through ``extra=``.
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}
+)
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def new_request_id(client_value: str | None) -> str:
+    if client_value and _CLIENT_ID.fullmatch(client_value):
+        return client_value
+    return uuid.uuid4().hex
+
+
+def bind_request_id(request_id: str | None) -> object:
+    """Set the id for the current context; returns the token to reset it with."""
+    return _request_id.set(request_id)
+
+
+def unbind_request_id(token: object) -> None:
+    _request_id.reset(token)  # type: ignore[arg-type]
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and value is not None:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    """Route the service's and uvicorn's loggers to one stderr handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

@@ -1,0 +1,83 @@
+"""Typed service configuration, read from ``QUSEC_*`` environment variables.
+
+Settings are built inside ``create_app`` (or by the CLI), never at import, so
+tests pass their own. Units are in the names: ``_bytes``, ``_seconds``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1 << 20
+
+# Pillow refuses anything above twice this many pixels on its own; our limit must
+# stay below it so that every oversized image gets our 413, not Pillow's error.
+PILLOW_PIXEL_CEILING = 89_478_485
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the service can be told. Defaults suit a small CPU host."""
+
+    model_config = SettingsConfigDict(env_prefix="QUSEC_", extra="forbid", frozen=True)
+
+    # Models. QUSEC_CHECKPOINTS is a comma-separated list of checkpoint folders.
+    checkpoints: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    default_model: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # One intra-op thread: the CNN is tiny and batches are small, so extra threads
+    # only contend with request decoding for the same cores.
+    torch_threads: int = Field(1, ge=1, le=64)
+
+    # Listening (the CLI's --host/--port override these).
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    # Input limits.
+    max_body_bytes: int = Field(5 * MiB, ge=1024, le=256 * MiB)
+    max_image_pixels: int = Field(4096 * 4096, ge=1, le=PILLOW_PIXEL_CEILING)
+    max_image_side: int = Field(8192, ge=1, le=65535)
+    resize_policy: Literal["letterbox", "stretch"] = "letterbox"
+    background: int = Field(0, ge=0, le=255)
+    max_infer_rows: int = Field(256, ge=1, le=65536)
+    body_read_timeout_seconds: float = Field(30.0, gt=0)
+
+    # Batching and load shedding.
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_batch_wait_seconds: float = Field(0.002, ge=0, le=1.0)
+    queue_size: int = Field(256, ge=1)
+    max_in_flight: int = Field(128, ge=1)
+    request_timeout_seconds: float = Field(10.0, gt=0)
+    retry_after_seconds: int = Field(1, ge=1, le=3600)
+    decode_threads: int = Field(2, ge=1, le=64)
+
+    # Operations.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    graceful_shutdown_seconds: float = Field(30.0, ge=0)
+    # A deliberately naive endpoint, only for the benchmark's comparison.
+    enable_naive_endpoint: bool = False
+
+    @field_validator("checkpoints", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ServiceSettings:
+        if self.queue_size < self.max_batch_size:
+            raise ValueError(
+                f"queue_size ({self.queue_size}) must be at least max_batch_size "
+                f"({self.max_batch_size}), or batches can never fill"
+            )
+        return self
