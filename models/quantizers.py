@@ -71,11 +71,13 @@ def soft_staircase(x: torch.Tensor, thresholds: torch.Tensor, steepness: float) 
 class InputQuantizer(nn.Module):
     """Base of the quantizer family: a staircase in front of the CNN.
 
-    ``forward`` uses the soft staircase while training and the hard one in
-    eval mode, unless ``mode`` is given explicitly.
+    ``forward`` uses the hard staircase unless ``mode`` says otherwise; a
+    quantizer with trainable thresholds (``learns_thresholds``) uses the soft one
+    while in training mode, since the hard one passes no gradient to them.
     """
 
     kind: str = "none"
+    learns_thresholds: bool = False
 
     def __init__(self, levels: int, steepness: float) -> None:
         super().__init__()
@@ -90,7 +92,7 @@ class InputQuantizer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, mode: QuantizerMode | None = None) -> torch.Tensor:
-        mode = mode or ("soft" if self.training else "hard")
+        mode = mode or ("soft" if self.training and self.learns_thresholds else "hard")
         if mode == "hard":
             return hard_staircase(x, self.thresholds.detach())
         if mode == "soft":
@@ -111,7 +113,10 @@ class InputQuantizer(nn.Module):
 
 
 class ConstantQuantizer(InputQuantizer):
-    """CQ: fixed thresholds (uniform unless given)."""
+    """CQ: fixed thresholds (uniform unless given); the CNN trains on the hard staircase.
+
+    ``steepness`` only matters when an evaluation asks for the soft staircase.
+    """
 
     kind = "cq"
 
@@ -136,6 +141,7 @@ class TrainableQuantizer(InputQuantizer):
     """
 
     kind = "tq"
+    learns_thresholds = True
 
     def __init__(
         self, levels: int, thresholds: torch.Tensor | None = None, steepness: float = 10.0

@@ -55,11 +55,15 @@ def test_gradients_reach_thresholds_in_soft_mode_only():
     assert not out.requires_grad  # the hard staircase carries no gradient at all
 
 
-def test_default_mode_follows_train_and_eval():
-    quantizer = TrainableQuantizer(2, steepness=5.0)
+def test_default_mode_follows_train_and_eval_for_tq_only():
     x = torch.tensor([0.45, 0.55])
-    assert not torch.equal(quantizer.train()(x), torch.tensor([0.0, 1.0]))
-    assert torch.equal(quantizer.eval()(x), torch.tensor([0.0, 1.0]))
+    hard = torch.tensor([0.0, 1.0])
+    trainable = TrainableQuantizer(2, steepness=5.0)
+    assert not torch.equal(trainable.train()(x), hard)
+    assert torch.equal(trainable.eval()(x), hard)
+    constant = ConstantQuantizer(2, steepness=5.0)
+    assert torch.equal(constant.train()(x), hard)  # CQ has nothing to learn: train on hard
+    assert not torch.equal(constant(x, "soft"), hard)
 
 
 def test_thresholds_stay_sorted_in_unit_interval_whatever_the_parameters():
