@@ -4,7 +4,9 @@ Requests put jobs (one or more input rows each) on a bounded queue and await a
 future. One asyncio task collects jobs into a batch, up to ``max_batch_size``
 rows or until ``max_wait_seconds`` passed since the first job, and runs the
 forward on a single dedicated thread, so the event loop keeps accepting
-requests while the model runs and the next batch fills meanwhile. A full
+requests while the model runs and the next batch fills meanwhile. The wait is
+cut short when no request is upstream (being read or decoded), so a lone
+request at low load is not delayed for nothing. A full
 queue is refused at once (``QueueFull``, 503), never waited on. Jobs whose
 requester gave up (timeout, cancellation) are skipped, not computed.
 """
@@ -57,6 +59,7 @@ class MicroBatcher:
         queue_size: int,
         torch_threads: int = 1,
         metrics: ServiceMetrics | None = None,
+        upstream: Callable[[], int] | None = None,
     ) -> None:
         self.name = name
         self._forward = forward
@@ -65,6 +68,7 @@ class MicroBatcher:
         self._queue_size = queue_size
         self._torch_threads = torch_threads
         self._metrics = metrics
+        self._upstream = upstream or (lambda: 0)
         self._queue: asyncio.Queue | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task | None = None
@@ -154,7 +158,9 @@ class MicroBatcher:
         except asyncio.QueueEmpty:
             pass
         remaining = deadline - time.perf_counter()
-        if remaining <= 0:
+        # Waiting only pays when more work is known to be on its way (being read or
+        # decoded); otherwise a partial batch goes now instead of idling the worker.
+        if remaining <= 0 or self._upstream() == 0:
             return None
         try:
             async with asyncio.timeout(remaining):

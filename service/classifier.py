@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import time
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 from starlette.requests import Request
 
 from models.checkpoint import LoadedCheckpoint
-from models.quantizers import InputQuantizer
+from models.quantizers import InputQuantizer, hard_staircase
 from service.batching import MicroBatcher
 from service.body import Upload, read_image_upload
 from service.errors import InferenceTimeout
@@ -71,7 +72,9 @@ class Classifier:
             resize_policy=settings.resize_policy,
             background=settings.background,
         )
-        self.quantizer = _cpu_quantizer(loaded.model.quantizer, device)
+        # Fixed at load: the model is in eval mode and never trained here, and TQ derives
+        # its thresholds through a softmax that would otherwise run on every request.
+        self.thresholds = _thresholds(loaded.model.quantizer)
         self.batcher = MicroBatcher(
             self.name,
             self.predict,
@@ -80,7 +83,9 @@ class Classifier:
             queue_size=settings.queue_size,
             torch_threads=settings.torch_threads,
             metrics=metrics,
+            upstream=lambda: self.upstream,
         )
+        self.upstream = 0  # requests read or decoding, not yet queued for the batcher
 
     @property
     def defence(self) -> dict[str, Any]:
@@ -103,10 +108,10 @@ class Classifier:
 
     def quantize(self, rows: torch.Tensor) -> torch.Tensor:
         """(n, C, H, W) in [0, 1] -> the staircase output the CNN sees."""
-        if self.quantizer is None:
+        if self.thresholds is None:
             return rows
         with torch.inference_mode():
-            return self.quantizer(rows, mode="hard")
+            return hard_staircase(rows, self.thresholds)
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """Quantized (N, C, H, W) -> probabilities (N, K) on the CPU; runs on the worker thread."""
@@ -148,18 +153,16 @@ class Classifier:
 
     async def classify(self, request: Request, include_quantized: bool = False) -> dict[str, Any]:
         started = time.perf_counter()
-        upload = await self.read(request)
-        read_done = time.perf_counter()
-        self.metrics.body_size.observe(len(upload.data))
         loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_seconds):
+        with self._upstream_slot():
+            upload = await self.read(request)  # bounded by its own body-read timeout
+            read_done = time.perf_counter()
+            self.metrics.body_size.observe(len(upload.data))
+            deadline = loop.time() + self.settings.request_timeout_seconds
+            async with self._deadline(deadline):
                 prepared = await loop.run_in_executor(self._decode_pool, self.prepare, upload.data)
-                result = await self.batcher.submit(prepared.quantized)
-        except TimeoutError:
-            raise InferenceTimeout(
-                f"classify on {self.name} exceeded {self.settings.request_timeout_seconds} s"
-            ) from None
+        async with self._deadline(deadline):
+            result = await self.batcher.submit(prepared.quantized)
         encode_started = time.perf_counter()
         body = self.encode(result.outputs[0], prepared, include_quantized)
         timings = {
@@ -178,16 +181,12 @@ class Classifier:
     async def infer(self, rows: torch.Tensor) -> torch.Tensor:
         """Tensor path (Open Inference Protocol): quantize -> batch -> predict."""
         loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_seconds):
+        async with self._deadline(loop.time() + self.settings.request_timeout_seconds):
+            with self._upstream_slot():
                 started = time.perf_counter()
                 quantized = await loop.run_in_executor(self._decode_pool, self.quantize, rows)
                 quantize_seconds = time.perf_counter() - started
-                result = await self.batcher.submit(quantized)
-        except TimeoutError:
-            raise InferenceTimeout(
-                f"infer on {self.name} exceeded {self.settings.request_timeout_seconds} s"
-            ) from None
+            result = await self.batcher.submit(quantized)
         self.metrics.observe_stages(
             {
                 "quantize": quantize_seconds,
@@ -196,6 +195,25 @@ class Classifier:
             }
         )
         return result.outputs
+
+    @contextmanager
+    def _upstream_slot(self) -> Iterator[None]:
+        """Count a request as on its way to the batcher, which may wait for it."""
+        self.upstream += 1
+        try:
+            yield
+        finally:
+            self.upstream -= 1
+
+    @asynccontextmanager
+    async def _deadline(self, when: float) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout_at(when):
+                yield
+        except TimeoutError:
+            raise InferenceTimeout(
+                f"{self.name}: no result within {self.settings.request_timeout_seconds} s"
+            ) from None
 
     async def warm_up(self) -> None:
         """Run the whole path once and a full batch once, so the first request is not slow."""
@@ -225,10 +243,8 @@ class Classifier:
         }
 
 
-def _cpu_quantizer(quantizer: InputQuantizer | None, device: torch.device) -> InputQuantizer | None:
-    """The quantizer runs per request on the CPU; on a GPU host it needs its own copy."""
+def _thresholds(quantizer: InputQuantizer | None) -> torch.Tensor | None:
+    """The learned thresholds as a CPU tensor: quantizing runs per request on the CPU."""
     if quantizer is None:
         return None
-    if device.type == "cpu":
-        return quantizer
-    return copy.deepcopy(quantizer).cpu().eval()
+    return quantizer.thresholds.detach().cpu().clone()

@@ -84,7 +84,8 @@ def decode_image(data: bytes, policy: ImagePolicy) -> DecodedImage:
         image, facts = _open_checked(data, fmt, policy)
         image = _load_first_frame(image, policy)
         facts["orientation"] = _orientation(image)
-        image = ImageOps.exif_transpose(image)
+        if facts["orientation"] != 1:  # exif_transpose copies even when there is nothing to do
+            image = ImageOps.exif_transpose(image)
         image = _flatten(image, policy.input_shape[0], policy.background)
         image, facts["resized"] = _fit(image, policy)
         pixels = np.asarray(image, dtype=np.float32) / 255.0
