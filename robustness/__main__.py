@@ -1,0 +1,5 @@
+import sys
+
+from robustness.cli import main
+
+sys.exit(main())

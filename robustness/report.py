@@ -1,0 +1,107 @@
+"""The report: a JSON-ready dict with the rows, the worst case per radius, and the flags.
+
+The headline is ``worst_case``: for each norm and radius, the lowest robust accuracy over
+every attack and threat model that ran. ``worst_case_per_attack`` is the same minimum
+taken per attack (over threat models), for a job runner to export as gauges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+
+import torch
+
+from models.evalset import EvalSet
+from robustness.attacks import ATTACKS, Attack
+from robustness.flags import masking_flags
+from robustness.request import SuiteRequest
+
+SCHEMA_VERSION = 1
+_LIBRARIES = ("torch", "cleverhans", "numpy", "scipy")
+
+
+def build_report(
+    *,
+    target: dict,
+    surrogate: dict | None,
+    data: EvalSet,
+    request: SuiteRequest,
+    attacks: dict[str, Attack],
+    clean_correct: torch.Tensor,
+    rows: list[dict],
+    probes: dict[str, dict],
+    skipped: list[dict],
+    status: str,
+    started: float,
+) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "model": target,
+        "surrogate": surrogate,
+        "eval_set": {"name": data.name, "sha256": data.sha256, "available": len(data.labels)},
+        "samples": len(clean_correct),
+        "seed": request.seed,
+        "request": request.as_dict(),
+        "attack_params": {name: dataclasses.asdict(a) for name, a in attacks.items()},
+        "clean_accuracy": round(float(clean_correct.float().mean()), 6),
+        "gradient_probes": probes,
+        "worst_case": worst_case(rows),
+        "worst_case_per_attack": worst_case(rows, per_attack=True),
+        "masking_flags": masking_flags(rows, probes),
+        "results": rows,
+        "skipped": skipped,
+        "versions": library_versions(),
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def worst_case(rows: list[dict], per_attack: bool = False) -> list[dict]:
+    """Minimum robust accuracy per (norm, radius), or per (attack, norm, radius).
+
+    Sanity-radius rows and unbounded rows are left out: they answer other questions.
+    """
+    best: dict[tuple, dict] = {}
+    for row in rows:
+        if row["epsilon"] is None or row["sanity"]:
+            continue
+        key = (row["attack"],) if per_attack else ()
+        key += (row["norm"], row["epsilon"])
+        if key not in best or row["robust_accuracy"] < best[key]["robust_accuracy"]:
+            best[key] = row
+    return [
+        {
+            "attack": row["attack"],
+            "norm": row["norm"],
+            "epsilon": row["epsilon"],
+            "robust_accuracy": row["robust_accuracy"],
+            "threat_model": row["threat_model"],
+            "samples": row["samples"],
+            "complete": row["complete"],
+        }
+        for _, row in sorted(best.items(), key=lambda item: _order(item[0]))
+    ]
+
+
+def _order(key: tuple) -> tuple:
+    *attack, norm, eps = key
+    return (*(list(ATTACKS).index(a) for a in attack), norm != "linf", eps)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def fired_flags(report: dict) -> list[str]:
+    return [flag["name"] for flag in report["masking_flags"] if flag["fired"]]

@@ -1,0 +1,136 @@
+"""A suite request: what to run, validated before anything runs.
+
+Plain values only (names, numbers, parameter overrides), so a job runner can take one
+from JSON, store it beside the job and show it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from robustness.attacks import ATTACKS, Attack, get_attack
+from robustness.threats import THREAT_MODELS
+
+
+@dataclass(frozen=True)
+class SuiteRequest:
+    """``epsilons`` are L-inf radii, ``l2_epsilons`` L2 radii, both on [0, 1] pixels.
+
+    ``sample_limits`` caps the samples of an expensive attack (the first k of the set);
+    ``sanity_epsilon`` adds a BIM run at a radius where any working attack reaches ~0%
+    accuracy, under each white-box threat model, on ``sanity_samples`` images (None: skip).
+    """
+
+    attacks: tuple[str, ...] = tuple(ATTACKS)
+    threat_models: tuple[str, ...] = THREAT_MODELS
+    epsilons: tuple[float, ...] = (0.1, 0.2, 0.3)
+    l2_epsilons: tuple[float, ...] = ()
+    samples: int = 1000
+    batch_size: int = 100
+    seed: int = 0
+    attack_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    sample_limits: Mapping[str, int] = field(default_factory=dict)
+    sanity_epsilon: float | None = 1.0
+    sanity_samples: int = 200
+    bpda_backward: str = "identity"
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first thing wrong; attacks are resolved to check
+        their parameter overrides too."""
+        if not self.attacks:
+            raise ValueError("no attacks requested")
+        if not self.threat_models:
+            raise ValueError("no threat models requested")
+        for name in self.threat_models:
+            if name not in THREAT_MODELS:
+                raise ValueError(
+                    f"unknown threat model {name!r}; valid: {', '.join(THREAT_MODELS)}"
+                )
+        for name, values in (("epsilons", self.epsilons), ("l2_epsilons", self.l2_epsilons)):
+            for eps in values:
+                if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
+                    raise ValueError(f"{name} must be positive finite numbers, got {eps!r}")
+        if any(eps > 1 for eps in self.epsilons):
+            raise ValueError("L-inf epsilons above 1 mean nothing on [0, 1] pixels")
+        if not self.epsilons and not self.l2_epsilons:
+            raise ValueError("no epsilons requested")
+        if self.sanity_epsilon is not None and not 0 < self.sanity_epsilon <= 1:
+            raise ValueError("sanity_epsilon must lie in (0, 1]")
+        for name, value in (("samples", self.samples), ("batch_size", self.batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, limit in self.sample_limits.items():
+            get_attack(name)
+            if not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"sample limit for {name} must be a positive integer")
+        if self.bpda_backward not in ("identity", "soft"):
+            raise ValueError("bpda_backward must be 'identity' or 'soft'")
+        self.resolved_attacks()
+
+    def resolved_attacks(self) -> dict[str, Attack]:
+        """The requested attacks with their parameter overrides applied, in table order."""
+        unknown = set(self.attack_params) - set(self.attacks)
+        if unknown:
+            raise ValueError(f"parameters given for attacks not requested: {sorted(unknown)}")
+        resolved = {name: get_attack(name) for name in self.attacks}
+        for name, overrides in self.attack_params.items():
+            resolved[name] = with_params(resolved[name], overrides)
+        return {name: resolved[name] for name in ATTACKS if name in resolved}
+
+    def samples_for(self, attack: str) -> int:
+        return min(self.samples, self.sample_limits.get(attack, self.samples))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-native: lists, not tuples, so a stored request reads back equal."""
+        raw = dataclasses.asdict(self)
+        for name in ("attacks", "threat_models", "epsilons", "l2_epsilons"):
+            raw[name] = list(raw[name])
+        raw["attack_params"] = {k: dict(v) for k, v in self.attack_params.items()}
+        raw["sample_limits"] = dict(self.sample_limits)
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SuiteRequest:
+        """The inverse of ``as_dict``; unknown keys are refused. Call ``validate`` after."""
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown request fields: {', '.join(sorted(unknown))}")
+        values = dict(raw)
+        for name in ("attacks", "threat_models", "epsilons", "l2_epsilons"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+def with_params(attack: Attack, overrides: Mapping[str, Any]) -> Attack:
+    """A copy of ``attack`` with some parameters changed; values are coerced to the
+    field's type (so "40" from a command line becomes 40) and unknown names refused."""
+    fields = {f.name: f for f in dataclasses.fields(attack)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            valid = ", ".join(fields) or "none"
+            raise ValueError(f"{attack.name} has no parameter {key!r}; valid: {valid}")
+        changes[key] = _coerce(fields[key].type, value, f"{attack.name}.{key}")
+    return dataclasses.replace(attack, **changes)
+
+
+def _coerce(type_name: Any, value: Any, label: str) -> Any:
+    kind = {"int": int, "float": float, "bool": bool}.get(str(type_name))
+    if kind is None:
+        raise ValueError(f"{label}: parameters of type {type_name} cannot be overridden")
+    if kind is bool and isinstance(value, str):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{label} must be true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    try:
+        coerced = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{label} must be {kind.__name__}, got {value!r}") from None
+    if kind is int and isinstance(value, float) and value != coerced:
+        raise ValueError(f"{label} must be an integer, got {value!r}")
+    return coerced

@@ -1,0 +1,375 @@
+"""The one runner: plans (attack, threat model, epsilon) units, crafts in batches, judges.
+
+The runner owns the invariants so attacks need not repeat them: eval-mode frozen copies of
+the models, input checks, clamping every crafted batch to [0, 1] and into its eps ball,
+seeding each unit, and judging every threat model on the deployed model as served (hard
+staircase). A job runner calls ``run_suite`` with a ``progress`` callback and a
+``should_stop`` hook; when the hook says stop, the report comes back with what was done
+and ``status = "stopped"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from models.checkpoint import LoadedCheckpoint
+from models.cnn import QuantizedClassifier
+from models.evalset import EvalSet
+from robustness.attacks import Attack
+from robustness.attacks.bim import BIM
+from robustness.judge import judge_unit, predict, project
+from robustness.report import build_report
+from robustness.request import SuiteRequest
+from robustness.threats import (
+    BPDAClassifier,
+    ZeroGradientBridge,
+    applies,
+    frozen_copy,
+    probe_gradients,
+)
+
+logger = logging.getLogger(__name__)
+
+# The sanity run uses BIM: no random start, so if it moves the input at all, the gradient
+# moved it, and a blind attacker shows up as accuracy that does not fall.
+SANITY_ATTACK = "bim"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A model under evaluation (or the transfer surrogate) and what identifies it."""
+
+    name: str
+    dataset: str
+    sha256: str
+    model: QuantizedClassifier
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: LoadedCheckpoint) -> Subject:
+        manifest = checkpoint.manifest
+        name = manifest.name or checkpoint.path.name
+        return cls(name, manifest.dataset, manifest.weights_sha256, checkpoint.model)
+
+    def describe(self) -> dict:
+        quantizer = self.model.quantizer
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "sha256": self.sha256,
+            "quantizer": quantizer.spec() if quantizer is not None else {"kind": "none"},
+        }
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One crafting run. ``epsilon`` is None for minimal-perturbation attacks, which run
+    once and are judged at every requested radius."""
+
+    attack: str
+    threat_model: str
+    epsilon: float | None
+    samples: int
+    sanity: bool = False
+
+    def seed(self, base: int) -> int:
+        # Each unit seeds itself, so its result does not depend on what ran before it.
+        return zlib.crc32(f"{base}/{self.attack}/{self.threat_model}/{self.epsilon}".encode())
+
+
+@dataclass(frozen=True)
+class Progress:
+    done_batches: int
+    total_batches: int
+    attack: str
+    threat_model: str
+    epsilon: float | None
+
+
+ProgressFn = Callable[[Progress], None]
+StopFn = Callable[[], bool]
+# Transfer examples depend only on the surrogate, the attack and the samples, so one
+# evaluation of several defended models can craft them once: key -> crafted images.
+TransferCache = dict[tuple, torch.Tensor]
+
+
+@dataclass
+class _Context:
+    request: SuiteRequest
+    attacks: dict[str, Attack]
+    target: QuantizedClassifier
+    surfaces: dict[str, torch.nn.Module]
+    x: torch.Tensor
+    y: torch.Tensor
+    clean_correct: torch.Tensor
+    surrogate_sha: str | None
+    transfer_cache: TransferCache | None
+    progress: ProgressFn | None
+    should_stop: StopFn
+    total_batches: int = 0
+    done_batches: int = 0
+    stopped: bool = False
+    rows: list[dict] = field(default_factory=list)
+
+
+def budget(seconds: float, cancelled: StopFn | None = None) -> StopFn:
+    """A ``should_stop`` hook: true once ``seconds`` have passed or ``cancelled()`` says so."""
+    deadline = time.monotonic() + seconds
+    return lambda: time.monotonic() >= deadline or bool(cancelled and cancelled())
+
+
+def run_suite(
+    target: Subject,
+    data: EvalSet,
+    request: SuiteRequest,
+    *,
+    surrogate: Subject | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    transfer_cache: TransferCache | None = None,
+) -> dict:
+    """Run the request against ``target``; returns the report (a JSON-ready dict)."""
+    request.validate()
+    started = time.time()
+    model = frozen_copy(target.model)
+    x, y = _checked_inputs(data, request.samples, model)
+    with torch.no_grad():
+        clean_correct = predict(model, x, request.batch_size) == y
+    attacks = request.resolved_attacks()
+    units, skipped = plan_units(request, attacks, target, surrogate)
+    surfaces = _surfaces(model, surrogate, request)
+    probes = {
+        name: probe_gradients(raw, x[: request.batch_size], y[: request.batch_size]).as_dict()
+        for name, raw in _probe_models(model, surrogate, surfaces).items()
+    }
+    ctx = _Context(
+        request,
+        attacks,
+        model,
+        surfaces,
+        x,
+        y,
+        clean_correct,
+        surrogate.sha256 if surrogate else None,
+        transfer_cache,
+        progress,
+        should_stop or (lambda: False),
+    )
+    ctx.total_batches = sum(math.ceil(u.samples / request.batch_size) for u in units)
+    for unit in units:
+        if ctx.stopped or ctx.should_stop():
+            ctx.stopped = True
+            skipped.append(_skip(unit, "not run: stopped (cancelled or out of time)"))
+            continue
+        _run_unit(ctx, unit)
+    return build_report(
+        target=target.describe(),
+        surrogate=surrogate.describe() if surrogate else None,
+        data=data,
+        request=request,
+        attacks=attacks,
+        clean_correct=clean_correct,
+        rows=ctx.rows,
+        probes=probes,
+        skipped=skipped,
+        status="stopped" if ctx.stopped else "complete",
+        started=started,
+    )
+
+
+def plan_units(
+    request: SuiteRequest,
+    attacks: dict[str, Attack],
+    target: Subject,
+    surrogate: Subject | None,
+) -> tuple[list[Unit], list[dict]]:
+    """Every applicable (attack, threat model, epsilon), cheapest attacks first, and the
+    combinations left out with the reason."""
+    units, skipped = [], []
+    for name, attack in attacks.items():
+        radii = request.epsilons if attack.norm == "linf" else request.l2_epsilons
+        for threat in request.threat_models:
+            if not applies(threat, attack):
+                continue
+            reason = _not_applicable(threat, target, surrogate)
+            if reason is None and not attack.minimal and not radii:
+                reason = f"no {attack.norm} epsilons requested"
+            if reason is not None:
+                skipped.append({"attack": name, "threat_model": threat, "reason": reason})
+                continue
+            samples = request.samples_for(name)
+            epsilons = [None] if attack.minimal else list(radii)
+            units += [Unit(name, threat, eps, samples) for eps in epsilons]
+    units += _sanity_units(request, target)
+    return units, skipped
+
+
+def _sanity_units(request: SuiteRequest, target: Subject) -> list[Unit]:
+    if request.sanity_epsilon is None:
+        return []
+    samples = min(request.samples, request.sanity_samples)
+    threats = [t for t in ("naive", "bpda") if t in request.threat_models]
+    if target.model.quantizer is None:
+        threats = [t for t in threats if t == "naive"]
+    return [Unit(SANITY_ATTACK, t, request.sanity_epsilon, samples, sanity=True) for t in threats]
+
+
+def _not_applicable(threat: str, target: Subject, surrogate: Subject | None) -> str | None:
+    if threat == "transfer":
+        if surrogate is None:
+            return "no surrogate (undefended checkpoint of the same dataset) given"
+        if surrogate.sha256 == target.sha256:
+            return "the model is its own surrogate: transfer equals naive white-box"
+        if surrogate.dataset != target.dataset:
+            return f"surrogate is a {surrogate.dataset} model, target is {target.dataset}"
+    if threat == "bpda" and target.model.quantizer is None:
+        return "no quantizer: BPDA equals naive white-box"
+    return None
+
+
+def _skip(unit: Unit, reason: str) -> dict:
+    return {
+        "attack": unit.attack,
+        "threat_model": unit.threat_model,
+        "epsilon": unit.epsilon,
+        "sanity": unit.sanity,
+        "reason": reason,
+    }
+
+
+def _surfaces(
+    model: QuantizedClassifier, surrogate: Subject | None, request: SuiteRequest
+) -> dict[str, torch.nn.Module]:
+    """The model each threat model's attacker crafts on."""
+    surfaces: dict[str, torch.nn.Module] = {
+        "naive": ZeroGradientBridge(model),
+        "gradient_free": model,
+    }
+    if surrogate is not None:
+        surfaces["transfer"] = ZeroGradientBridge(frozen_copy(surrogate.model))
+    if model.quantizer is not None:
+        surfaces["bpda"] = BPDAClassifier(model, request.bpda_backward)
+    return surfaces
+
+
+def _probe_models(model, surrogate, surfaces) -> dict[str, torch.nn.Module]:
+    # The naive probe looks at the served model itself, without the zero bridge: that is
+    # where a missing gradient shows.
+    probed = {"naive": model}
+    if "transfer" in surfaces:
+        probed["transfer"] = surfaces["transfer"].model
+    if "bpda" in surfaces:
+        probed["bpda"] = surfaces["bpda"]
+    return probed
+
+
+def _checked_inputs(data: EvalSet, samples: int, model: QuantizedClassifier):
+    x, y = data.images[:samples], data.labels[:samples]
+    if x.ndim != 4 or y.shape != (len(x),):
+        raise ValueError(f"expected images (N, C, H, W) and labels (N,), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError("images must be finite and lie in [0, 1]")
+    with torch.no_grad():
+        logits = model(x[:1])
+    if logits.ndim != 2 or not 0 <= int(y.min()) <= int(y.max()) < logits.shape[1]:
+        raise ValueError(f"labels must lie in [0, {logits.shape[1]})")
+    return x.float(), y.long()
+
+
+def _run_unit(ctx: _Context, unit: Unit) -> None:
+    attack = ctx.attacks.get(unit.attack) or BIM()
+    torch.manual_seed(unit.seed(ctx.request.seed))
+    key = _transfer_key(ctx, unit, attack)
+    cached = ctx.transfer_cache.get(key) if key is not None else None
+    start = time.perf_counter()
+    if cached is not None:
+        adv, done = cached, unit.samples
+        ctx.done_batches += math.ceil(unit.samples / ctx.request.batch_size)
+        logger.info(
+            "%s/%s eps=%s: transfer examples reused", unit.attack, unit.threat_model, unit.epsilon
+        )
+    else:
+        adv, done = _craft(ctx, unit, attack)
+        if key is not None and done == unit.samples:
+            ctx.transfer_cache[key] = adv
+    seconds = time.perf_counter() - start
+    if done == 0:
+        return
+    with torch.no_grad():
+        rows = judge_unit(
+            unit,
+            attack,
+            ctx.target,
+            ctx.x[:done],
+            adv[:done],
+            ctx.y[:done],
+            ctx.clean_correct[:done],
+            ctx.request,
+            seconds,
+            complete=done == unit.samples,
+        )
+    ctx.rows.extend(rows)
+
+
+def _transfer_key(ctx: _Context, unit: Unit, attack: Attack) -> tuple | None:
+    if unit.threat_model != "transfer" or ctx.transfer_cache is None:
+        return None
+    return (ctx.surrogate_sha, repr(attack), unit.epsilon, unit.samples, ctx.request.seed)
+
+
+def _craft(ctx: _Context, unit: Unit, attack: Attack) -> tuple[torch.Tensor, int]:
+    """Craft batch by batch; returns the images (unattacked ones unchanged) and how many
+    leading samples were processed before a stop."""
+    x, y = ctx.x[: unit.samples], ctx.y[: unit.samples]
+    # Transfer crafts on every sample, so its examples serve any target; elsewhere only the
+    # samples the target gets right are attacked (the others are already lost).
+    attack_mask = (
+        torch.ones_like(y, dtype=torch.bool)
+        if unit.threat_model == "transfer"
+        else ctx.clean_correct[: unit.samples]
+    )
+    adv = x.clone()
+    surface = ctx.surfaces[unit.threat_model]
+    step = ctx.request.batch_size
+    for start in range(0, unit.samples, step):
+        if ctx.should_stop():
+            ctx.stopped = True
+            return adv, start
+        index = start + attack_mask[start : start + step].nonzero().squeeze(1)
+        if len(index):
+            adv[index] = _craft_batch(attack, surface, x[index], y[index], unit.epsilon)
+        ctx.done_batches += 1
+        if ctx.progress is not None:
+            ctx.progress(
+                Progress(
+                    ctx.done_batches,
+                    ctx.total_batches,
+                    unit.attack,
+                    unit.threat_model,
+                    unit.epsilon,
+                )
+            )
+    return adv, unit.samples
+
+
+def _craft_batch(attack: Attack, surface, x, y, eps: float | None) -> torch.Tensor:
+    if attack.access == "gradients":
+        adv = attack.craft(surface, x, y, eps)
+    else:
+        with torch.no_grad():
+            adv = attack.craft(surface, x, y, eps)
+    adv = adv.detach()
+    if adv.shape != x.shape:
+        raise RuntimeError(f"{attack.name} returned shape {tuple(adv.shape)} for {tuple(x.shape)}")
+    if not torch.isfinite(adv).all():
+        raise RuntimeError(f"{attack.name} returned non-finite pixels")
+    adv = adv.clamp(0.0, 1.0)
+    if eps is not None:
+        adv = project(adv, x, attack.norm, eps)
+    return adv

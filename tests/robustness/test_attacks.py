@@ -1,0 +1,89 @@
+"""Every registered attack, through the runner, on a tiny undefended model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from robustness.attacks import ATTACKS, get_attack
+from robustness.request import SuiteRequest, with_params
+from robustness.runner import run_suite
+
+# Small budgets so the whole table runs in seconds; the defaults are for real runs.
+TINY_PARAMS = {
+    "pgd": {"nb_iter": 10, "step_ratio": 0.25},
+    "pgd_l2": {"nb_iter": 10, "step_ratio": 0.25},
+    "cw_l2": {"binary_search_steps": 2, "max_iterations": 30},
+    "spsa": {"nb_iter": 20, "spsa_samples": 32},
+    "hsj": {"num_iterations": 5, "initial_num_evals": 20, "max_num_evals": 100},
+}
+# Uniform noise is the floor: at 0.3 it barely dents even an undefended model, so it is
+# tested at the largest radius and only asked to lower accuracy at all; real attacks must
+# take at least 30 points.
+LINF_EPS = {"noise": 1.0}
+L2_EPS = 3.0
+REQUIRED_DROP = {"noise": 0.05}
+
+
+def tiny_request(name: str, samples: int = 24) -> SuiteRequest:
+    return SuiteRequest(
+        attacks=(name,),
+        threat_models=("naive", "gradient_free"),
+        epsilons=(LINF_EPS.get(name, 0.3),),
+        l2_epsilons=(L2_EPS,),
+        samples=samples,
+        batch_size=12,
+        attack_params={name: TINY_PARAMS[name]} if name in TINY_PARAMS else {},
+        sanity_epsilon=None,
+    )
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_every_attack_lowers_accuracy_on_an_undefended_model(name, undefended, eval_set):
+    attack = ATTACKS[name]
+    report = run_suite(undefended, eval_set, tiny_request(name))
+
+    assert report["status"] == "complete"
+    assert report["clean_accuracy"] > 0.9
+    # Bounded attacks are judged at their radius; minimal ones by their raw examples.
+    row = next(r for r in report["results"] if r["attack"] == name and r["norm"] == attack.norm)
+    drop = REQUIRED_DROP.get(name, 0.3)
+    assert row["robust_accuracy"] <= report["clean_accuracy"] - drop, row
+    assert row["attack_success_rate"] >= drop
+    if not attack.minimal:
+        bound = row["perturbation"]["linf_max" if attack.norm == "linf" else "l2_max"]
+        assert bound <= row["epsilon"] + 1e-5
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attack_output_is_an_image_batch_in_range(name, undefended_model, eval_set):
+    attack = with_params(get_attack(name), TINY_PARAMS.get(name, {}))
+    x, y = eval_set.images[:4], eval_set.labels[:4]
+    eps = None if attack.minimal else 0.2
+    with torch.enable_grad():
+        adv = attack.craft(undefended_model, x, y, eps)
+    assert adv.shape == x.shape
+    assert torch.isfinite(adv).all()
+    assert adv.min() >= -1e-6 and adv.max() <= 1 + 1e-6
+
+
+def test_attacks_are_frozen_parameter_records():
+    for attack in ATTACKS.values():
+        assert dataclasses.is_dataclass(attack)
+        assert attack.norm in ("linf", "l2")
+        assert attack.access in ("gradients", "queries", "none")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            attack.__setattr__("x", 1)
+
+
+def test_every_attack_module_names_its_paper_norm_and_range():
+    for attack in ATTACKS.values():
+        module_doc = __import__(type(attack).__module__, fromlist=["_"]).__doc__
+        assert "Norm:" in module_doc and "[0, 1]" in module_doc, type(attack).__module__
+
+
+def test_unknown_attack_lists_the_valid_names():
+    with pytest.raises(ValueError, match="valid attacks: noise, fgsm"):
+        get_attack("deepfool")

@@ -1,0 +1,177 @@
+"""The command line, end to end on tiny checkpoints written here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.checkpoint import Manifest, save_checkpoint
+from models.evalset import write_eval_set
+from robustness.cli import main, parse_epsilons, parse_limits, parse_overrides
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, undefended_model, masked_model, eval_set):
+    root = tmp_path_factory.mktemp("cli")
+    for name, model in (("mnist-undefended", undefended_model), ("mnist-cq2", masked_model)):
+        manifest = Manifest(
+            architecture="cleverhans-basic-cnn",
+            dataset="mnist",
+            input_shape=[1, 28, 28],
+            class_names=[str(d) for d in range(10)],
+            quantizer={},
+        )
+        save_checkpoint(root / "checkpoints" / name, model, manifest)
+    images = (eval_set.images * 255).round().to(dtype=__import__("torch").uint8).numpy()
+    write_eval_set(
+        root / "eval" / "mnist-test-first1000.npz",
+        images,
+        eval_set.labels.numpy().astype(np.int64),
+        {"source": "synthetic test digits"},
+    )
+    return root
+
+
+FAST = ["--samples", "16", "--batch-size", "8", "--sanity-samples", "8", "--threads", "1"]
+
+
+def test_evaluate_writes_reports_and_finds_the_surrogate(workspace, capsys):
+    out = workspace / "out"
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(workspace / "checkpoints" / "mnist-cq2"),
+            "--eval-set",
+            str(workspace / "eval" / "mnist-test-first1000.npz"),
+            "--attacks",
+            "fgsm,pgd",
+            "--set",
+            "pgd.nb_iter=3",
+            "--epsilons",
+            "0.1,0.3",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "mnist-cq2.json").read_text())
+    manifest = json.loads((workspace / "checkpoints" / "mnist-cq2" / "manifest.json").read_text())
+    assert report["model"]["sha256"] == manifest["weights_sha256"]
+    assert report["surrogate"]["name"] == "mnist-undefended"
+    assert {r["threat_model"] for r in report["results"]} == {"transfer", "naive", "bpda"}
+    assert report["attack_params"]["pgd"]["nb_iter"] == 3
+    assert (out / "mnist-cq2.md").is_file() and (out / "mnist-cq2.png").is_file()
+    printed = capsys.readouterr()
+    assert "worst case linf eps=    0.3" in printed.out
+    assert "fgsm / transfer" in printed.err
+
+
+def test_reproduce_runs_every_checkpoint_of_each_present_dataset(workspace, capsys):
+    out = workspace / "repro"
+    code = main(
+        [
+            "reproduce",
+            "--checkpoints",
+            str(workspace / "checkpoints"),
+            "--eval-dir",
+            str(workspace / "eval"),
+            "--attacks",
+            "fgsm",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0
+    assert sorted(p.name for p in out.glob("*.json")) == ["mnist-cq2.json", "mnist-undefended.json"]
+    summary = (out / "summary-mnist.md").read_text()
+    assert "| mnist-undefended |" in summary and "| mnist-cq2 |" in summary
+    assert "cifar10: skipped" in capsys.readouterr().out
+
+
+def test_time_budget_gives_a_stopped_report(workspace):
+    out = workspace / "budget"
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(workspace / "checkpoints" / "mnist-cq2"),
+            "--eval-set",
+            str(workspace / "eval" / "mnist-test-first1000.npz"),
+            "--attacks",
+            "fgsm",
+            "--time-budget",
+            "0",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "mnist-cq2.json").read_text())
+    assert report["status"] == "stopped" and report["results"] == []
+
+
+def test_bad_arguments_are_reported_not_raised(workspace, capsys):
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(workspace / "checkpoints" / "mnist-cq2"),
+            "--set",
+            "pgd.steps=3",
+            "--attacks",
+            "pgd",
+            *FAST,
+        ]
+    )
+    assert code == 1
+    assert "pgd has no parameter 'steps'" in capsys.readouterr().err
+
+
+def test_list_shows_every_attack(capsys):
+    assert main(["list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["noise", "fgsm", "bim", "pgd", "pgd_l2", "cw_l2", "spsa", "hsj"]
+
+
+def test_argument_parsers():
+    assert parse_epsilons("2/255, 8/255") == (2 / 255, 8 / 255)
+    assert parse_epsilons("0.1,0.3") == (0.1, 0.3)
+    with pytest.raises(ValueError, match="not a radius"):
+        parse_epsilons("1/0")
+    with pytest.raises(ValueError, match="not a radius"):
+        parse_epsilons("__import__('os')")
+    assert parse_overrides(["pgd.nb_iter=5", "pgd.restarts=2"]) == {
+        "pgd": {"nb_iter": "5", "restarts": "2"}
+    }
+    with pytest.raises(ValueError, match="ATTACK.PARAM=VALUE"):
+        parse_overrides(["pgd=5"])
+    assert parse_limits(["spsa=100"]) == {"spsa": 100}
+    with pytest.raises(ValueError, match="ATTACK=N"):
+        parse_limits(["spsa=all"])
+
+
+def test_python_dash_m_entry_point_and_package_boundaries():
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys, robustness.cli, robustness.runner, robustness.reproduce;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('training', 'service')];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+    listed = subprocess.run(
+        [sys.executable, "-m", "robustness", "list"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert listed.stdout.startswith("noise")
