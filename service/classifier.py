@@ -77,7 +77,7 @@ class Classifier:
         self.thresholds = _thresholds(loaded.model.quantizer)
         self.batcher = MicroBatcher(
             self.name,
-            self.predict,
+            lambda batch: self.predict(batch),  # looked up per call, so tests can patch it
             max_batch_size=settings.max_batch_size,
             max_wait_seconds=settings.max_batch_wait_seconds,
             queue_size=settings.queue_size,

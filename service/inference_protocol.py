@@ -8,6 +8,7 @@ Anything else is refused with 422 (400 when the body is not JSON at all).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -128,8 +129,8 @@ def _rows(tensor: _TensorIn, input_shape: tuple[int, ...], max_rows: int) -> tor
         array = np.asarray(tensor.data)
     except (ValueError, TypeError, RecursionError):
         raise refuse("data is a ragged or malformed array") from None
-    if array.dtype.kind not in "fiu":  # bools, strings, nulls and huge ints are not FP32
-        raise refuse(f"data must be numbers, got JSON values of numpy kind {array.dtype.kind!r}")
+    if array.dtype.kind not in "fiu" or not _only_numbers(tensor.data, array.ndim):
+        raise refuse("data must hold only numbers (no strings, booleans or nulls)")
     if array.size != math.prod(shape) or (array.ndim != 1 and list(array.shape) != shape):
         raise refuse(f"data has {array.size} values in shape {list(array.shape)}, shape is {shape}")
     values = array.astype(np.float64).reshape(shape)
@@ -138,6 +139,14 @@ def _rows(tensor: _TensorIn, input_shape: tuple[int, ...], max_rows: int) -> tor
     if values.min() < 0.0 or values.max() > 1.0:
         raise refuse("values must lie in [0, 1]")
     return torch.from_numpy(values.astype(np.float32))
+
+
+def _only_numbers(data: list, depth: int) -> bool:
+    # numpy quietly turns true/false into 1.0/0.0 next to floats; JSON booleans are not FP32.
+    leaves = data
+    for _ in range(depth - 1):
+        leaves = list(itertools.chain.from_iterable(leaves))
+    return set(map(type, leaves)) <= {int, float}
 
 
 def infer_response(

@@ -1,0 +1,116 @@
+"""Fixtures for the service tests: tiny random-weight checkpoints and apps built on them."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from models.checkpoint import Manifest, save_checkpoint
+from models.registry import build_model
+from service.app import create_app
+from service.settings import ServiceSettings
+from tests.service.hostile import TEST_BODY_LIMIT
+
+MNIST_CLASSES = [str(d) for d in range(10)]
+
+
+def write_checkpoint(
+    folder: Path,
+    quantizer: dict,
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+    dataset: str = "mnist",
+    seed: int = 0,
+) -> Path:
+    torch.manual_seed(seed)
+    model = build_model("cleverhans-basic-cnn", input_shape, 10, quantizer)
+    manifest = Manifest(
+        architecture="cleverhans-basic-cnn",
+        dataset=dataset,
+        input_shape=list(input_shape),
+        class_names=MNIST_CLASSES,
+        quantizer={},
+    )
+    save_checkpoint(folder, model, manifest)
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _few_torch_threads() -> None:
+    # The machine is shared with training jobs; one intra-op thread keeps tests predictable.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_service_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("QUSEC_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three tiny checkpoints: TQ (the default), undefended, and a 3-channel CQ model."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {
+        "mnist-tq2": write_checkpoint(
+            root / "mnist-tq2", {"kind": "tq", "levels": 2, "thresholds": [0.4]}
+        ),
+        "mnist-undefended": write_checkpoint(root / "mnist-undefended", {"kind": "none"}, seed=1),
+        "cifar-cq3": write_checkpoint(
+            root / "cifar-cq3", {"kind": "cq", "levels": 3}, (3, 32, 32), "cifar10", seed=2
+        ),
+    }
+
+
+@pytest.fixture
+def make_settings(checkpoints: dict[str, Path]) -> Callable[..., ServiceSettings]:
+    def build(**overrides) -> ServiceSettings:
+        values = {
+            "checkpoints": [checkpoints["mnist-tq2"], checkpoints["mnist-undefended"]],
+            "device": "cpu",
+            "torch_threads": 1,
+            "decode_threads": 1,
+            "max_body_bytes": TEST_BODY_LIMIT,
+            "max_batch_size": 8,
+            "queue_size": 32,
+        }
+        values.update(overrides)
+        return ServiceSettings(**values)
+
+    return build
+
+
+def wait_ready(client: TestClient, timeout_seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while client.get("/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            raise AssertionError("service did not become ready")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def serve(make_settings: Callable[..., ServiceSettings]) -> Iterator[Callable[..., TestClient]]:
+    """``serve(**settings)`` -> a ready in-process client; all are closed after the test."""
+    opened: list[TestClient] = []
+
+    def start(**overrides) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides)))
+        client.__enter__()
+        opened.append(client)
+        wait_ready(client)
+        return client
+
+    yield start
+    for client in reversed(opened):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(serve: Callable[..., TestClient]) -> TestClient:
+    return serve()
