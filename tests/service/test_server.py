@@ -1,0 +1,218 @@
+"""The real service: ``python -m service`` in a subprocess on a free loopback port, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.checkpoint import load_checkpoint
+from service.imaging import ImagePolicy, decode_image
+from tests.service.hostile import TEST_BODY_LIMIT, all_cases, digit, encode
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG = encode(digit(), "PNG")
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    port: int
+    log: Path
+
+    def log_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(log: Path, args: list[str], env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("QUSEC_")},
+        "QUSEC_TORCH_THREADS": "1",
+        "QUSEC_DECODE_THREADS": "1",
+        "QUSEC_MAX_BODY_BYTES": str(TEST_BODY_LIMIT),
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), *args]
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=sink, stderr=sink)
+    server = Server(process, f"http://127.0.0.1:{port}", port, log)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"server not ready in 90 s:\n{log.read_text()}")
+
+
+# uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so that the
+# process's exit status still says how it ended.
+STOPPED_BY_SIGTERM = (0, -signal.SIGTERM)
+
+
+def stop(server: Server) -> int:
+    server.process.send_signal(signal.SIGTERM)
+    return server.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoints, tmp_path_factory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    running = start_server(
+        log,
+        [
+            "--checkpoint",
+            str(checkpoints["mnist-tq2"]),
+            "--checkpoint",
+            str(checkpoints["cifar-cq3"]),
+        ],
+        {"QUSEC_MAX_BATCH_WAIT_SECONDS": "0.02", "QUSEC_MAX_BATCH_SIZE": "16"},
+    )
+    yield running
+    assert stop(running) in STOPPED_BY_SIGTERM, log.read_text()
+
+
+def test_endpoints_answer_over_http(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        assert http.get("/readyz").json()["models"] == ["mnist-tq2", "cifar-cq3"]
+        assert [m["name"] for m in http.get("/models").json()["models"]] == [
+            "mnist-tq2",
+            "cifar-cq3",
+        ]
+        raw = http.post("/classify", content=PNG, headers={"Content-Type": "image/png"})
+        form = http.post("/classify", files={"file": ("d.png", PNG, "image/png")})
+        assert raw.status_code == form.status_code == 200
+        assert raw.json()["probabilities"] == form.json()["probabilities"]
+        assert http.post("/classify?model=cifar-cq3", content=PNG).json()["defence"]["kind"] == "cq"
+        assert http.get("/v2/health/live").status_code == 200
+        assert http.get("/v2/health/ready").status_code == 200
+        assert http.get("/v2/models/cifar-cq3").json()["inputs"][0]["shape"] == [-1, 3, 32, 32]
+        infer = {
+            "inputs": [
+                {"name": "input", "shape": [2, 1, 28, 28], "datatype": "FP32", "data": [0.5] * 1568}
+            ]
+        }
+        outputs = http.post("/v2/models/mnist-tq2/infer", json=infer).json()["outputs"]
+        assert outputs[0]["shape"] == [2, 10]
+        assert "qusec_batch_size_bucket" in http.get("/metrics").text
+
+
+@pytest.mark.parametrize("case", all_cases(), ids=repr)
+def test_corpus_over_http(server: Server, case) -> None:
+    headers = {"Content-Type": case.content_type} if case.content_type else {}
+    response = httpx.post(f"{server.url}/classify", content=case.body, headers=headers, timeout=30)
+    assert response.status_code == case.status, response.text
+    if case.reason is not None:
+        assert response.json()["reason"] == case.reason
+
+
+def test_rejections_are_counted(server: Server) -> None:
+    httpx.post(f"{server.url}/classify", content=b"\x00" * 64, timeout=30)
+    text = httpx.get(f"{server.url}/metrics").text
+    line = next(
+        x for x in text.splitlines() if 'rejections_total{reason="unsupported_format"}' in x
+    )
+    assert float(line.split()[-1]) >= 1
+
+
+def test_concurrent_requests_are_batched_and_match_direct_inference(server, checkpoints) -> None:
+    rng = np.random.default_rng(5)
+    uploads = [
+        encode(Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)), "PNG")
+        for _ in range(32)
+    ]
+    model = load_checkpoint(checkpoints["mnist-tq2"]).model
+    policy = ImagePolicy((1, 28, 28), 4096 * 4096, 8192)
+    with torch.inference_mode():
+        direct = [
+            torch.softmax(model(torch.from_numpy(decode_image(u, policy).pixels)[None]), 1)[0]
+            for u in uploads
+        ]
+    largest_batch = 0
+    with httpx.Client(
+        base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=32)
+    ) as http:
+        for _ in range(5):  # batching depends on timing; a few rounds make it certain in practice
+            with ThreadPoolExecutor(16) as pool:
+                bodies = list(pool.map(lambda u: http.post("/classify", content=u).json(), uploads))
+            for body, expected in zip(bodies, direct, strict=True):
+                served = torch.tensor([body["probabilities"][str(d)] for d in range(10)])
+                assert body["label"] == int(torch.argmax(expected))
+                torch.testing.assert_close(served, expected, rtol=0, atol=1e-6)
+            largest_batch = max(largest_batch, *(b["batch_rows"] for b in bodies))
+            if largest_batch > 1:
+                break
+    assert largest_batch > 1
+
+
+def test_logs_are_json_with_request_ids(server: Server) -> None:
+    httpx.post(f"{server.url}/classify", content=PNG, headers={"X-Request-ID": "trace-42"})
+    access = [line for line in server.log_lines() if line.get("logger") == "service.access"]
+    assert any(line.get("request_id") == "trace-42" and line["status"] == 200 for line in access)
+
+
+def test_graceful_shutdown_finishes_the_request_in_flight(checkpoints, tmp_path) -> None:
+    running = start_server(
+        tmp_path / "server.log", [], {"QUSEC_CHECKPOINTS": str(checkpoints["mnist-tq2"])}
+    )
+    head = (
+        f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {len(PNG)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
+        sock.sendall(head + PNG[:50])  # the request is now in flight, its body half sent
+        time.sleep(0.3)
+        running.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert running.process.poll() is None  # still waiting for our request
+        sock.sendall(PNG[50:])
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert running.process.wait(timeout=60) in STOPPED_BY_SIGTERM
+    assert any(line.get("message") == "stopped" for line in running.log_lines())
+
+
+def test_bad_checkpoint_stops_startup_with_the_reason(tmp_path) -> None:
+    missing = tmp_path / "no-such-checkpoint"
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--port", str(free_port()), "--checkpoint", str(missing)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("QUSEC_")},
+    )
+    assert result.returncode == 3
+    assert "manifest not found" in result.stderr
