@@ -98,10 +98,14 @@ def build_request(scenario: Scenario, port: int, png: bytes) -> bytes:
     if scenario.multipart:
         boundary = uuid.uuid4().hex
         body = (
-            f"--{boundary}\r\n"
-            'Content-Disposition: form-data; name="file"; filename="digit.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode() + png + f"\r\n--{boundary}--\r\n".encode()
+            (
+                f"--{boundary}\r\n"
+                'Content-Disposition: form-data; name="file"; filename="digit.png"\r\n'
+                "Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + png
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         content_type = f"multipart/form-data; boundary={boundary}"
     else:
         body, content_type = png, "image/png"
