@@ -29,6 +29,8 @@ Normalisation policy (documented in docs/service.md):
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,11 +79,34 @@ def identify_format(data: bytes) -> str:
     raise UnsupportedFormat(f"leading bytes {data[:12].hex()} match no allowed format")
 
 
+@dataclass
+class OpenedImage:
+    """An image whose header passed the checks; no pixel has been decoded yet."""
+
+    image: Image.Image
+    facts: dict[str, Any]
+
+    @property
+    def pixel_count(self) -> int:
+        return self.image.width * self.image.height
+
+
 def decode_image(data: bytes, policy: ImagePolicy) -> DecodedImage:
     """Bytes -> (C, H, W) float32 in [0, 1], or a ``ServiceError`` saying why not."""
+    return finish_decode(open_image(data, policy), policy)
+
+
+def open_image(data: bytes, policy: ImagePolicy) -> OpenedImage:
+    """Identify the format and check the header's dimensions (steps 1 and 2)."""
     fmt = identify_format(data)
-    try:
-        image, facts = _open_checked(data, fmt, policy)
+    with _decoder_errors(fmt):
+        return _open_checked(data, fmt, policy)
+
+
+def finish_decode(opened: OpenedImage, policy: ImagePolicy) -> DecodedImage:
+    """Decode the first frame and normalise it to the model's input (step 3)."""
+    image, facts = opened.image, opened.facts
+    with _decoder_errors(facts["format"]):
         image = _load_first_frame(image, policy)
         facts["orientation"] = _orientation(image)
         if facts["orientation"] != 1:  # exif_transpose copies even when there is nothing to do
@@ -89,6 +114,15 @@ def decode_image(data: bytes, policy: ImagePolicy) -> DecodedImage:
         image = _flatten(image, policy.input_shape[0], policy.background)
         image, facts["resized"] = _fit(image, policy)
         pixels = np.asarray(image, dtype=np.float32) / 255.0
+    # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    return DecodedImage(np.ascontiguousarray(pixels), facts)
+
+
+@contextmanager
+def _decoder_errors(fmt: str) -> Iterator[None]:
+    try:
+        yield
     except ServiceError:
         raise
     except Image.DecompressionBombError as exc:
@@ -98,12 +132,9 @@ def decode_image(data: bytes, policy: ImagePolicy) -> DecodedImage:
         # ValueError, struct.error, EOFError, ...); all mean the bytes are not a
         # decodable image. The detail is logged by the error handler.
         raise CorruptImage(f"{fmt} decode failed: {type(exc).__name__}: {exc}") from None
-    # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
-    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-    return DecodedImage(np.ascontiguousarray(pixels), facts)
 
 
-def _open_checked(data: bytes, fmt: str, policy: ImagePolicy) -> tuple[Image.Image, dict]:
+def _open_checked(data: bytes, fmt: str, policy: ImagePolicy) -> OpenedImage:
     """Parse the header only and refuse oversized images before any pixel is allocated."""
     image = Image.open(io.BytesIO(data), formats=[fmt])
     width, height = image.size
@@ -122,7 +153,7 @@ def _open_checked(data: bytes, fmt: str, policy: ImagePolicy) -> tuple[Image.Ima
         "mode": image.mode,
         "animated": bool(getattr(image, "is_animated", False)),
     }
-    return image, facts
+    return OpenedImage(image, facts)
 
 
 def _load_first_frame(image: Image.Image, policy: ImagePolicy) -> Image.Image:

@@ -130,6 +130,14 @@ def accepted_cases() -> list[Case]:
         Case(
             "jpeg-large-photo", encode(digit((1200, 900), "RGB"), "JPEG"), "image/jpeg", 200, None
         ),
+        # A kilobyte that decodes to a megapixel: decoded on the pool, not the event loop.
+        Case(
+            "png-small-body-many-pixels",
+            encode(Image.new("L", (1000, 1000)), "PNG"),
+            "image/png",
+            200,
+            None,
+        ),
         Case("png-tiny-1x1", encode(Image.new("L", (1, 1), 255), "PNG"), "image/png", 200, None),
     ]
 
