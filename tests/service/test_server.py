@@ -204,6 +204,18 @@ def test_graceful_shutdown_finishes_the_request_in_flight(checkpoints, tmp_path)
     assert any(line.get("message") == "stopped" for line in running.log_lines())
 
 
+def test_container_healthcheck_follows_readiness(server: Server) -> None:
+    def healthcheck(port: int) -> int:
+        env = {**os.environ, "QUSEC_PORT": str(port)}
+        command = [sys.executable, "-m", "service.healthcheck"]
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, timeout=30
+        ).returncode
+
+    assert healthcheck(server.port) == 0
+    assert healthcheck(free_port()) == 1
+
+
 def test_bad_checkpoint_stops_startup_with_the_reason(tmp_path) -> None:
     missing = tmp_path / "no-such-checkpoint"
     result = subprocess.run(
