@@ -52,7 +52,9 @@ COPY service ./service
 RUN pip install . && rm -rf /app/build
 COPY checkpoints ./checkpoints
 
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin qusec
+# A checkpoint written locally may be owner-only (0600); the service user must read it.
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin qusec \
+    && chmod -R a+rX /app/checkpoints
 USER 10001
 
 ENV QUSEC_HOST=0.0.0.0 \

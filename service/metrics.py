@@ -45,7 +45,14 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        r = self.registry
+        self._define_http_metrics(self.registry)
+        self._define_pipeline_metrics(self.registry)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason=reason)
+        for stage in STAGES:
+            self.stage_duration.labels(stage=stage)
+
+    def _define_http_metrics(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "qusec_http_requests_total",
             "HTTP requests answered, by route template, method and status code.",
@@ -59,6 +66,20 @@ class ServiceMetrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
+        self.rejections = Counter(
+            "qusec_rejections_total", "Requests refused, by reason code.", ["reason"], registry=r
+        )
+        self.body_size = Histogram(
+            "qusec_request_body_bytes",
+            "Size of accepted request bodies.",
+            buckets=BODY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "qusec_in_flight_requests", "Inference requests being served.", registry=r
+        )
+
+    def _define_pipeline_metrics(self, r: CollectorRegistry) -> None:
         self.stage_duration = Histogram(
             "qusec_stage_duration_seconds",
             "Time each request spent in each pipeline stage.",
@@ -76,18 +97,6 @@ class ServiceMetrics:
         self.queue_depth = Gauge(
             "qusec_queue_depth", "Jobs waiting for the inference worker.", ["model"], registry=r
         )
-        self.in_flight = Gauge(
-            "qusec_in_flight_requests", "Inference requests being served.", registry=r
-        )
-        self.rejections = Counter(
-            "qusec_rejections_total", "Requests refused, by reason code.", ["reason"], registry=r
-        )
-        self.body_size = Histogram(
-            "qusec_request_body_bytes",
-            "Size of accepted request bodies.",
-            buckets=BODY_BUCKETS,
-            registry=r,
-        )
         self.model_info = Gauge(
             "qusec_model_info",
             "Loaded models (value 1) with their defence and weights digest.",
@@ -100,10 +109,6 @@ class ServiceMetrics:
             "Time from app start to ready (loading and warm-up).",
             registry=r,
         )
-        for reason in REJECTION_REASONS:
-            self.rejections.labels(reason=reason)
-        for stage in STAGES:
-            self.stage_duration.labels(stage=stage)
 
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():
