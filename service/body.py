@@ -32,7 +32,7 @@ FILE_FIELD = "file"
 
 @dataclass(frozen=True)
 class Upload:
-    """Image bytes as received; ``declared_type`` is logged, never trusted."""
+    """Image bytes as received; ``declared_type`` is reported back, never trusted."""
 
     data: bytes
     declared_type: str

@@ -202,6 +202,7 @@ class Classifier:
             result = await self.batcher.submit(prepared.quantized)
         encode_started = time.perf_counter()
         body = self.encode(result.outputs[0], prepared, include_quantized)
+        body["input"] = {**body["input"], "declared_type": upload.declared_type, "via": upload.via}
         timings = {
             "read": read_done - started,
             "decode": prepared.decode_seconds,

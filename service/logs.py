@@ -39,13 +39,9 @@ def new_request_id(client_value: str | None) -> str:
     return f"{random.getrandbits(96):024x}"
 
 
-def bind_request_id(request_id: str | None) -> object:
-    """Set the id for the current context; returns the token to reset it with."""
-    return _request_id.set(request_id)
-
-
-def unbind_request_id(token: object) -> None:
-    _request_id.reset(token)  # type: ignore[arg-type]
+def bind_request_id(request_id: str | None) -> None:
+    """Set the id for the current context (the request's task)."""
+    _request_id.set(request_id)
 
 
 class RequestIdFilter(logging.Filter):

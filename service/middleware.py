@@ -13,7 +13,7 @@ import time
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.logs import bind_request_id, new_request_id, unbind_request_id
+from service.logs import bind_request_id, new_request_id
 from service.metrics import ServiceMetrics
 
 access_log = logging.getLogger("service.access")
@@ -34,7 +34,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = new_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
-        token = bind_request_id(request_id)
+        # Each request runs in its own task, so the id never leaks into the next one; it
+        # is left bound so that the outermost 500 handler can still report it.
+        bind_request_id(request_id)
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises before responding
 
@@ -49,7 +51,6 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             self._record(scope, status, time.perf_counter() - started)
-            unbind_request_id(token)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")

@@ -40,8 +40,15 @@ def test_response_describes_prediction_model_defence_and_timings(client, checkpo
     assert set(body["timings_seconds"]) == {
         "read", "decode", "quantize", "queue_wait", "inference", "encode", "total",
     }  # fmt: skip
-    assert body["input"]["format"] == "PNG"
+    assert body["input"]["format"] == "PNG" and body["input"]["via"] == "raw"
     assert body["request_id"]
+
+
+def test_declared_type_is_reported_not_trusted(client) -> None:
+    jpeg = encode(digit(mode="RGB"), "JPEG")
+    body = client.post("/classify", files={"file": ("x.png", jpeg, "image/png")}).json()
+    assert body["input"]["format"] == "JPEG"
+    assert body["input"]["declared_type"] == "image/png" and body["input"]["via"] == "multipart"
 
 
 def test_prediction_equals_a_direct_forward_of_the_defended_model(client, checkpoints) -> None:

@@ -120,6 +120,26 @@ def test_unknown_routes_and_methods_get_json_errors(client) -> None:
     assert bad_query.status_code == 422 and bad_query.json()["reason"] == "invalid_request"
 
 
+def test_unexpected_errors_are_a_bare_500_with_the_request_id(make_settings, monkeypatch) -> None:
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(Classifier, "encode", broken)
+    app = create_app(make_settings())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        response = client.post("/classify", content=PNG, headers={"X-Request-ID": "req-500"})
+        metrics = client.get("/metrics").text
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal error",
+        "reason": "internal_error",
+        "request_id": "req-500",
+    }
+    assert 'qusec_rejections_total{reason="internal_error"} 1.0' in metrics
+    assert 'endpoint="/classify",method="POST",status="500"' in metrics
+
+
 def block_inference(monkeypatch) -> tuple[threading.Event, threading.Event]:
     """Make forwards wait for ``release``; ``entered`` is set once one is waiting."""
     release, entered = threading.Event(), threading.Event()
