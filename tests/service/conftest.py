@@ -40,10 +40,14 @@ def write_checkpoint(
     return folder
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _few_torch_threads() -> None:
+@pytest.fixture(scope="module", autouse=True)
+def _few_torch_threads() -> Iterator[None]:
     # The machine is shared with training jobs; one intra-op thread keeps tests predictable.
+    # Restored afterwards, so other packages' tests in the same run keep their setting.
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
