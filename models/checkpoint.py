@@ -107,6 +107,7 @@ def save_checkpoint(folder: Path | str, model: QuantizedClassifier, manifest: Ma
     try:
         staging.chmod(0o755)  # mkdtemp makes it owner-only; containers read it as another user
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        (staging / WEIGHTS_FILE).chmod(0o644)
         manifest.quantizer = (
             model.quantizer.spec() if model.quantizer is not None else {"kind": "none"}
         )
