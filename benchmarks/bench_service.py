@@ -22,12 +22,13 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,18 +53,25 @@ SCENARIOS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Result:
+    """One scenario, accumulated over every round it ran in."""
+
     scenario: Scenario
     concurrency: int
-    requests: int
-    errors: int
-    seconds: float
-    latencies: list[float]
+    rates: list[float] = field(default_factory=list)  # requests/s of each round
+    latencies: list[float] = field(default_factory=list)
+    requests: int = 0
+    errors: int = 0
+    server_cpu_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
-        return self.requests / self.seconds
+        return statistics.median(self.rates)
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000.0 * self.server_cpu_seconds / self.requests
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies, q)) * 1000.0
@@ -154,13 +162,24 @@ async def drive(port: int, payloads: list[bytes], concurrency: int, total: int) 
     return time.perf_counter() - started, latencies, errors
 
 
-def run_scenario(
-    scenario: Scenario, port: int, pngs: list[bytes], concurrency: int, total: int, warmup: int
-) -> Result:
-    payloads = [build_request(scenario, port, png) for png in pngs]
-    asyncio.run(drive(port, payloads, concurrency, warmup))
-    seconds, latencies, errors = asyncio.run(drive(port, payloads, concurrency, total))
-    return Result(scenario, concurrency, total, errors, seconds, latencies)
+def run_round(
+    result: Result, port: int, pid: int, pngs: list[bytes], total: int, warmup: int
+) -> None:
+    payloads = [build_request(result.scenario, port, png) for png in pngs]
+    asyncio.run(drive(port, payloads, result.concurrency, warmup))
+    cpu_before = process_cpu_seconds(pid)
+    seconds, latencies, errors = asyncio.run(drive(port, payloads, result.concurrency, total))
+    result.server_cpu_seconds += process_cpu_seconds(pid) - cpu_before
+    result.rates.append(total / seconds)
+    result.latencies += latencies
+    result.requests += total
+    result.errors += errors
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(checkpoint: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
@@ -221,12 +240,16 @@ def make_checkpoint(folder: Path) -> Path:
 def print_table(results: list[Result], ready_seconds: float, rss_mib: float, note: str) -> None:
     print(f"\n{note}")
     print(f"server ready after start: {ready_seconds:.2f} s; peak RSS: {rss_mib:.0f} MiB\n")
-    print("| scenario | concurrency | requests | errors | req/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| scenario | concurrency | requests | errors | req/s (median of rounds) "
+        "| p50 ms | p99 ms | server CPU ms/req |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r.scenario.name} | {r.concurrency} | {r.requests} | {r.errors} | "
-            f"{r.rate:.0f} | {r.percentile(50):.1f} | {r.percentile(99):.1f} |"
+            f"{r.rate:.0f} | {r.percentile(50):.1f} | {r.percentile(99):.1f} | "
+            f"{r.cpu_ms_per_request:.2f} |"
         )
     by_name = {r.scenario.name: r for r in results}
     naive = by_name["naive multipart"]
@@ -235,16 +258,24 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
         r = by_name[name]
         print(
             f"{name} vs naive multipart: throughput x{r.rate / naive.rate:.2f}, "
-            f"p99 {r.percentile(99):.1f} ms vs {naive.percentile(99):.1f} ms"
+            f"p99 {r.percentile(99):.1f} ms vs {naive.percentile(99):.1f} ms, "
+            f"server CPU per request x{naive.cpu_ms_per_request / r.cpu_ms_per_request:.2f} less"
         )
+    for r in results:
+        print(f"{r.scenario.name} req/s per round: {', '.join(f'{x:.0f}' for x in r.rates)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "mnist-tq2")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=3000, help="measured per scenario")
-    parser.add_argument("--warmup", type=int, default=300, help="unmeasured, per scenario")
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="measured per scenario and round"
+    )
+    parser.add_argument("--warmup", type=int, default=200, help="unmeasured, before each")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="scenarios run interleaved this many times"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -256,18 +287,20 @@ def main(argv: list[str] | None = None) -> int:
         pngs = sample_pngs(256)
         port = free_port()
         server, ready_seconds = start_server(checkpoint, port, Path(scratch) / "server.log")
+        results = [Result(scenario, args.concurrency) for scenario in SCENARIOS]
         try:
-            results = [
-                run_scenario(s, port, pngs, args.concurrency, args.requests, args.warmup)
-                for s in SCENARIOS
-            ]
+            # Interleaved rounds, so a neighbour's load on a shared machine hits all alike.
+            for _ in range(args.rounds):
+                for result in results:
+                    run_round(result, port, server.pid, pngs, args.requests, args.warmup)
             rss = peak_rss_mib(server.pid)
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=60)
     note = (
         f"checkpoint {checkpoint.name}; {os.cpu_count()} CPUs ({platform.machine()}); "
-        f"{args.requests} requests per scenario after {args.warmup} warm-up"
+        f"{args.rounds} interleaved rounds of {args.requests} requests per scenario, "
+        f"each after {args.warmup} unmeasured"
     )
     print_table(results, ready_seconds, rss, note)
     return 0
