@@ -12,22 +12,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import (
-    BadMultipart,
-    BodyReadTimeout,
-    BodyTooLarge,
-    ClientDisconnected,
-    EmptyBody,
-    MissingFile,
-)
+from service.errors import BodyReadTimeout, BodyTooLarge, ClientDisconnected, EmptyBody
+from service.multipart import read_file_part
 
 # Multipart framing (boundaries, part headers, small fields) on top of the file itself.
 MULTIPART_SLACK_BYTES = 64 * 1024
-FILE_FIELD = "file"
 
 
 @dataclass(frozen=True)
@@ -94,27 +85,10 @@ async def read_image_upload(request: Request, limit: int, timeout_seconds: float
 
 
 async def _read_multipart(request: Request, limit: int, timeout_seconds: float) -> Upload:
-    parser = MultiPartParser(
-        request.headers,
-        bounded_chunks(request, limit + MULTIPART_SLACK_BYTES),
-        max_files=1,
-        max_fields=8,
-        max_part_size=MULTIPART_SLACK_BYTES,
-    )
+    chunks = bounded_chunks(request, limit + MULTIPART_SLACK_BYTES)
     try:
         async with asyncio.timeout(timeout_seconds):
-            form = await parser.parse()
+            data, declared = await read_file_part(request.headers["content-type"], chunks, limit)
     except TimeoutError:
         raise BodyReadTimeout(f"multipart body not received within {timeout_seconds} s") from None
-    except MultiPartException as exc:
-        raise BadMultipart(f"multipart parse failed: {exc}") from None
-    try:
-        upload = form.get(FILE_FIELD)
-        if not isinstance(upload, UploadFile):
-            raise MissingFile(f"form fields: {sorted(form.keys())}")
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise BodyTooLarge(f"uploaded file exceeds the limit of {limit} bytes")
-        return Upload(data, upload.content_type or "", "multipart")
-    finally:
-        await form.close()
+    return Upload(data, declared, "multipart")

@@ -117,6 +117,37 @@ def test_garbage_multipart_is_400(client) -> None:
     assert response.json()["reason"] == "bad_multipart"
 
 
+def form(*parts: bytes, close: bool = True) -> bytes:
+    body = b"".join(b"--b\r\n" + part + b"\r\n" for part in parts)
+    return body + (b"--b--\r\n" if close else b"")
+
+
+FILE_PART = b'Content-Disposition: form-data; name="file"; filename="d.png"\r\n\r\n' + PNG
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        form(FILE_PART, close=False),  # cut off before the closing boundary
+        form(*[b'Content-Disposition: form-data; name="f"\r\n\r\nx'] * 9, FILE_PART),
+        form(b'Content-Disposition: form-data; name="big"\r\n\r\n' + b"x" * 70_000, FILE_PART),
+        form(b"Content-Disposition: form-data\r\n\r\nno name", FILE_PART),
+    ],
+    ids=["unterminated", "too-many-parts", "oversized-field", "nameless-part"],
+)
+def test_unusual_forms_are_bad_multipart(client, body) -> None:
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    response = client.post("/classify", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["reason"] == "bad_multipart"
+
+
+def test_hand_built_form_with_extra_fields_is_accepted(client) -> None:
+    body = form(b'Content-Disposition: form-data; name="note"\r\n\r\nhello', FILE_PART)
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    assert client.post("/classify", content=body, headers=headers).status_code == 200
+
+
 def test_multipart_without_boundary_is_400(client) -> None:
     response = client.post(
         "/classify", content=PNG, headers={"Content-Type": "multipart/form-data"}
