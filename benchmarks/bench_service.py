@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured, before each")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="scenarios run interleaved this many times"
+        "--rounds", type=int, default=5, help="scenarios run interleaved this many times"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
