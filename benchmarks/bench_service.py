@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "mnist-tq2")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
-        "--requests", type=int, default=2000, help="measured per scenario and round"
+        "--requests", type=int, default=1200, help="measured per scenario and round"
     )
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured, before each")
     parser.add_argument(
