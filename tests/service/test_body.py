@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from starlette.requests import Request
 
-from service.body import read_bounded
+from service.body import read_bounded, read_image_upload
 from service.errors import BodyReadTimeout, BodyTooLarge
 from tests.service.hostile import TEST_BODY_LIMIT, digit, encode
 
@@ -67,6 +67,14 @@ def test_slow_body_times_out() -> None:
     request = fake_request([b"partial"], stall=True)
     with pytest.raises(BodyReadTimeout):
         asyncio.run(read_bounded(request, 1000, 0.05))
+
+
+def test_slow_multipart_body_times_out() -> None:
+    request = fake_request(
+        [b"--b\r\n"], {"Content-Type": "multipart/form-data; boundary=b"}, stall=True
+    )
+    with pytest.raises(BodyReadTimeout):
+        asyncio.run(read_image_upload(request, 1000, 0.05))
 
 
 def test_chunked_upload_over_the_limit_is_413(client) -> None:
