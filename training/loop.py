@@ -45,6 +45,7 @@ class Runtime:
 def train(config: TrainConfig) -> dict:
     """Train one model and write its checkpoint to ``config.out``; returns the metrics."""
     runtime = _start_runtime(config)
+    revision = git_revision()  # the code that trains, not whatever is checked out at the end
     try:
         torch.manual_seed(config.seed)
         data = load_dataset(config.dataset, config.data_dir, config.download and runtime.is_main)
@@ -63,8 +64,8 @@ def train(config: TrainConfig) -> dict:
             history.append(_run_epoch(config, runtime, model, trainable, optimizer, data, epoch))
             if runtime.is_main:
                 resume.save(config, model, optimizer, epoch + 1, history)
-        metrics = _finish(config, runtime, model, data, history, time.perf_counter() - started)
-        return metrics
+        seconds = time.perf_counter() - started
+        return _finish(config, runtime, model, data, history, seconds, revision)
     finally:
         if runtime.world_size > 1:
             torch.distributed.destroy_process_group()
@@ -207,7 +208,7 @@ def evaluate(
     return correct / len(split.labels)
 
 
-def _finish(config, runtime, model, data: Dataset, history: list, seconds: float) -> dict:
+def _finish(config, runtime, model, data: Dataset, history: list, seconds: float, revision: str):
     if runtime.world_size > 1:
         torch.distributed.barrier()
     if not runtime.is_main:
@@ -229,7 +230,7 @@ def _finish(config, runtime, model, data: Dataset, history: list, seconds: float
         training={**config.to_json(), "world_size": runtime.world_size, "history": history},
         data_sha256=data.files_sha256,
         metrics=metrics,
-        git_revision=git_revision(),
+        git_revision=revision,
         created_at=utc_now(),
     )
     save_checkpoint(config.out, model.cpu(), manifest)

@@ -231,3 +231,10 @@ def test_augment_keeps_shape_and_pixels():
     assert flipped_or_shifted
     # Zero padding may bring in zeros but never new values.
     assert set(out.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
+
+
+def test_manifest_records_the_revision_the_run_started_at(tmp_path, tiny_mnist, monkeypatch):
+    revisions = iter(["abc123-at-start", "def456-at-end"])
+    monkeypatch.setattr("training.loop.git_revision", lambda: next(revisions))
+    train(_config(tmp_path, tiny_mnist, epochs=1))
+    assert load_checkpoint(tmp_path / "out").manifest.git_revision == "abc123-at-start"
