@@ -11,6 +11,34 @@ from torch.nn import functional as F
 from models.quantizers import InputQuantizer, QuantizerMode
 
 
+class _InputGradient(torch.autograd.Function):
+    """Identity on a convolution's output that gives the convolution's input its gradient.
+
+    The input gradient of the first layer is needed whenever the input carries a
+    gradient: TQ's thresholds during training, and every gradient attack. On CPU,
+    PyTorch's convolution backward computes it for a one-channel 8x8 stride-2 layer
+    several times slower than one matrix product followed by col2im (``fold``), which
+    is what this does; the weight and bias gradients still come from the convolution's
+    own backward. ``benchmarks/train_throughput.py`` measures the difference.
+    """
+
+    @staticmethod
+    def forward(ctx, out, x, weight, stride):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(weight)
+        ctx.input_size = tuple(x.shape[-2:])
+        ctx.stride = stride
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        (weight,) = ctx.saved_tensors
+        n, out_channels = grad_out.shape[:2]
+        # (C_in*kh*kw, C_out) @ (N, C_out, H_out*W_out) -> (N, C_in*kh*kw, H_out*W_out)
+        cols = weight.reshape(out_channels, -1).t() @ grad_out.reshape(n, out_channels, -1)
+        grad_x = F.fold(cols, ctx.input_size, weight.shape[-2:], stride=ctx.stride)
+        return grad_out, grad_x, None, None
+
+
 class SamePadConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding: output size ceil(input / stride).
 
@@ -25,7 +53,11 @@ class SamePadConv2d(nn.Conv2d):
         ):
             total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads))
+        padded = F.pad(x, pads)
+        if not padded.requires_grad:
+            return super().forward(padded)
+        out = super().forward(padded.detach())
+        return _InputGradient.apply(out, padded, self.weight.detach(), self.stride)
 
 
 class BasicCNN(nn.Module):

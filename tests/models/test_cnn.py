@@ -62,3 +62,25 @@ def test_registry_lists_valid_names_on_unknown():
 def test_input_too_small_is_refused():
     with pytest.raises(ValueError, match="too small"):
         BasicCNN((1, 16, 16), 10)
+
+
+@pytest.mark.parametrize(("channels", "side"), [(1, 28), (3, 32), (1, 29)])
+def test_fast_input_gradient_matches_the_plain_convolution(channels, side):
+    torch.manual_seed(0)
+    conv = BasicCNN((channels, side, side), 10).conv1.double()
+    reference = torch.nn.Conv2d(channels, 64, 8, stride=2).double()
+    reference.load_state_dict(conv.state_dict())
+    x = torch.rand(3, channels, side, side, dtype=torch.double, requires_grad=True)
+    out = conv(x)
+    grad_out = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad_out)
+
+    x_ref = x.detach().clone().requires_grad_(True)
+    total = (out.shape[-1] - 1) * 2 + 8 - side  # TF "SAME": the extra pixel goes after
+    padded = torch.nn.functional.pad(x_ref, [total // 2, total - total // 2] * 2)
+    out_ref = reference(padded)
+    want = torch.autograd.grad(out_ref, (x_ref, reference.weight, reference.bias), grad_out)
+    assert torch.equal(out, out_ref)
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, atol=1e-10)
+    assert type(out.grad_fn).__name__ == "_InputGradientBackward"  # the fast path ran
