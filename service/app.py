@@ -13,7 +13,9 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
+from service.auth import load_admin_token
 from service.errors import install_error_handlers
+from service.jobs.manager import JobManager
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.pool import ClassifierPool
@@ -41,6 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     pool.start()
     app.state.pool = pool
+    jobs = await _start_jobs(app, settings, pool)
     warm_up = asyncio.create_task(pool.warm_up(started), name="warm-up")
     try:
         yield
@@ -49,8 +52,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not warm_up.done():
             warm_up.cancel()
         await asyncio.wait([warm_up])
+        if jobs is not None:
+            await jobs.stop()
         await pool.stop()
         log.info("stopped")
+
+
+async def _start_jobs(
+    app: FastAPI, settings: ServiceSettings, pool: ClassifierPool
+) -> JobManager | None:
+    """The robustness-check jobs, when admin access is configured (else nothing runs)."""
+    if not settings.admin_enabled:
+        return None
+    try:
+        app.state.admin_token = load_admin_token(settings)
+        jobs = await asyncio.to_thread(JobManager.open, settings, app.state.metrics, pool)
+    except BaseException:
+        await pool.stop()
+        raise
+    jobs.start()
+    app.state.jobs = jobs
+    return jobs
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -64,6 +86,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.pool = None
+    app.state.jobs = None
+    app.state.admin_token = None
     install_error_handlers(app, settings.retry_after_seconds)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     include_routers(app, settings)

@@ -27,6 +27,7 @@ class ServiceError(Exception):
     reason: str = "internal_error"
     message: str = "internal error"
     retryable: bool = False  # answered with Retry-After
+    headers: dict[str, str] = {}  # fixed extra response headers
 
     def __init__(self, detail: str = "", *, message: str | None = None) -> None:
         super().__init__(detail or self.message)
@@ -59,12 +60,29 @@ class ClientDisconnected(ServiceError):
     status, reason, message = 400, "client_disconnected", "the client went away mid-body"
 
 
+class Unauthorized(ServiceError):
+    status, reason, message = 401, "unauthorized", "an admin bearer token is required"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServiceError):
+    status, reason, message = 403, "forbidden", "the admin token is not valid"
+
+
 class BodyReadTimeout(ServiceError):
     status, reason, message = 408, "body_read_timeout", "the request body arrived too slowly"
 
 
 class UnknownModel(ServiceError):
     status, reason, message = 404, "unknown_model", "no model of that name is loaded"
+
+
+class UnknownJob(ServiceError):
+    status, reason, message = 404, "unknown_job", "no robustness-check job has that id"
+
+
+class JobFinished(ServiceError):
+    status, reason, message = 409, "job_finished", "the job has already finished"
 
 
 class BodyTooLarge(ServiceError):
@@ -86,6 +104,19 @@ class InvalidTensor(ServiceError):
 
 class InvalidRequest(ServiceError):
     status, reason, message = 422, "invalid_request", "the request is invalid"
+
+
+class InvalidJobRequest(ServiceError):
+    status, reason, message = 422, "invalid_job_request", "the robustness-check request is invalid"
+
+
+class InvalidSamples(ServiceError):
+    status, reason, message = 422, "invalid_samples", "the uploaded sample set is invalid"
+
+
+class JobQueueFull(ServiceError):
+    status, reason, message = 429, "job_queue_full", "the robustness-check queue is full"
+    retryable = True
 
 
 class NotReady(ServiceError):
@@ -114,13 +145,20 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     CorruptImage,
     InvalidJson,
     ClientDisconnected,
+    Unauthorized,
+    Forbidden,
     BodyReadTimeout,
     UnknownModel,
+    UnknownJob,
+    JobFinished,
     BodyTooLarge,
     ImageTooLarge,
     UnsupportedFormat,
     InvalidTensor,
     InvalidRequest,
+    InvalidJobRequest,
+    InvalidSamples,
+    JobQueueFull,
     NotReady,
     Overloaded,
     QueueFull,
@@ -137,9 +175,15 @@ REJECTION_REASONS: tuple[str, ...] = (
 
 
 def error_response(
-    status: int, reason: str, message: str, retry_after: int | None = None
+    status: int,
+    reason: str,
+    message: str,
+    retry_after: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     body = {"error": message, "reason": reason, "request_id": current_request_id()}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -156,7 +200,7 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         log.info("rejected %s: %s", exc.reason, exc.detail, extra={"reason": exc.reason})
         count(request, exc.reason)
         retry = retry_after_seconds if exc.retryable else None
-        return error_response(exc.status, exc.reason, exc.message, retry)
+        return error_response(exc.status, exc.reason, exc.message, retry, exc.headers)
 
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}

@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 
 from service.errors import REJECTION_REASONS
+from service.jobs.store import FINISHED, QUEUED, RUNNING
 
 STAGES = ("read", "decode", "quantize", "queue_wait", "inference", "encode")
 
@@ -47,6 +48,7 @@ class ServiceMetrics:
         PlatformCollector(registry=self.registry)
         self._define_http_metrics(self.registry)
         self._define_pipeline_metrics(self.registry)
+        self._define_robustness_metrics(self.registry)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason=reason)
         for stage in STAGES:
@@ -110,6 +112,51 @@ class ServiceMetrics:
             registry=r,
         )
 
+    def _define_robustness_metrics(self, r: CollectorRegistry) -> None:
+        # Labels are bounded by the loaded models, the registered attacks and threat models
+        # (plus "worst"), two norms, and at most QUSEC_ROBUSTNESS_MAX_EPSILONS radii each.
+        self.robust_accuracy = Gauge(
+            "qusec_robust_accuracy_ratio",
+            "Robust accuracy in each model's last completed robustness check, per attack, "
+            'threat model, norm and radius; threat_model="worst" is the minimum over threat '
+            'models, attack="worst" the minimum over every attack (the headline).',
+            ["model", "attack", "threat_model", "norm", "epsilon"],
+            registry=r,
+        )
+        self.robustness_report_time = Gauge(
+            "qusec_robustness_report_timestamp_seconds",
+            "When each model's last completed robustness check finished (Unix time).",
+            ["model"],
+            registry=r,
+        )
+        self.robustness_jobs = Counter(
+            "qusec_robustness_jobs_total",
+            "Robustness-check jobs that reached a final status, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.robustness_active_jobs = Gauge(
+            "qusec_robustness_active_jobs",
+            "Robustness-check jobs queued or running.",
+            ["status"],
+            registry=r,
+        )
+        for status in FINISHED:
+            self.robustness_jobs.labels(status=status)
+        for status in (QUEUED, RUNNING):
+            self.robustness_active_jobs.labels(status=status)
+        self._robust_series: dict[str, set[tuple[str, ...]]] = {}
+
+    def publish_robustness_report(self, model: str, report: dict, finished_at: float) -> None:
+        """Replace ``model``'s robust-accuracy series with those of ``report``."""
+        for labels in self._robust_series.pop(model, set()):
+            self.robust_accuracy.remove(model, *labels)
+        series = robust_accuracy_series(report)
+        for labels, value in series.items():
+            self.robust_accuracy.labels(model, *labels).set(value)
+        self._robust_series[model] = set(series)
+        self.robustness_report_time.labels(model=model).set(finished_at)
+
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():
             if stage in STAGES:
@@ -117,3 +164,27 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def robust_accuracy_series(report: dict) -> dict[tuple[str, str, str, str], float]:
+    """(attack, threat_model, norm, epsilon) -> robust accuracy, from a suite report.
+
+    Sanity-radius and unbounded rows are left out, as in the report's own headline.
+    """
+    series: dict[tuple[str, str, str, str], float] = {}
+    for row in report["results"]:
+        if row["epsilon"] is None or row["sanity"]:
+            continue
+        key = (row["attack"], row["threat_model"], row["norm"], epsilon_label(row["epsilon"]))
+        series[key] = min(series.get(key, 1.0), row["robust_accuracy"])
+    for entry in report["worst_case_per_attack"]:
+        key = (entry["attack"], "worst", entry["norm"], epsilon_label(entry["epsilon"]))
+        series[key] = entry["robust_accuracy"]
+    for entry in report["worst_case"]:
+        key = ("worst", "worst", entry["norm"], epsilon_label(entry["epsilon"]))
+        series[key] = entry["robust_accuracy"]
+    return series
+
+
+def epsilon_label(epsilon: float) -> str:
+    return f"{epsilon:.6g}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1 << 20
@@ -17,6 +17,8 @@ MiB = 1 << 20
 # Pillow refuses anything above twice this many pixels on its own; our limit must
 # stay below it so that every oversized image gets our 413, not Pillow's error.
 PILLOW_PIXEL_CEILING = 89_478_485
+# Shorter admin tokens are refused: a guessable token would open the admin routes.
+MIN_ADMIN_TOKEN_CHARS = 16
 
 
 class ServiceSettings(BaseSettings):
@@ -61,11 +63,39 @@ class ServiceSettings(BaseSettings):
     # A deliberately naive endpoint, only for the benchmark's comparison.
     enable_naive_endpoint: bool = False
 
+    # Admin: robustness-check jobs. With neither token setting, the admin routes are not mounted.
+    admin_token: SecretStr | None = None
+    admin_token_file: Path | None = None
+    robustness_db: Path = Path("var/robustness-jobs.sqlite3")
+    robustness_surrogate: Path | None = None  # default: <dataset>-undefended beside the model
+    robustness_threads: int = Field(1, ge=1, le=64)  # torch threads of the job process
+    robustness_nice: int = Field(10, ge=0, le=19)  # added niceness of the job process
+    robustness_queue_size: int = Field(4, ge=0, le=1000)  # jobs waiting behind the running one
+    robustness_max_samples: int = Field(1000, ge=1, le=100_000)
+    robustness_max_epsilons: int = Field(8, ge=1, le=64)  # per norm
+    robustness_max_upload_bytes: int = Field(16 * MiB, ge=1024, le=1024 * MiB)
+    robustness_max_upload_images: int = Field(10_000, ge=1, le=1_000_000)
+    # The default and the largest per-job time budget; a job may ask for less.
+    robustness_time_budget_seconds: float = Field(1800.0, gt=0)
+    # How long a stopping job may take to hand back partial results before it is killed.
+    robustness_stop_grace_seconds: float = Field(30.0, ge=0)
+
+    @property
+    def admin_enabled(self) -> bool:
+        return self.admin_token is not None or self.admin_token_file is not None
+
     @field_validator("checkpoints", mode="before")
     @classmethod
     def _split_paths(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(f"admin_token must have at least {MIN_ADMIN_TOKEN_CHARS} characters")
         return value
 
     @field_validator("log_level", mode="before")
@@ -80,4 +110,6 @@ class ServiceSettings(BaseSettings):
                 f"queue_size ({self.queue_size}) must be at least max_batch_size "
                 f"({self.max_batch_size}), or batches can never fill"
             )
+        if self.admin_token is not None and self.admin_token_file is not None:
+            raise ValueError("set admin_token or admin_token_file, not both")
         return self

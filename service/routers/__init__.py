@@ -1,16 +1,15 @@
 """One router per area; ``include_routers`` is the one place that mounts them.
 
-An admin area belongs here as its own module whose ``APIRouter`` carries the
-access check once, as a router-level dependency
-(``APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])``), and is
-added to ``include_routers`` below.
+The admin area (``admin``) carries its access check once, as a router-level
+dependency (``APIRouter(..., dependencies=[Depends(require_admin)])``), and is
+mounted only when an admin token is configured.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.routers import classify, health, inference_v2, naive
+from service.routers import admin, classify, health, inference_v2, naive
 from service.settings import ServiceSettings
 
 
@@ -20,3 +19,5 @@ def include_routers(app: FastAPI, settings: ServiceSettings) -> None:
     app.include_router(inference_v2.router)
     if settings.enable_naive_endpoint:
         app.include_router(naive.router)
+    if settings.admin_enabled:
+        app.include_router(admin.router)

@@ -1,0 +1,103 @@
+"""Admin: robustness checks of the served models, run as background jobs.
+
+Mounted only when an admin token is configured; every route requires it, declared once
+on the router. Handlers validate, hand over to the job manager and shape the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from service.auth import require_admin
+from service.deps import Settings
+from service.errors import NotReady
+from service.jobs.checks import CheckRequest, parse_request
+from service.jobs.form import read_submission
+from service.jobs.manager import JobManager, public_job
+from service.jobs.store import STATUSES
+
+
+async def get_jobs(request: Request) -> JobManager:
+    jobs = getattr(request.app.state, "jobs", None)
+    if jobs is None:
+        raise NotReady("the job manager has not started")
+    return jobs
+
+
+Jobs = Annotated[JobManager, Depends(get_jobs)]
+JobId = Annotated[str, Path(min_length=1, max_length=64)]
+
+router = APIRouter(
+    prefix="/robustness-check", tags=["admin"], dependencies=[Depends(require_admin)]
+)
+
+_BODY_DOC = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": CheckRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "request": {"type": "string", "description": "the JSON request"},
+                        "samples": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".npz with uint8 'images' and integer 'labels'",
+                        },
+                    },
+                    "required": ["samples"],
+                }
+            },
+        }
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Queue a robustness check (JSON, or a form with an uploaded sample set)",
+    openapi_extra=_BODY_DOC,
+)
+async def submit(request: Request, jobs: Jobs, settings: Settings) -> JSONResponse:
+    raw, samples = await read_submission(
+        request, settings.robustness_max_upload_bytes, settings.body_read_timeout_seconds
+    )
+    body = parse_request(raw)
+    job = await asyncio.to_thread(jobs.submit, body, samples)
+    jobs.wake()
+    location = f"{router.prefix}/{job['id']}"
+    return JSONResponse(
+        {**public_job(job, with_report=False), "location": location},
+        status_code=202,
+        headers={"Location": location},
+    )
+
+
+@router.get("", summary="Robustness-check jobs, newest first (without reports)")
+async def list_jobs(
+    jobs: Jobs,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
+) -> dict:
+    found = await asyncio.to_thread(jobs.recent, limit, status)
+    return {"jobs": [public_job(job, with_report=False) for job in found]}
+
+
+@router.get("/{job_id}", summary="A job's status, progress and, once it has one, its report")
+async def get_job(job_id: JobId, jobs: Jobs) -> dict:
+    return public_job(await asyncio.to_thread(jobs.get, job_id), with_report=True)
+
+
+@router.delete("/{job_id}", summary="Cancel a job; a running one keeps its partial results")
+async def cancel_job(job_id: JobId, jobs: Jobs) -> JSONResponse:
+    job = await asyncio.to_thread(jobs.cancel, job_id)
+    # 202 while a running job is still winding down; 200 once it is cancelled.
+    return JSONResponse(
+        public_job(job, with_report=False), status_code=202 if job["status"] == "running" else 200
+    )

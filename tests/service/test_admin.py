@@ -1,0 +1,408 @@
+"""POST/GET/DELETE /robustness-check: access, validation, and real jobs in real job processes.
+
+Jobs run the robustness suite on the tiny random-weight checkpoints of ``conftest``;
+their numbers mean nothing, their lifecycle is what is tested. Slow jobs are made slow
+on purpose with many PGD steps under the transfer threat model (which crafts on every
+sample, so the work per batch does not depend on how many the model gets right).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import ServiceSettings
+from tests.service.conftest import wait_ready, write_checkpoint
+
+TOKEN = "admin-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FAST = {
+    "attacks": ["noise", "fgsm"],
+    "samples": 20,
+    "batch_size": 5,
+    "epsilons": [0.1, 0.3],
+    "sanity_epsilon": None,
+}
+
+
+def slow(samples: int = 40, steps: int = 100, **extra) -> dict:
+    """About half a second per batch of 5 on one thread of the development machine."""
+    return {
+        "attacks": ["pgd"],
+        "threat_models": ["transfer"],
+        "attack_params": {"pgd": {"nb_iter": steps}},
+        "samples": samples,
+        "batch_size": 5,
+        "epsilons": [0.3],
+        "sanity_epsilon": None,
+        **extra,
+    }
+
+
+def tiny_npz(count: int = 20, shape: tuple = (28, 28), seed: int = 0, **arrays) -> bytes:
+    rng = np.random.default_rng(seed)
+    content = {
+        "images": rng.integers(0, 256, (count, *shape), dtype=np.uint8),
+        "labels": rng.integers(0, 10, count),
+        **arrays,
+    }
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **content)
+    return buffer.getvalue()
+
+
+def wait_for(
+    client, job_id: str, done: Callable[[dict], bool], timeout: float = 60, seen: list | None = None
+) -> dict:
+    """Poll the job until ``done(job)``; every answer is appended to ``seen``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/robustness-check/{job_id}", headers=AUTH).json()
+        if seen is not None:
+            seen.append(job)
+        if done(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached the condition; last seen: {job}")
+
+
+def finished(job: dict) -> bool:
+    return job["status"] not in ("queued", "running")
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} {labels} not exported")
+
+
+def wait_for_metrics(client, line: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while (text := client.get("/metrics").text) and line not in text.splitlines():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{line!r} never appeared in /metrics")
+        time.sleep(0.05)
+    return text
+
+
+@pytest.fixture
+def admin(serve, checkpoints, tmp_path) -> Callable[..., TestClient]:
+    """``admin(**settings)``: an app with admin access, serving the TQ model (whose
+    undefended sibling folder is the transfer surrogate) and a fresh job database."""
+
+    def start(**overrides) -> TestClient:
+        values = {
+            "checkpoints": [checkpoints["mnist-tq2"]],
+            "admin_token": TOKEN,
+            "robustness_db": tmp_path / "jobs.sqlite3",
+            "robustness_stop_grace_seconds": 20,
+            "robustness_max_samples": 100,
+            **overrides,
+        }
+        return serve(**values)
+
+    return start
+
+
+# Access.
+
+
+def test_admin_routes_are_absent_without_a_token(serve) -> None:
+    client = serve()
+    for method, path in [
+        ("POST", "/robustness-check"),
+        ("GET", "/robustness-check"),
+        ("GET", "/robustness-check/abc"),
+        ("DELETE", "/robustness-check/abc"),
+    ]:
+        response = client.request(method, path, headers=AUTH)
+        assert response.status_code == 404 and response.json()["reason"] == "not_found"
+
+
+def test_missing_token_is_401_and_a_wrong_one_403(admin) -> None:
+    client = admin()
+    missing = client.get("/robustness-check")
+    assert missing.status_code == 401 and missing.json()["reason"] == "unauthorized"
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    basic = client.get("/robustness-check", headers={"Authorization": f"Basic {TOKEN}"})
+    assert basic.status_code == 401
+    for wrong in (TOKEN[:-1], TOKEN + "x", "x" * len(TOKEN)):
+        response = client.delete(
+            "/robustness-check/abc", headers={"Authorization": f"Bearer {wrong}"}
+        )
+        assert response.status_code == 403 and response.json()["reason"] == "forbidden"
+    assert client.get("/robustness-check", headers=AUTH).json() == {"jobs": []}
+    text = client.get("/metrics").text
+    assert metric_value(text, "qusec_rejections_total", reason="forbidden") == 3
+
+
+def test_token_from_a_file(admin, tmp_path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")
+    client = admin(admin_token=None, admin_token_file=secret)
+    assert client.get("/robustness-check", headers=AUTH).status_code == 200
+    wrong = {"Authorization": "Bearer " + "y" * 32}
+    assert client.get("/robustness-check", headers=wrong).status_code == 403
+
+
+def test_short_or_doubled_tokens_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 16"):
+        ServiceSettings(admin_token="short")
+    with pytest.raises(ValueError, match="not both"):
+        ServiceSettings(admin_token=TOKEN, admin_token_file=Path("token"))
+
+
+# Validation.
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "says"),
+    [
+        ({"attacks": ["fgsm", "deepfool"]}, "invalid_job_request", "unknown attack 'deepfool'"),
+        ({"threat_models": ["oracle"]}, "invalid_job_request", "unknown threat model"),
+        ({"epsilons": [-0.1]}, "invalid_job_request", "epsilons must lie in (0, 1]"),
+        ({"epsilons": [1.5]}, "invalid_job_request", "epsilons must lie in (0, 1]"),
+        ({"epsilons": ["wide"]}, "invalid_job_request", "invalid epsilons.0"),
+        ({"epsilons": [0.1] * 2}, "invalid_job_request", "repeat"),
+        ({"epsilons": [i / 100 for i in range(1, 10)]}, "invalid_job_request", "at most 8"),
+        ({"samples": 101}, "invalid_job_request", "at most 100 samples"),
+        ({"samples": 0}, "invalid_job_request", "invalid samples"),
+        ({"time_budget_seconds": 1e9}, "invalid_job_request", "time_budget_seconds"),
+        ({"attacks": ["spsa"], "threat_models": ["naive"]}, "invalid_job_request", "none of"),
+        ({"attack_params": {"pgd": {"nb_iter": 5}}}, "invalid_job_request", "not requested"),
+        ({"attack_params": {"fgsm": {"nb_iter": 5}}}, "invalid_job_request", "no parameter"),
+        ({"shell": "rm -rf /"}, "invalid_job_request", "invalid shell"),
+        ({"model": "mnist-cq9"}, "unknown_model", "no model of that name"),
+    ],
+    ids=lambda value: str(value)[:40],
+)
+def test_invalid_requests_are_refused_with_the_reason(admin, body, reason, says) -> None:
+    client = admin()
+    response = client.post("/robustness-check", headers=AUTH, json={**FAST, **body})
+    assert response.json()["reason"] == reason
+    assert response.status_code == (404 if reason == "unknown_model" else 422)
+    assert says in response.json()["error"]
+    assert client.get("/robustness-check", headers=AUTH).json() == {"jobs": []}
+
+
+def test_transfer_without_a_surrogate_is_refused(admin, tmp_path) -> None:
+    alone = write_checkpoint(tmp_path / "alone" / "mnist-tq2", {"kind": "tq", "levels": 2})
+    client = admin(checkpoints=[alone])
+    response = client.post(
+        "/robustness-check", headers=AUTH, json={**FAST, "threat_models": ["transfer"]}
+    )
+    assert response.status_code == 422
+    assert "transfer is unavailable" in response.json()["error"]
+    assert "mnist-undefended" in response.json()["error"]
+    # Without it, the default threat models simply leave transfer out.
+    accepted = client.post("/robustness-check", headers=AUTH, json=FAST)
+    assert accepted.status_code == 202
+    assert "transfer" not in accepted.json()["request"]["threat_models"]
+    client.delete(accepted.headers["Location"], headers=AUTH)
+
+
+def _bad_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("images.npy", b"\x00" * 64)
+        archive.writestr("labels.npy", b"\x00" * 64)
+        archive.writestr("payload.pkl", pickle.dumps({"a": 1}))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("upload", "says"),
+    [
+        (b"not a zip at all", "not an .npz"),
+        (_bad_zip(), "exactly two arrays"),
+        (tiny_npz(labels=np.array([{"x": 1}] * 20, dtype=object)), "pickles are refused"),
+        (tiny_npz(5, images=np.zeros((5, 28, 28), np.float32)), "must be uint8"),
+        (tiny_npz(5, images=np.zeros((5, 3, 28, 28), np.uint8)), "must have shape"),
+        (tiny_npz(labels=np.arange(20) + 5), "class indices"),
+        (tiny_npz(labels=np.zeros(19, np.int64)), "one per image"),
+        (tiny_npz(count=30), "more than 25 images"),
+    ],
+    ids=[
+        "not-zip",
+        "extra-member",
+        "pickle",
+        "float",
+        "shape",
+        "label-range",
+        "label-count",
+        "count",
+    ],
+)
+def test_bad_uploads_are_refused(admin, upload, says) -> None:
+    client = admin(robustness_max_upload_images=25)
+    response = client.post(
+        "/robustness-check",
+        headers=AUTH,
+        files={"samples": ("set.npz", upload, "application/octet-stream")},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["reason"] == "invalid_samples"
+    assert says in response.json()["error"]
+
+
+def test_upload_limits_and_form_shape(admin) -> None:
+    client = admin(robustness_max_upload_bytes=4096)
+    big = client.post("/robustness-check", headers=AUTH, files={"samples": ("a", b"\x00" * 5000)})
+    assert big.status_code == 413 and big.json()["reason"] == "body_too_large"
+    stray = client.post("/robustness-check", headers=AUTH, files={"script": ("a", b"x")})
+    assert stray.status_code == 400 and stray.json()["reason"] == "bad_multipart"
+    none = client.post("/robustness-check", headers=AUTH, files={"request": (None, "{}")})
+    assert none.status_code == 400 and none.json()["reason"] == "missing_file"
+
+
+# Jobs.
+
+
+def test_job_lifecycle_progress_report_and_gauges(admin) -> None:
+    """Queued -> running (progress advancing) -> done, on the bundled evaluation set."""
+    client = admin()
+    body = {**slow(samples=40, steps=30), "attacks": ["noise", "fgsm", "pgd"]}
+    body["threat_models"] = ["transfer", "bpda", "gradient_free"]
+    submitted = client.post("/robustness-check", headers=AUTH, json=body)
+    assert submitted.status_code == 202
+    job_id = submitted.json()["id"]
+    assert submitted.json()["status"] == "queued"
+    assert submitted.headers["Location"] == f"/robustness-check/{job_id}"
+    assert submitted.json()["samples"] == "mnist-test-first1000.npz"
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id)
+    seen: list[dict] = []
+    job = wait_for(client, job_id, finished, seen=seen)
+    running = [j["progress"]["done_batches"] for j in seen if j["status"] == "running"]
+    assert len(set(running)) >= 3 and running == sorted(running), running
+    assert job["status"] == "done" and job["error"] is None
+    report = job["report"]
+    assert report["status"] == "complete" and report["samples"] == 40
+    assert job["progress"]["done_batches"] == job["progress"]["total_batches"] > 0
+    rows = [r for r in report["results"] if r["epsilon"] == 0.3]
+    headline = next(w for w in job["worst_case"] if w["epsilon"] == 0.3)
+    assert headline["robust_accuracy"] == min(r["robust_accuracy"] for r in rows)
+    assert job["worst_case"] == report["worst_case"]
+    listed = client.get("/robustness-check", headers=AUTH).json()["jobs"]
+    assert [j["id"] for j in listed] == [job_id] and "report" not in listed[0]
+
+    # The service publishes the gauges once it has seen the job process exit.
+    text = wait_for_metrics(client, 'qusec_robustness_jobs_total{status="done"} 1.0')
+    worst = {"model": "mnist-tq2", "norm": "linf", "epsilon": "0.3"}
+    assert metric_value(
+        text, "qusec_robust_accuracy_ratio", attack="worst", threat_model="worst", **worst
+    ) == pytest.approx(headline["robust_accuracy"])
+    for attack in report["worst_case_per_attack"]:
+        labels = {**worst, "epsilon": f"{attack['epsilon']:.6g}"}
+        assert metric_value(
+            text,
+            "qusec_robust_accuracy_ratio",
+            attack=attack["attack"],
+            threat_model="worst",
+            **labels,
+        ) == pytest.approx(attack["robust_accuracy"])
+    assert metric_value(
+        text, "qusec_robust_accuracy_ratio", attack="fgsm", threat_model="bpda", **worst
+    ) == pytest.approx(
+        next(r for r in rows if r["attack"] == "fgsm" and r["threat_model"] == "bpda")[
+            "robust_accuracy"
+        ]
+    )
+    assert metric_value(text, "qusec_robustness_jobs_total", status="done") == 1
+    assert metric_value(text, "qusec_robustness_report_timestamp_seconds", model="mnist-tq2") > 0
+
+
+def test_cancel_keeps_partial_results_and_a_full_queue_answers_429(admin) -> None:
+    client = admin(robustness_queue_size=1, retry_after_seconds=9)
+    upload = {"samples": ("set.npz", tiny_npz(count=60), "application/octet-stream")}
+    first = client.post(
+        "/robustness-check",
+        headers=AUTH,
+        data={"request": json.dumps(slow(samples=60))},
+        files=upload,
+    )
+    assert first.status_code == 202 and first.json()["samples"] == "uploaded"
+    second = client.post("/robustness-check", headers=AUTH, json=FAST)
+    assert second.status_code == 202
+    refused = client.post("/robustness-check", headers=AUTH, json=FAST)
+    assert refused.status_code == 429 and refused.json()["reason"] == "job_queue_full"
+    assert refused.headers["Retry-After"] == "9"
+
+    queued = client.delete(second.headers["Location"], headers=AUTH)
+    assert queued.status_code == 200 and queued.json()["status"] == "cancelled"
+    job_id = first.json()["id"]
+    wait_for(client, job_id, lambda j: j["progress"]["done_batches"] >= 2)
+    cancelling = client.delete(f"/robustness-check/{job_id}", headers=AUTH)
+    assert cancelling.status_code in (200, 202) and cancelling.json()["cancel_requested"]
+    job = wait_for(client, job_id, finished)
+    assert job["status"] == "cancelled"
+    rows = job["report"]["results"]
+    assert rows and sum(r["samples"] for r in rows) < 60, rows
+    assert not rows[-1]["complete"] and rows[-1]["samples"] % 5 == 0
+    assert job["report"]["eval_set"]["name"].startswith("upload-")
+    again = client.delete(f"/robustness-check/{job_id}", headers=AUTH)
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    # The queue has room again; a finished job cannot be cancelled.
+    fast = client.post("/robustness-check", headers=AUTH, json=FAST)
+    assert fast.status_code == 202
+    assert wait_for(client, fast.json()["id"], finished)["status"] == "done"
+    late = client.delete(fast.headers["Location"], headers=AUTH)
+    assert late.status_code == 409 and late.json()["reason"] == "job_finished"
+    missing = client.get("/robustness-check/0123abcd", headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["reason"] == "unknown_job"
+
+
+def test_time_budget_gives_timed_out_with_partial_results(admin) -> None:
+    client = admin()
+    body = slow(samples=100, time_budget_seconds=6)
+    job_id = client.post("/robustness-check", headers=AUTH, json=body).json()["id"]
+    job = wait_for(client, job_id, finished)
+    assert job["status"] == "timed_out", job
+    report = job["report"]
+    assert report["status"] == "stopped" and report["results"]
+    assert not report["results"][-1]["complete"]
+    assert 0 < report["results"][-1]["samples"] < 100
+    assert job["worst_case"] and job["worst_case"][0]["complete"] is False
+
+
+def test_a_job_that_ignores_its_budget_is_killed(admin) -> None:
+    # No grace: the service kills the job process when its budget runs out, before the
+    # process (whose own clock starts later) stops by itself.
+    client = admin(robustness_stop_grace_seconds=0)
+    job_id = client.post(
+        "/robustness-check", headers=AUTH, json=slow(samples=100, time_budget_seconds=3)
+    ).json()["id"]
+    job = wait_for(client, job_id, finished)
+    assert job["status"] == "timed_out" and job["report"] is None
+    assert "without a report" in job["error"]
+
+
+def test_shutdown_interrupts_the_running_job_with_its_partial_report(
+    make_settings, checkpoints, tmp_path
+) -> None:
+    settings = make_settings(
+        checkpoints=[checkpoints["mnist-tq2"]],
+        admin_token=TOKEN,
+        robustness_db=tmp_path / "jobs.sqlite3",
+    )
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        job_id = client.post("/robustness-check", headers=AUTH, json=slow()).json()["id"]
+        wait_for(client, job_id, lambda j: j["progress"]["done_batches"] >= 1)
+    # The lifespan's shutdown asked the job process to stop and waited for its report.
+    with TestClient(create_app(settings)) as client:
+        job = client.get(f"/robustness-check/{job_id}", headers=AUTH).json()
+    assert job["status"] == "interrupted", job
+    assert job["report"]["results"] and job["report"]["status"] == "stopped"
+    assert job["error"] == "the service shut down while the job ran"
