@@ -66,6 +66,7 @@ class JobManager:
         self._running: str | None = None
         self._deadline: _Deadline | None = None
         self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def open(
@@ -85,6 +86,7 @@ class JobManager:
         return manager
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._schedule(), name="robustness-jobs")
 
     async def stop(self) -> None:
@@ -92,7 +94,8 @@ class JobManager:
         self._stopping = True
         self._wake.set()
         if self._running is not None:
-            self._stop_running("shutdown", "interrupted", "the service shut down while it ran")
+            message = "the service shut down while the job ran"
+            self._stop_running(self._running, "shutdown", "interrupted", message)
         if self._task is not None:
             await asyncio.wait([self._task])
 
@@ -105,9 +108,9 @@ class JobManager:
     def submit(self, body: CheckRequest, upload: bytes | None) -> dict:
         target = self._target(body.model)
         if upload is not None:
-            parse_kwargs = (target.input_shape, target.classes)
             limit = self.settings.robustness_max_upload_images
-            available = len(parse_samples(upload, *parse_kwargs, limit).labels)
+            samples = parse_samples(upload, target.input_shape, target.classes, limit)
+            available = len(samples.labels)
         elif target.eval_set is None:
             raise InvalidSamples(
                 str(target.eval_set_problem),
@@ -145,7 +148,14 @@ class JobManager:
         if before == QUEUED:
             self.metrics.robustness_jobs.labels(status="cancelled").inc()
         elif before == RUNNING and self._running == job_id:
-            self._stop_running(None, "cancelled", "cancelled; the job did not stop in time")
+            # The deadline belongs to the scheduler, which lives on the event loop.
+            self._loop.call_soon_threadsafe(  # type: ignore[union-attr]
+                self._stop_running,
+                job_id,
+                None,
+                "cancelled",
+                "cancelled; the job did not stop in time",
+            )
         self._count_active()
         log.info("job %s cancel requested (was %s)", job_id, before, extra={"job_id": job_id})
         return self.get(job_id)
@@ -242,9 +252,12 @@ class JobManager:
             )
         log.info("job %s %s", job["id"], final["status"], extra={"job_id": job["id"]})
 
-    def _stop_running(self, reason: str | None, status: str, error: str) -> None:
+    def _stop_running(self, job_id: str, reason: str | None, status: str, error: str) -> None:
+        """Give the running job ``job_id`` the grace period to stop, else it is killed."""
+        if self._running != job_id:
+            return  # it finished meanwhile
         if reason is not None:
-            self.store.request_stop(self._running, reason)  # type: ignore[arg-type]
+            self.store.request_stop(job_id, reason)
         at = time.time() + self.settings.robustness_stop_grace_seconds
         if self._deadline is None or at < self._deadline.at:
             self._deadline = _Deadline(at, status, error)
@@ -320,7 +333,7 @@ def public_job(job: dict[str, Any], with_report: bool) -> dict[str, Any]:
         "id": job["id"],
         "status": job["status"],
         "model": job["model"],
-        "samples": "uploaded" if spec["eval_set"] is None else spec["eval_set"].split("/")[-1],
+        "samples": "uploaded" if spec["eval_set"] is None else Path(spec["eval_set"]).name,
         "request": spec["request"],
         "time_budget_seconds": spec["time_budget_seconds"],
         "created_at": _iso(job["created_at"]),

@@ -2,7 +2,8 @@
 
 A finished report survives a graceful restart (and its gauges come back); a job that
 was running when the service was killed with SIGKILL is ``interrupted`` after the next
-start, and its orphaned job process exits instead of running on.
+start, its orphaned job process exits instead of running on, and the job queued behind
+it runs.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def test_reports_survive_restarts_and_a_killed_job_is_interrupted(checkpoints, t
         assert gauge_lines(http) == gauges  # republished from the stored report
         running_id = http.post("/robustness-check", headers=AUTH, json=slow(100)).json()["id"]
         poll(http, running_id, lambda job: job["progress"]["done_batches"] >= 1)
+        queued_id = http.post("/robustness-check", headers=AUTH, json=FAST).json()["id"]
     second.process.kill()
     second.process.wait(timeout=30)
     orphan = job_process_pid(second, running_id)
@@ -91,8 +93,10 @@ def test_reports_survive_restarts_and_a_killed_job_is_interrupted(checkpoints, t
         assert interrupted["error"] == INTERRUPTED_BY_CRASH
         assert interrupted["progress"]["done_batches"] >= 1 and interrupted["report"] is None
         assert http.get(f"/robustness-check/{done_id}", headers=AUTH).json() == done
+        # The job that was waiting behind it runs now.
+        assert poll(http, queued_id, finished)["status"] == "done"
         listed = http.get("/robustness-check", headers=AUTH).json()["jobs"]
-        assert [job["id"] for job in listed] == [running_id, done_id]
+        assert [job["id"] for job in listed] == [queued_id, running_id, done_id]
         metrics = http.get("/metrics").text
         assert 'qusec_robustness_jobs_total{status="interrupted"} 1.0' in metrics
     assert stop(third) in STOPPED_BY_SIGTERM
