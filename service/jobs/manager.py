@@ -173,6 +173,9 @@ class JobManager:
             if job is None:
                 await self._wake.wait()
                 continue
+            if self._stopping:  # claimed while shutting down: it runs after the restart
+                await asyncio.to_thread(self.store.release, job["id"], job["lease"])
+                break
             try:
                 await self._run(job)
             except Exception as exc:  # a scheduler that dies would strand every later job
@@ -242,6 +245,7 @@ class JobManager:
         else:
             status, error = "failed", f"the job process exited with status {exitcode}"
         self.store.finish(job["id"], job["lease"], status, error=error)  # no-op if finished
+        self._count_active()
         final = self.store.get(job["id"])
         if final is None:
             return

@@ -120,6 +120,15 @@ class JobStore:
             )
         return self.get(row["id"], with_report=False)
 
+    def release(self, job_id: str, lease: str) -> None:
+        """Put a claimed job back in the queue, where it keeps its place."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE jobs SET status = ?, started_at = NULL, lease = NULL "
+                "WHERE id = ? AND lease = ? AND status = ?",
+                (QUEUED, job_id, lease, RUNNING),
+            )
+
     def get(self, job_id: str, with_report: bool = True) -> dict | None:
         columns = f"{_SUMMARY_COLUMNS}, lease" + (", report" if with_report else "")
         with self._connect() as db:

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import ServiceSettings
-from tests.service.conftest import wait_ready
+from tests.service.conftest import wait_ready, write_checkpoint
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -294,6 +294,18 @@ def test_a_job_that_ignores_its_budget_is_killed(admin) -> None:
     job = wait_for(client, job_id, finished)
     assert job["status"] == "timed_out" and job["report"] is None
     assert "without a report" in job["error"]
+
+
+def test_a_checkpoint_changed_on_disk_fails_the_job(admin, tmp_path) -> None:
+    folder = write_checkpoint(tmp_path / "models" / "mnist-tq2", {"kind": "tq", "levels": 2})
+    client = admin(checkpoints=[folder])
+    write_checkpoint(folder, {"kind": "tq", "levels": 2}, seed=7)  # new weights, same name
+    job_id = client.post("/robustness-check", headers=AUTH, json=FAST).json()["id"]
+    job = wait_for(client, job_id, finished)
+    assert job["status"] == "failed" and job["report"] is None
+    assert job["error"] == "the checkpoint changed on disk since the service loaded it"
+    text = wait_for_metrics(client, 'qusec_robustness_jobs_total{status="failed"} 1.0')
+    assert 'qusec_robustness_active_jobs{status="running"} 0.0' in text
 
 
 def test_shutdown_interrupts_the_running_job_with_its_partial_report(
