@@ -51,15 +51,22 @@ COPY service ./service
 # hadolint ignore=DL3013
 RUN pip install . && rm -rf /app/build
 COPY checkpoints ./checkpoints
+# The evaluation subsets the robustness check uses by default.
+COPY data/eval ./data/eval
 
 # A checkpoint written locally may be owner-only (0600); the service user must read it.
+# /var/lib/qusec holds the robustness-job database; compose mounts a volume there.
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin qusec \
-    && chmod -R a+rX /app/checkpoints
+    && chmod -R a+rX /app/checkpoints /app/data \
+    && mkdir -p /var/lib/qusec \
+    && chown 10001 /var/lib/qusec
 USER 10001
 
 ENV QUSEC_HOST=0.0.0.0 \
     QUSEC_PORT=8000 \
     QUSEC_CHECKPOINTS=/app/checkpoints/mnist-tq2 \
+    QUSEC_EVAL_DIR=/app/data/eval \
+    QUSEC_ROBUSTNESS_DB=/var/lib/qusec/robustness-jobs.sqlite3 \
     QUSEC_DEVICE=auto
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.evalset import EVAL_DIR
+
 MiB = 1 << 20
 
 # Pillow refuses anything above twice this many pixels on its own; our limit must
@@ -68,6 +70,8 @@ class ServiceSettings(BaseSettings):
     admin_token_file: Path | None = None
     robustness_db: Path = Path("var/robustness-jobs.sqlite3")
     robustness_surrogate: Path | None = None  # default: <dataset>-undefended beside the model
+    # Where the bundled evaluation subsets (<dataset>-test-first1000.npz) are read from.
+    eval_dir: Path = EVAL_DIR
     robustness_threads: int = Field(1, ge=1, le=64)  # torch threads of the job process
     robustness_nice: int = Field(10, ge=0, le=19)  # added niceness of the job process
     robustness_queue_size: int = Field(4, ge=0, le=1000)  # jobs waiting behind the running one

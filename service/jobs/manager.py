@@ -275,7 +275,7 @@ def describe_target(classifier: Classifier, settings: ServiceSettings) -> Target
     """What a served model offers the job system: its surrogate and its bundled samples."""
     manifest = classifier.manifest
     surrogate, surrogate_problem = find_surrogate(classifier, settings)
-    eval_path = eval_set_path(manifest.dataset)
+    eval_path = eval_set_path(manifest.dataset, settings.eval_dir)
     try:
         size, eval_problem = len(load_eval_set(eval_path).labels), None
     except EvalSetError as exc:

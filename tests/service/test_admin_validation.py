@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import pickle
+import shutil
 import zipfile
 
 import numpy as np
 import pytest
 
+from models.evalset import EVAL_DIR
 from tests.service.conftest import write_checkpoint
 from tests.service.test_admin import AUTH, FAST, admin_factory, tiny_npz
 
@@ -125,3 +127,22 @@ def test_upload_limits_and_form_shape(admin) -> None:
     assert stray.status_code == 400 and stray.json()["reason"] == "bad_multipart"
     none = client.post("/robustness-check", headers=AUTH, files={"request": (None, "{}")})
     assert none.status_code == 400 and none.json()["reason"] == "missing_file"
+
+
+def test_bundled_samples_come_from_the_configured_eval_dir(admin, tmp_path) -> None:
+    # An installed package cannot find data/eval next to its source; QUSEC_EVAL_DIR says where.
+    client = admin(eval_dir=tmp_path / "empty")
+    response = client.post("/robustness-check", headers=AUTH, json=FAST)
+    assert response.status_code == 422
+    assert response.json()["reason"] == "invalid_samples"
+    assert "no bundled evaluation set for mnist" in response.json()["error"]
+    client.close()
+
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for source in (EVAL_DIR / "mnist-test-first1000.npz", EVAL_DIR / "mnist-test-first1000.json"):
+        shutil.copy(source, moved / source.name)
+    client = admin(eval_dir=moved)
+    accepted = client.post("/robustness-check", headers=AUTH, json=FAST)
+    assert accepted.status_code == 202, accepted.text
+    client.delete(accepted.headers["Location"], headers=AUTH)

@@ -61,8 +61,12 @@ def test_hadolint_passes() -> None:
 
 @pytest.mark.parametrize(
     "files",
-    [["docker-compose.yml"], ["docker-compose.yml", "deploy/compose.gpu.yml"]],
-    ids=["cpu", "gpu"],
+    [
+        ["docker-compose.yml"],
+        ["docker-compose.yml", "deploy/compose.gpu.yml"],
+        ["docker-compose.yml", "deploy/compose.admin.yml"],
+    ],
+    ids=["cpu", "gpu", "admin"],
 )
 def test_compose_files_are_valid(files: list[str]) -> None:
     compose = binary("docker-compose")
@@ -137,3 +141,18 @@ def test_grafana_provisioning_points_at_the_dashboard_folder() -> None:
     provider = load_yaml("deploy/grafana/provisioning/dashboards/qusec.yml")["providers"][0]
     mounts = load_yaml("docker-compose.yml")["services"]["grafana"]["volumes"]
     assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in mounts
+
+
+def test_image_carries_the_eval_subsets_and_a_writable_job_database() -> None:
+    env = dict(re.findall(r"(QUSEC_[A-Z_]+)=(\S+)", DOCKERFILE))
+    assert "COPY data/eval ./data/eval" in DOCKERFILE
+    assert "!data/eval/" in (ROOT / ".dockerignore").read_text()
+    assert env["QUSEC_EVAL_DIR"] == "/app/data/eval"
+    database_dir = str(Path(env["QUSEC_ROBUSTNESS_DB"]).parent)
+    # The root filesystem is read-only in compose: the job database needs its own volume.
+    service = load_yaml("docker-compose.yml")["services"]["qusec"]
+    assert service["read_only"] is True
+    assert any(volume.split(":")[1] == database_dir for volume in service["volumes"])
+    admin = load_yaml("deploy/compose.admin.yml")["services"]["qusec"]
+    assert admin["environment"]["QUSEC_ADMIN_TOKEN_FILE"] == "/run/secrets/qusec_admin_token"
+    assert "QUSEC_ADMIN_TOKEN" not in admin["environment"]
