@@ -74,6 +74,9 @@ class ServiceSettings(BaseSettings):
     eval_dir: Path = EVAL_DIR
     robustness_threads: int = Field(1, ge=1, le=64)  # torch threads of the job process
     robustness_nice: int = Field(10, ge=0, le=19)  # added niceness of the job process
+    # Address-space cap of the job process: an attack asked for with huge parameters fails
+    # there with a clear error instead of pushing the machine (and the service) out of memory.
+    robustness_max_memory_bytes: int = Field(4 * 1024 * MiB, ge=1024 * MiB)
     robustness_queue_size: int = Field(4, ge=0, le=1000)  # jobs waiting behind the running one
     robustness_max_samples: int = Field(1000, ge=1, le=100_000)
     robustness_max_epsilons: int = Field(8, ge=1, le=64)  # per norm

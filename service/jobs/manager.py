@@ -214,6 +214,7 @@ class JobManager:
             lease=job["lease"],
             threads=self.settings.robustness_threads,
             nice=self.settings.robustness_nice,
+            max_memory_bytes=self.settings.robustness_max_memory_bytes,
             log_level=self.settings.log_level,
             log_format=self.settings.log_format,
             max_upload_images=self.settings.robustness_max_upload_images,

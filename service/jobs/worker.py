@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -55,6 +56,7 @@ class WorkerConfig:
     lease: str
     threads: int
     nice: int
+    max_memory_bytes: int
     log_level: str
     log_format: str
     max_upload_images: int
@@ -71,6 +73,7 @@ def main(stdin: TextIO = sys.stdin) -> None:
     config = WorkerConfig(**json.loads(stdin.readline()))
     _exit_with_service(stdin)
     os.nice(config.nice)
+    resource.setrlimit(resource.RLIMIT_AS, (config.max_memory_bytes, config.max_memory_bytes))
     torch.set_num_threads(config.threads)
     torch.set_num_interop_threads(1)
     configure_logging(config.log_level, config.log_format)
@@ -89,15 +92,26 @@ def main(stdin: TextIO = sys.stdin) -> None:
         store.finish(config.job_id, config.lease, "failed", error=str(exc)[:500])
         return
     except Exception as exc:
-        log.error("job failed", exc_info=exc, extra=context)
-        error = f"internal error ({type(exc).__name__}); see the service log"
-        store.finish(config.job_id, config.lease, "failed", error=error)
+        store.finish(config.job_id, config.lease, "failed", error=_failure(exc, config, context))
         return
     status, note = "done", None
     if report["status"] == "stopped":
         status, note = STOPPED[store.stop_request(config.job_id)]
     store.finish(config.job_id, config.lease, status, report=report, error=note)
     log.info("job finished: %s", status, extra={**context, "seconds": report["seconds"]})
+
+
+def _failure(exc: Exception, config: WorkerConfig, context: dict) -> str:
+    """Log an unexpected failure; return what the operator is shown."""
+    # torch reports an allocation refused by the memory cap as RuntimeError, not MemoryError.
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
+        log.warning("job ran out of memory: %s", exc, extra=context)
+        return (
+            f"the job needed more than its {config.max_memory_bytes // 2**20} MiB memory cap "
+            "(QUSEC_ROBUSTNESS_MAX_MEMORY_BYTES); ask for smaller attack parameters or batches"
+        )
+    log.error("job failed", exc_info=exc, extra=context)
+    return f"internal error ({type(exc).__name__}); see the service log"
 
 
 def _run(spec: JobSpec, store: JobStore, config: WorkerConfig, started: float) -> dict:

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
+from models.checkpoint import load_checkpoint
 from service.app import create_app
 from service.settings import ServiceSettings
 from tests.service.conftest import wait_ready, write_checkpoint
@@ -294,6 +296,37 @@ def test_a_job_that_ignores_its_budget_is_killed(admin) -> None:
     job = wait_for(client, job_id, finished)
     assert job["status"] == "timed_out" and job["report"] is None
     assert "without a report" in job["error"]
+
+
+def test_a_job_past_its_memory_cap_fails_cleanly_and_the_service_serves_on(
+    admin, checkpoints
+) -> None:
+    client = admin(robustness_max_memory_bytes=1024 * 2**20)
+    # Labels the model gets right, so the attack has something to attack.
+    images = np.random.default_rng(0).integers(0, 256, (5, 1, 28, 28), dtype=np.uint8)
+    model = load_checkpoint(checkpoints["mnist-tq2"]).model
+    with torch.no_grad():
+        labels = model(torch.from_numpy(images).float() / 255).argmax(1).numpy()
+    # 1,000,000 SPSA probes of a 28x28 image need about 3 GiB at once.
+    body = {
+        **FAST,
+        "attacks": ["spsa"],
+        "threat_models": ["gradient_free"],
+        "attack_params": {"spsa": {"spsa_samples": 1_000_000}},
+        "samples": 5,
+    }
+    job_id = client.post(
+        "/robustness-check",
+        headers=AUTH,
+        data={"request": json.dumps(body)},
+        files={"samples": ("set.npz", tiny_npz(images=images, labels=labels), "x")},
+    ).json()["id"]
+    job = wait_for(client, job_id, finished)
+    assert job["status"] == "failed" and job["report"] is None
+    assert "1024 MiB memory cap" in job["error"]
+    assert "QUSEC_ROBUSTNESS_MAX_MEMORY_BYTES" in job["error"]
+    digit = client.get("/models").json()  # the service itself is untouched
+    assert digit["models"]
 
 
 def test_a_checkpoint_changed_on_disk_fails_the_job(admin, tmp_path) -> None:
