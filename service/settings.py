@@ -78,6 +78,8 @@ class ServiceSettings(BaseSettings):
     # there with a clear error instead of pushing the machine (and the service) out of memory.
     robustness_max_memory_bytes: int = Field(4 * 1024 * MiB, ge=1024 * MiB)
     robustness_queue_size: int = Field(4, ge=0, le=1000)  # jobs waiting behind the running one
+    # Finished jobs kept in the database (and the newest completed one of each model).
+    robustness_keep_finished_jobs: int = Field(200, ge=1, le=1_000_000)
     robustness_max_samples: int = Field(1000, ge=1, le=100_000)
     robustness_max_epsilons: int = Field(8, ge=1, le=64)  # per norm
     robustness_max_upload_bytes: int = Field(16 * MiB, ge=1024, le=1024 * MiB)

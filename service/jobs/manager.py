@@ -78,6 +78,7 @@ class JobManager:
         for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):
             log.warning("job %s was running when the service stopped", job_id)
             metrics.robustness_jobs.labels(status="interrupted").inc()
+        store.prune(settings.robustness_keep_finished_jobs)
         targets = {c.name: describe_target(c, settings) for c in pool.classifiers.values()}
         manager = cls(settings, metrics, store, pool, targets)
         for model, job in store.latest_done().items():
@@ -246,6 +247,13 @@ class JobManager:
         else:
             status, error = "failed", f"the job process exited with status {exitcode}"
         self.store.finish(job["id"], job["lease"], status, error=error)  # no-op if finished
+        pruned = self.store.prune(self.settings.robustness_keep_finished_jobs)
+        if pruned:
+            log.info(
+                "pruned %d finished jobs beyond the newest %d",
+                pruned,
+                self.settings.robustness_keep_finished_jobs,
+            )
         self._count_active()
         final = self.store.get(job["id"])
         if final is None:

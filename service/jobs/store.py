@@ -230,6 +230,23 @@ class JobStore:
             )
         return ids
 
+    def prune(self, keep: int) -> int:
+        """Delete finished jobs beyond the newest ``keep``; returns how many went.
+
+        The newest completed job of each model stays whatever its age: its report is
+        what the robustness gauges show.
+        """
+        finished = ", ".join("?" * len(FINISHED))
+        newest = f"SELECT seq FROM jobs WHERE status IN ({finished}) ORDER BY seq DESC LIMIT ?"
+        latest_reports = "SELECT MAX(seq) FROM jobs WHERE status = 'done' GROUP BY model"
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"DELETE FROM jobs WHERE status IN ({finished}) "
+                f"AND seq NOT IN ({newest}) AND seq NOT IN ({latest_reports})",
+                (*FINISHED, *FINISHED, keep),
+            )
+        return cursor.rowcount
+
     def latest_done(self) -> dict[str, dict]:
         """The newest completed job of each model, with its report."""
         with self._connect() as db:
