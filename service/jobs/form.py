@@ -10,55 +10,26 @@ from __future__ import annotations
 
 import asyncio
 
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from service.body import MULTIPART_SLACK_BYTES, bounded_chunks, is_multipart, read_bounded
 from service.errors import BadMultipart, BodyReadTimeout, BodyTooLarge, EmptyBody, MissingFile
+from service.multipart import PartCollector, parse_multipart
 
 REQUEST_FIELD, SAMPLES_FIELD = "request", "samples"
 MAX_REQUEST_BYTES = 64 * 1024
 
 
-class _Parts:
-    """Parser callbacks keeping the two expected parts, each within its own limit."""
+class _Parts(PartCollector):
+    """Keeps the two expected parts, each within its own limit; refuses any other."""
 
     def __init__(self, samples_limit: int) -> None:
+        super().__init__()
         self.limits = {REQUEST_FIELD: MAX_REQUEST_BYTES, SAMPLES_FIELD: samples_limit}
         self.values: dict[str, bytearray] = {}
-        self.complete = False
         self._name = ""
-        self._header_name = self._header_value = b""
-        self._disposition = b""
 
-    def callbacks(self) -> dict:
-        return {
-            "on_part_begin": self._on_part_begin,
-            "on_header_field": self._on_header_field,
-            "on_header_value": self._on_header_value,
-            "on_header_end": self._on_header_end,
-            "on_headers_finished": self._on_headers_finished,
-            "on_part_data": self._on_part_data,
-            "on_end": self._on_end,
-        }
-
-    def _on_part_begin(self) -> None:
-        self._disposition = b""
-
-    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name += data[start:end]
-
-    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
-
-    def _on_header_end(self) -> None:
-        if self._header_name.strip().lower() == b"content-disposition":
-            self._disposition = self._header_value.strip()
-        self._header_name = self._header_value = b""
-
-    def _on_headers_finished(self) -> None:
-        _, options = parse_options_header(self._disposition)
+    def start_part(self, options: dict[bytes, bytes], headers: dict[bytes, bytes]) -> None:
         name = options.get(b"name", b"").decode("latin-1")
         if name not in self.limits:
             raise BadMultipart(
@@ -70,14 +41,11 @@ class _Parts:
         self._name = name
         self.values[name] = bytearray()
 
-    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+    def part_data(self, chunk: bytes) -> None:
         sink = self.values[self._name]
-        if len(sink) + (end - start) > self.limits[self._name]:
+        if len(sink) + len(chunk) > self.limits[self._name]:
             raise BodyTooLarge(f"form part {self._name!r} over {self.limits[self._name]} bytes")
-        sink += data[start:end]
-
-    def _on_end(self) -> None:
-        self.complete = True
+        sink += chunk
 
 
 async def read_submission(
@@ -87,24 +55,13 @@ async def read_submission(
     if not is_multipart(request):
         limit = MAX_REQUEST_BYTES
         return await read_bounded(request, limit, timeout_seconds), None
-    _, params = parse_options_header(request.headers["content-type"])
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise BadMultipart("multipart Content-Type without a boundary")
     parts = _Parts(samples_limit)
     chunks = bounded_chunks(request, samples_limit + MAX_REQUEST_BYTES + MULTIPART_SLACK_BYTES)
     try:
         async with asyncio.timeout(timeout_seconds):
-            parser = MultipartParser(boundary, parts.callbacks())
-            async for chunk in chunks:
-                parser.write(chunk)
-            parser.finalize()
+            await parse_multipart(request.headers["content-type"], chunks, parts)
     except TimeoutError:
         raise BodyReadTimeout(f"form not received within {timeout_seconds} s") from None
-    except FormParserError as exc:
-        raise BadMultipart(f"multipart parse failed: {exc}") from None
-    if not parts.complete:
-        raise BadMultipart("the body ended before the closing boundary")
     if SAMPLES_FIELD not in parts.values:
         raise MissingFile("no samples part", message="the form has no 'samples' file")
     samples = bytes(parts.values[SAMPLES_FIELD])
