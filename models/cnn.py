@@ -46,14 +46,18 @@ class SamePadConv2d(nn.Conv2d):
     ``padding=`` argument cannot express, so the padding is applied in forward.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def same_pads(self, height: int, width: int) -> list[int]:
+        """F.pad's (left, right, top, bottom) for TF "SAME" on an input of this size."""
         pads = []
         for size, kernel, stride in reversed(
-            list(zip(x.shape[-2:], self.kernel_size, self.stride, strict=True))
+            list(zip((height, width), self.kernel_size, self.stride, strict=True))
         ):
             total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             pads += [total // 2, total - total // 2]
-        padded = F.pad(x, pads)
+        return pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(x, self.same_pads(*x.shape[-2:]))
         if not padded.requires_grad:
             return super().forward(padded)
         out = super().forward(padded.detach())
@@ -79,7 +83,11 @@ class BasicCNN(nn.Module):
         self.fc = nn.Linear(features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x))  # (N, 64, ceil(H/2), ceil(W/2))
+        return self.head(self.conv1(x))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything after the first convolution (its output, before the ReLU, comes in)."""
+        x = F.relu(x)  # (N, 64, ceil(H/2), ceil(W/2))
         x = F.relu(self.conv2(x))
         x = F.relu(self.conv3(x))  # (N, 128, h, w): 1x1 for MNIST, 2x2 for CIFAR-10
         return self.fc(torch.flatten(x, 1))
@@ -111,4 +119,68 @@ class QuantizedClassifier(nn.Module):
         return x if self.quantizer is None else self.quantizer(x, mode)
 
     def forward(self, x: torch.Tensor, quantizer_mode: QuantizerMode | None = None) -> torch.Tensor:
+        if self._thresholds_by_tangents(x, quantizer_mode):
+            return self.cnn.head(_soft_first_layer(x, self.quantizer, self.cnn.conv1))
         return self.cnn(self.quantize(x, quantizer_mode))
+
+    def _thresholds_by_tangents(self, x: torch.Tensor, mode: QuantizerMode | None) -> bool:
+        """Whether TQ training can take the cheaper threshold gradient of _ThresholdGradient."""
+        q = self.quantizer
+        return (
+            q is not None
+            and q.learns_thresholds
+            and q.resolve_mode(mode) == "soft"
+            and q.levels - 1 <= MAX_TANGENT_THRESHOLDS
+            and torch.is_grad_enabled()
+            and not x.requires_grad
+            and isinstance(self.cnn, BasicCNN)
+        )
+
+
+# One extra first-layer forward per threshold costs less than the first layer's input
+# gradient only for a few thresholds (benchmarks/train_throughput.py measures both).
+MAX_TANGENT_THRESHOLDS = 2
+
+
+def _soft_first_layer(
+    x: torch.Tensor, quantizer: InputQuantizer, conv: SamePadConv2d
+) -> torch.Tensor:
+    thresholds = quantizer.thresholds
+    # One sigmoid map per threshold, (L-1, N, C, H, W): the soft staircase is their mean,
+    # and their slopes give the threshold gradient, so they are computed once for both.
+    steps = torch.sigmoid(
+        quantizer.steepness * (x.unsqueeze(0) - thresholds.detach().view(-1, 1, 1, 1, 1))
+    )
+    # The input carries no gradient here, so the convolution's backward computes only its
+    # weight and bias gradients; the thresholds get theirs from _ThresholdGradient.
+    z = conv(steps.mean(0))
+    return _ThresholdGradient.apply(z, thresholds, steps, conv, quantizer.steepness)
+
+
+class _ThresholdGradient(torch.autograd.Function):
+    """Identity on the first layer's output that gives the soft staircase's thresholds
+    their gradient in forward mode.
+
+    The first layer z = conv(q(x, t)) is linear in q, so dz/dt_i = conv_nobias(dq/dt_i),
+    and dL/dt_i = <dL/dz, conv_nobias(dq/dt_i)>: one more forward of the first layer per
+    threshold, instead of its input gradient (a transposed convolution over the whole
+    batch), which reverse mode would need. The result is the same gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, z, thresholds, steps, conv, steepness):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(steps)
+        ctx.conv, ctx.steepness = conv, steepness
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad_z):  # noqa: ANN001, ANN205
+        (steps,) = ctx.saved_tensors
+        count = steps.shape[0]
+        slopes = (-ctx.steepness / count) * steps * (1 - steps)  # dq/dt_i: (L-1, N, C, H, W)
+        conv = ctx.conv
+        padded = F.pad(slopes.flatten(0, 1), conv.same_pads(*steps.shape[-2:]))
+        tangents = F.conv2d(padded, conv.weight.detach(), None, conv.stride)
+        # (L-1, N*64*h*w) @ (N*64*h*w,): the inner products without a product tensor.
+        grad_t = tangents.reshape(count, -1) @ grad_z.reshape(-1)
+        return grad_z, grad_t, None, None, None

@@ -84,3 +84,36 @@ def test_fast_input_gradient_matches_the_plain_convolution(channels, side):
     for g, w in zip(got, want, strict=True):
         assert torch.allclose(g, w, atol=1e-10)
     assert type(out.grad_fn).__name__ == "_InputGradientBackward"  # the fast path ran
+
+
+@pytest.mark.parametrize("levels", [2, 3])
+def test_forward_mode_threshold_gradient_equals_plain_autograd(levels):
+    torch.manual_seed(0)
+    spec = {"kind": "tq", "levels": levels, "steepness": 7.0}
+    model = build_model("cleverhans-basic-cnn", (1, 28, 28), 10, spec).double().train()
+    with torch.no_grad():
+        model.quantizer.gap_logits.add_(torch.randn(levels) * 0.3)
+    x = torch.rand(6, 1, 28, 28, dtype=torch.double)
+    y = torch.randint(0, 10, (6,))
+    assert model._thresholds_by_tangents(x, None)  # the fast path is the one under test
+
+    fast_loss = torch.nn.functional.cross_entropy(model(x), y)
+    fast = torch.autograd.grad(fast_loss, list(model.parameters()))
+    plain_loss = torch.nn.functional.cross_entropy(model.cnn(model.quantize(x)), y)
+    plain = torch.autograd.grad(plain_loss, list(model.parameters()))
+    assert fast_loss.item() == plain_loss.item()
+    assert fast[0].abs().sum() > 0  # the thresholds do get a gradient
+    for got, want in zip(fast, plain, strict=True):
+        assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_forward_mode_is_only_used_where_it_applies():
+    model = build_model("cleverhans-basic-cnn", (1, 28, 28), 10, {"kind": "tq", "levels": 2})
+    x = torch.rand(2, 1, 28, 28)
+    assert model.train()._thresholds_by_tangents(x, None)
+    assert not model.eval()._thresholds_by_tangents(x, None)  # hard staircase
+    assert not model.train()._thresholds_by_tangents(x.requires_grad_(), None)  # attacks
+    with torch.no_grad():
+        assert not model._thresholds_by_tangents(x.detach(), None)
+    many = build_model("cleverhans-basic-cnn", (1, 28, 28), 10, {"kind": "tq", "levels": 8})
+    assert not many.train()._thresholds_by_tangents(x.detach(), None)
