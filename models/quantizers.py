@@ -91,8 +91,11 @@ class InputQuantizer(nn.Module):
     def thresholds(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def resolve_mode(self, mode: QuantizerMode | None) -> QuantizerMode:
+        return mode or ("soft" if self.training and self.learns_thresholds else "hard")
+
     def forward(self, x: torch.Tensor, mode: QuantizerMode | None = None) -> torch.Tensor:
-        mode = mode or ("soft" if self.training and self.learns_thresholds else "hard")
+        mode = self.resolve_mode(mode)
         if mode == "hard":
             return hard_staircase(x, self.thresholds.detach())
         if mode == "soft":
