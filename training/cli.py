@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
     export.add_argument("--data-dir", type=Path, default=Path("data"))
     export.add_argument("--count", type=int, default=1000)
-    export.add_argument("--out-dir", type=Path, default=EVAL_DIR,
-                        help=f"folder for the subset (default {EVAL_DIR})")
+    export.add_argument(
+        "--out-dir", type=Path, default=EVAL_DIR, help=f"folder for the subset (default {EVAL_DIR})"
+    )
     describe = commands.add_parser(
         "describe", help="print a Markdown table of checkpoint folders from their manifests"
     )
