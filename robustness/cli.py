@@ -1,14 +1,15 @@
-"""Command line: ``python -m robustness {evaluate,reproduce,list}`` (also ``qusec-robustness``).
+"""Command line: ``python -m robustness {evaluate,reproduce,render,list}`` (``qusec-robustness``).
 
 ``evaluate`` runs the suite on one checkpoint; ``reproduce`` runs the paper's comparison
 (undefended vs CQ vs TQ) on every shipped checkpoint of each dataset with data present;
-``list`` shows the attack table with default parameters.
+``render`` rewrites Markdown and plots from JSON reports; ``list`` shows the attack table.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -76,9 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     _common_options(reproduce)
     reproduce.set_defaults(handler=_reproduce)
 
+    render = sub.add_parser("render", help="rewrite the Markdown and PNG of JSON reports")
+    render.add_argument("reports", nargs="+", type=Path)
+    render.add_argument("--summary", metavar="DATASET", help="also write summary-DATASET.md/png")
+    render.set_defaults(handler=_render)
+
     listing = sub.add_parser("list", help="the registered attacks and their parameters")
     listing.set_defaults(handler=_list)
-    for command in (evaluate, reproduce, listing):
+    for command in (evaluate, reproduce, render, listing):
         command.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return parser
 
@@ -227,6 +233,21 @@ def _reproduce(args: argparse.Namespace) -> int:
     from robustness.reproduce import reproduce  # the reproduction plan is only needed here
 
     return reproduce(args)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from robustness.summary import write_summary
+
+    reports = []
+    for path in args.reports:
+        report = json.loads(path.read_text())
+        for written in write_report(report, path.parent, path.stem)[1:]:
+            print(f"wrote {written}")
+        reports.append(report)
+    if args.summary:
+        for written in write_summary(reports, args.reports[0].parent, args.summary):
+            print(f"wrote {written}")
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:

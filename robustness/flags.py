@@ -70,7 +70,7 @@ def _naive_above_bpda(rows: list[dict]) -> dict:
             )
     return _flag(
         "naive_far_above_bpda",
-        f"naive white-box accuracy exceeds BPDA's by more than {NAIVE_ABOVE_BPDA:.0%} "
+        f"naive white-box accuracy exceeds BPDA's by more than {100 * NAIVE_ABOVE_BPDA:.0f} "
         "points: the naive number is the quantizer hiding gradients",
         evidence,
         checked=bool(bpda),

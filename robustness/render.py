@@ -92,13 +92,19 @@ def _summary(report: dict) -> list[str]:
         f"- Model: `{model['name']}` ({model['dataset']}), weights sha256 `{model['sha256']}`",
         f"- Quantizer: {q}",
         "- Transfer surrogate: "
-        + (f"`{surrogate['name']}` sha256 `{surrogate['sha256']}`" if surrogate else "none"),
+        + (f"`{surrogate['name']}` sha256 `{surrogate['sha256']}`" if surrogate else "none")
+        + (" (the model itself: transfer not run)" if _self_surrogate(report) else ""),
         f"- Evaluation set: `{data['name']}` sha256 `{data['sha256']}`; "
         f"first {report['samples']} images",
         f"- Clean accuracy: **{_pct(report['clean_accuracy'])}**",
         f"- Seed: {report['seed']}; started {report['started_at']}; {report['seconds']} s",
         f"- Versions: {versions}",
     ]
+
+
+def _self_surrogate(report: dict) -> bool:
+    surrogate = report["surrogate"]
+    return surrogate is not None and surrogate["sha256"] == report["model"]["sha256"]
 
 
 def _flags(report: dict) -> list[str]:

@@ -96,6 +96,16 @@ def test_reproduce_runs_every_checkpoint_of_each_present_dataset(workspace, caps
     assert "cifar10: skipped" in capsys.readouterr().out
 
 
+def test_render_rewrites_markdown_and_summary_from_json(workspace, capsys):
+    report_path = workspace / "out" / "mnist-cq2.json"
+    if not report_path.exists():
+        test_evaluate_writes_reports_and_finds_the_surrogate(workspace, capsys)
+    (workspace / "out" / "mnist-cq2.md").unlink()
+    assert main(["render", str(report_path), "--summary", "mnist"]) == 0
+    assert (workspace / "out" / "mnist-cq2.md").read_text().startswith("# Robustness report")
+    assert (workspace / "out" / "summary-mnist.md").is_file()
+
+
 def test_time_budget_gives_a_stopped_report(workspace):
     out = workspace / "budget"
     code = main(
