@@ -95,8 +95,9 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 StopFn = Callable[[], bool]
 # Transfer examples depend only on the surrogate, the attack and the samples, so one
-# evaluation of several defended models can craft them once: key -> crafted images.
-TransferCache = dict[tuple, torch.Tensor]
+# evaluation of several defended models can craft them once:
+# key -> (crafted images, seconds it took to craft them).
+TransferCache = dict[tuple, tuple[torch.Tensor, float]]
 
 
 @dataclass
@@ -287,18 +288,19 @@ def _run_unit(ctx: _Context, unit: Unit) -> None:
     torch.manual_seed(unit.seed(ctx.request.seed))
     key = _transfer_key(ctx, unit, attack)
     cached = ctx.transfer_cache.get(key) if key is not None else None
-    start = time.perf_counter()
     if cached is not None:
-        adv, done = cached, unit.samples
+        # Rows report what crafting cost when it was done, not the lookup.
+        (adv, seconds), done = cached, unit.samples
         ctx.done_batches += math.ceil(unit.samples / ctx.request.batch_size)
         logger.info(
             "%s/%s eps=%s: transfer examples reused", unit.attack, unit.threat_model, unit.epsilon
         )
     else:
+        start = time.perf_counter()
         adv, done = _craft(ctx, unit, attack)
+        seconds = time.perf_counter() - start
         if key is not None and done == unit.samples:
-            ctx.transfer_cache[key] = adv
-    seconds = time.perf_counter() - start
+            ctx.transfer_cache[key] = (adv, seconds)
     if done == 0:
         return
     with torch.no_grad():

@@ -101,7 +101,8 @@ def test_transfer_examples_are_crafted_once_per_surrogate(masked, undefended, ev
         progress=events.append,
     )
     assert events == [], "cached transfer units craft nothing"
-    assert _without_timing(first["results"]) == _without_timing(second["results"])
+    # Reused rows keep the crafting time they cost, not the lookup's.
+    assert first["results"] == second["results"]
 
 
 def test_undefended_target_skips_bpda_and_self_transfer(undefended, eval_set):
