@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from models.evalset import load_eval_set
+from models.evalset import eval_set_path, load_eval_set
 from robustness.cli import ProgressPrinter, load_subject, print_summary, request_from_args
 from robustness.presets import (
     REPRODUCTION_ATTACK_PARAMS,
@@ -37,7 +37,7 @@ def reproduce(args: argparse.Namespace) -> int:
     args = _with_reproduction_budget(args, attacks)
     ran = 0
     for dataset in args.datasets.split(","):
-        eval_path = args.eval_dir / f"{dataset}-test-first1000.npz"
+        eval_path = eval_set_path(dataset, args.eval_dir)
         folders = discover_checkpoints(args.checkpoints, dataset)
         if not eval_path.is_file() or not folders:
             print(f"{dataset}: skipped (evaluation subset or checkpoints not present)")

@@ -28,6 +28,7 @@ class PGD:
 
     name: ClassVar[str] = "pgd"
     norm: ClassVar[str] = "linf"
+    order: ClassVar[float] = np.inf  # cleverhans' ``norm`` argument
     access: ClassVar[str] = "gradients"
     minimal: ClassVar[bool] = False
 
@@ -39,7 +40,7 @@ class PGD:
                 eps,
                 min(eps, self.step_ratio * eps),
                 self.nb_iter,
-                np.inf,
+                self.order,
                 clip_min=CLIP_MIN,
                 clip_max=CLIP_MAX,
                 y=y_,

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchattacks
 
 from robustness.request import SuiteRequest
 from robustness.runner import run_suite
 from robustness.threats import BPDAClassifier, frozen_copy
-
-torchattacks = pytest.importorskip("torchattacks")
 
 STEPS, STEP_RATIO = 10, 0.25
 AGREEMENT = 0.08  # points of accuracy; 64 samples give steps of 1.6 points
