@@ -230,7 +230,7 @@ def print_summary(report: dict, paths: list[Path]) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from robustness.reproduce import reproduce  # the reproduction plan is only needed here
+    from robustness.cli_reproduce import reproduce  # the reproduction plan is only needed here
 
     return reproduce(args)
 

@@ -172,7 +172,7 @@ def test_argument_parsers():
 def test_python_dash_m_entry_point_and_package_boundaries():
     root = Path(__file__).resolve().parents[2]
     code = (
-        "import sys, robustness.cli, robustness.runner, robustness.reproduce;"
+        "import sys, robustness.cli, robustness.runner, robustness.cli_reproduce;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('training', 'service')];"
         "assert not bad, bad"
     )

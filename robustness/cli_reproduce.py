@@ -1,4 +1,4 @@
-"""One command for the paper's comparison: undefended vs CQ vs TQ, every threat model.
+"""The `reproduce` subcommand: the paper's comparison, undefended vs CQ vs TQ, every threat model.
 
 For each dataset whose evaluation subset is present, every checkpoint named
 ``<dataset>-*`` is evaluated (the undefended one first; it is also the transfer
