@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,26 +96,16 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(folder: Path | str, model: QuantizedClassifier, manifest: Manifest) -> Manifest:
-    """Write weights and manifest atomically: a half-written folder never appears.
-
-    The quantizer spec in the manifest is taken from the model, so the recorded
-    thresholds are always the ones in the weights.
-    """
-    folder = Path(folder)
+@contextmanager
+def replacing_folder(folder: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``folder``; when the block succeeds, the
+    staging folder takes ``folder``'s place, so a half-written folder never appears and
+    the old one is kept until the new one is complete. On failure the staging goes."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it owner-only; containers read it as another user
-        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        (staging / WEIGHTS_FILE).chmod(0o644)
-        manifest.quantizer = (
-            model.quantizer.spec() if model.quantizer is not None else {"kind": "none"}
-        )
-        manifest.weights_sha256 = sha256_file(staging / WEIGHTS_FILE)
-        manifest.name = manifest.name or folder.name
-        (staging / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+        yield staging
         if folder.exists():
             backup = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
@@ -125,6 +117,25 @@ def save_checkpoint(folder: Path | str, model: QuantizedClassifier, manifest: Ma
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def save_checkpoint(folder: Path | str, model: QuantizedClassifier, manifest: Manifest) -> Manifest:
+    """Write weights and manifest atomically (see ``replacing_folder``).
+
+    The quantizer spec in the manifest is taken from the model, so the recorded
+    thresholds are always the ones in the weights.
+    """
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with replacing_folder(folder) as staging:
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        (staging / WEIGHTS_FILE).chmod(0o644)
+        manifest.quantizer = (
+            model.quantizer.spec() if model.quantizer is not None else {"kind": "none"}
+        )
+        manifest.weights_sha256 = sha256_file(staging / WEIGHTS_FILE)
+        manifest.name = manifest.name or folder.name
+        (staging / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
 
 

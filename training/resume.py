@@ -1,7 +1,7 @@
 """Training state saved after every epoch, so an interrupted run continues where it stopped.
 
 The state lives beside the output folder (``.NAME.train-state/``) in safetensors
-plus JSON, never pickle, and is written atomically. It is removed once the final
+plus JSON, never pickle, and is replaced atomically after each epoch. It is removed once the final
 checkpoint is written. Sample order is a pure function of (seed, epoch), so no
 random-number-generator state needs saving.
 """
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.checkpoint import replacing_folder
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -43,13 +42,9 @@ def save(config: TrainConfig, model, optimizer, epochs_done: int, history: list)
         "config": {k: config.to_json()[k] for k in TrainConfig.RESUME_KEYS},
         "param_groups": optim_state["param_groups"],
     }
-    target = state_dir(config)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
-    save_file(tensors, str(staging / "state.safetensors"))
-    (staging / "state.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    with replacing_folder(state_dir(config)) as staging:
+        save_file(tensors, str(staging / "state.safetensors"))
+        (staging / "state.json").write_text(json.dumps(meta, indent=2))
 
 
 def restore(config: TrainConfig, model, optimizer) -> tuple[int, list]:
