@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.quantizers import InputQuantizer, QuantizerMode
+from models.quantizers import InputQuantizer, QuantizerMode, soft_steps
 
 
 class _InputGradient(torch.autograd.Function):
@@ -148,9 +148,7 @@ def _soft_first_layer(
     thresholds = quantizer.thresholds
     # One sigmoid map per threshold, (L-1, N, C, H, W): the soft staircase is their mean,
     # and their slopes give the threshold gradient, so they are computed once for both.
-    steps = torch.sigmoid(
-        quantizer.steepness * (x.unsqueeze(0) - thresholds.detach().view(-1, 1, 1, 1, 1))
-    )
+    steps = soft_steps(x, thresholds.detach(), quantizer.steepness)
     # The input carries no gradient here, so the convolution's backward computes only its
     # weight and bias gradients; the thresholds get theirs from _ThresholdGradient.
     z = conv(steps.mean(0))

@@ -62,10 +62,14 @@ def hard_staircase(x: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     return steps.sum(-1) / thresholds.numel()
 
 
+def soft_steps(x: torch.Tensor, thresholds: torch.Tensor, steepness: float) -> torch.Tensor:
+    """One sigmoid step per threshold, sigmoid(h * (x - t_i)): shape (L-1, *x.shape)."""
+    return torch.sigmoid(steepness * (x.unsqueeze(0) - thresholds.view(-1, *[1] * x.dim())))
+
+
 def soft_staircase(x: torch.Tensor, thresholds: torch.Tensor, steepness: float) -> torch.Tensor:
     """The sum-of-sigmoids surrogate; tends to the hard staircase as steepness grows."""
-    steps = torch.sigmoid(steepness * (x.unsqueeze(-1) - thresholds))
-    return steps.sum(-1) / thresholds.numel()
+    return soft_steps(x, thresholds, steepness).mean(0)
 
 
 class InputQuantizer(nn.Module):
