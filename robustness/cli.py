@@ -1,7 +1,9 @@
-"""Command line: ``python -m robustness {evaluate,reproduce,render,list}`` (``qusec-robustness``).
+"""Command line: ``python -m robustness {evaluate,reproduce,merge,render,list}``
+(``qusec-robustness``).
 
 ``evaluate`` runs the suite on one checkpoint; ``reproduce`` runs the paper's comparison
 (undefended vs CQ vs TQ) on every shipped checkpoint of each dataset with data present;
+``merge`` folds a later run's rows (an attack rerun, say on more samples) into a report;
 ``render`` rewrites Markdown and plots from JSON reports; ``list`` shows the attack table.
 """
 
@@ -19,6 +21,7 @@ import torch
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.evalset import EvalSetError, eval_set_path, load_eval_set
 from robustness.attacks import ATTACKS
+from robustness.merge import MergeError, merge_reports
 from robustness.presets import preset
 from robustness.render import format_eps, write_report
 from robustness.report import fired_flags
@@ -77,6 +80,18 @@ def _parser() -> argparse.ArgumentParser:
     _common_options(reproduce)
     reproduce.set_defaults(handler=_reproduce)
 
+    merge = sub.add_parser(
+        "merge",
+        help="replace a report's rows for the attacks a later run of the same model, "
+        "evaluation set and seed ran",
+    )
+    merge.add_argument("base", type=Path, help="the report JSON to start from")
+    merge.add_argument("parts", nargs="+", type=Path, help="later report JSONs; later wins")
+    merge.add_argument(
+        "--out", required=True, type=Path, help="merged report JSON (.md and .png beside it)"
+    )
+    merge.set_defaults(handler=_merge)
+
     render = sub.add_parser("render", help="rewrite the Markdown and PNG of JSON reports")
     render.add_argument("reports", nargs="+", type=Path)
     render.add_argument("--summary", metavar="DATASET", help="also write summary-DATASET.md/png")
@@ -84,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="the registered attacks and their parameters")
     listing.set_defaults(handler=_list)
-    for command in (evaluate, reproduce, render, listing):
+    for command in (evaluate, reproduce, merge, render, listing):
         command.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return parser
 
@@ -233,6 +248,30 @@ def _reproduce(args: argparse.Namespace) -> int:
     from robustness.cli_reproduce import reproduce  # the reproduction plan is only needed here
 
     return reproduce(args)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    if args.out.suffix != ".json":
+        raise ValueError(f"--out must name a .json file, got {args.out}")
+    base, *parts = (_read_report(path) for path in (args.base, *args.parts))
+    try:
+        report = merge_reports(base, *parts)
+    except KeyError as exc:
+        raise MergeError(f"not a robustness report: no field {exc}") from None
+    print_summary(report, write_report(report, args.out.parent, args.out.stem))
+    return 0
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"{path} is not a robustness report")
+    return report
 
 
 def _render(args: argparse.Namespace) -> int:

@@ -98,8 +98,24 @@ def _summary(report: dict) -> list[str]:
         f"first {report['samples']} images",
         f"- Clean accuracy: **{_pct(report['clean_accuracy'])}**",
         f"- Seed: {report['seed']}; started {report['started_at']}; {report['seconds']} s",
+        *_runs(report),
         f"- Versions: {versions}",
     ]
+
+
+def _runs(report: dict) -> list[str]:
+    """One line per run a merged report was assembled from (see robustness.merge)."""
+    runs = report.get("merged_from")
+    if not runs:
+        return []
+    lines = [f"- Merged from {len(runs)} runs; later runs replace the rows of their attacks:"]
+    for run in runs:
+        limits = ", ".join(f"{a} on {n}" for a, n in run["sample_limits"].items())
+        lines.append(
+            f"  - started {run['started_at']}, {run['seconds']} s: {', '.join(run['attacks'])}"
+            + (f" (first-N limits: {limits})" if limits else "")
+        )
+    return lines
 
 
 def _self_surrogate(report: dict) -> bool:

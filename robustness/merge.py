@@ -1,0 +1,121 @@
+"""Folding a later run's rows into a report: an expensive attack rerun on more samples.
+
+The runner seeds each (attack, threat model, epsilon) unit from the request's seed alone,
+so a unit's rows do not depend on what else ran in the same process. A report assembled
+from two runs of the same model, evaluation set, seed and radii therefore holds the rows
+one run would have produced; only wall-clock times differ. ``merge_reports`` checks that
+premise field by field and refuses when it does not hold.
+
+The later run's (attack, threat model) pairs replace the earlier report's rows for those
+pairs, whole (a minimal attack has a row per radius); everything derived from rows (the
+worst case, its per-attack form, the masking flags) is computed again, and
+``merged_from`` records each run's start, duration and attacks.
+"""
+
+from __future__ import annotations
+
+from robustness.flags import masking_flags
+from robustness.report import SCHEMA_VERSION, worst_case
+
+# Fields that must agree for the rows of two runs to belong in one report.
+_SAME_REPORT = ("schema_version", "samples", "seed", "clean_accuracy", "versions")
+_SAME_REQUEST = ("epsilons", "l2_epsilons", "samples", "batch_size", "seed", "bpda_backward")
+
+
+class MergeError(ValueError):
+    """The reports cannot be merged; the message says which field disagrees."""
+
+
+def merge_reports(base: dict, *parts: dict) -> dict:
+    """``base`` with each part's rows in place of its rows for the same (attack, threat
+    model); later parts win. Neither input is modified."""
+    if base.get("schema_version") != SCHEMA_VERSION:
+        raise MergeError(f"base report has schema {base.get('schema_version')!r}")
+    merged = {**base, "request": dict(base["request"])}
+    merged["merged_from"] = base.get("merged_from") or [_provenance(base)]
+    for part in parts:
+        _check_compatible(merged, part)
+        merged = _fold(merged, part)
+    rows = merged["results"]
+    merged["worst_case"] = worst_case(rows)
+    merged["worst_case_per_attack"] = worst_case(rows, per_attack=True)
+    merged["masking_flags"] = masking_flags(rows, merged["gradient_probes"])
+    merged["seconds"] = round(sum(run["seconds"] for run in merged["merged_from"]), 1)
+    return merged
+
+
+def _check_compatible(base: dict, part: dict) -> None:
+    for key in _SAME_REPORT:
+        _same(f"{key}", base.get(key), part.get(key))
+    _same("model sha256", base["model"]["sha256"], part["model"]["sha256"])
+    _same("model quantizer", base["model"]["quantizer"], part["model"]["quantizer"])
+    _same("evaluation set sha256", base["eval_set"]["sha256"], part["eval_set"]["sha256"])
+    for key in _SAME_REQUEST:
+        _same(f"request {key}", base["request"].get(key), part["request"].get(key))
+    if _uses_surrogate(part):
+        surrogate, theirs = base.get("surrogate"), part.get("surrogate")
+        _same(
+            "surrogate sha256",
+            surrogate and surrogate["sha256"],
+            theirs and theirs["sha256"],
+        )
+
+
+def _same(what: str, ours, theirs) -> None:
+    if ours != theirs:
+        raise MergeError(f"{what} differs: {ours!r} in the base report, {theirs!r} in the part")
+
+
+def _uses_surrogate(report: dict) -> bool:
+    return any(row["threat_model"] == "transfer" for row in report["results"])
+
+
+def _fold(base: dict, part: dict) -> dict:
+    replaced = {_pair(row) for row in part["results"]}
+    rows, inserted = [], False
+    for row in base["results"]:
+        if _pair(row) not in replaced:
+            rows.append(row)
+        elif not inserted:
+            # The part's rows take the place of the first row they replace.
+            rows += part["results"]
+            inserted = True
+    if not inserted:
+        rows += part["results"]
+    skipped = [s for s in base["skipped"] if _pair(s) not in replaced] + part["skipped"]
+    request = dict(base["request"])
+    request["attacks"] = _union(request["attacks"], part["request"]["attacks"])
+    request["threat_models"] = _union(request["threat_models"], part["request"]["threat_models"])
+    # The request reads as the one that would have produced the merged rows.
+    rerun = set(part["request"]["attacks"])
+    for key in ("sample_limits", "attack_params"):
+        kept = {a: v for a, v in request[key].items() if a not in rerun}
+        request[key] = kept | part["request"][key]
+    statuses = {base["status"], part["status"]}
+    return {
+        **base,
+        "status": "complete" if statuses == {"complete"} else "stopped",
+        "surrogate": base.get("surrogate") or part.get("surrogate"),
+        "request": request,
+        "attack_params": base["attack_params"] | part["attack_params"],
+        "results": rows,
+        "skipped": skipped,
+        "merged_from": base["merged_from"] + [_provenance(part)],
+    }
+
+
+def _pair(row: dict) -> tuple:
+    return (row["attack"], row["threat_model"], bool(row.get("sanity")))
+
+
+def _union(first: list, second: list) -> list:
+    return list(first) + [item for item in second if item not in first]
+
+
+def _provenance(report: dict) -> dict:
+    return {
+        "started_at": report["started_at"],
+        "seconds": report["seconds"],
+        "attacks": list(report["request"]["attacks"]),
+        "sample_limits": dict(report["request"]["sample_limits"]),
+    }

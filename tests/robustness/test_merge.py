@@ -1,0 +1,115 @@
+"""Merging reports: a rerun's rows in place of the old ones, equal to one run of both."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+
+import pytest
+
+from robustness.cli import main
+from robustness.merge import MergeError, merge_reports
+from robustness.render import to_markdown
+from robustness.request import SuiteRequest
+from robustness.runner import run_suite
+
+# PGD and noise draw random numbers, so equal rows show the per-unit seeding at work.
+BOTH = SuiteRequest(
+    attacks=("noise", "fgsm", "pgd"),
+    threat_models=("transfer", "naive", "bpda"),
+    epsilons=(0.1, 0.3),
+    samples=24,
+    batch_size=8,
+    attack_params={"pgd": {"nb_iter": 3}},
+    sanity_epsilon=0.5,
+    sanity_samples=8,
+)
+
+
+def _rows(report):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in report["results"]]
+
+
+@pytest.fixture(scope="module")
+def runs(masked, undefended, eval_set):
+    """One run of everything; a run with PGD on 8 samples only; PGD rerun on all 24."""
+    kwargs = {"surrogate": undefended}
+    whole = run_suite(masked, eval_set, BOTH, **kwargs)
+    first = run_suite(masked, eval_set, replace(BOTH, sample_limits={"pgd": 8}), **kwargs)
+    pgd_only = replace(BOTH, attacks=("pgd",), sanity_epsilon=None)
+    rerun = run_suite(masked, eval_set, pgd_only, **kwargs)
+    return whole, first, rerun
+
+
+def test_merged_report_equals_one_run_of_everything(runs):
+    whole, first, rerun = runs
+    assert {r["samples"] for r in first["results"] if r["attack"] == "pgd"} == {8}
+    merged = merge_reports(first, rerun)
+    assert _rows(merged) == _rows(whole)
+    for key in ("worst_case", "worst_case_per_attack", "masking_flags", "attack_params"):
+        assert merged[key] == whole[key], key
+    assert merged["request"] == whole["request"]
+    assert merged["status"] == "complete"
+    assert [run["attacks"] for run in merged["merged_from"]] == [
+        ["noise", "fgsm", "pgd"],
+        ["pgd"],
+    ]
+    assert merged["seconds"] == pytest.approx(first["seconds"] + rerun["seconds"], abs=0.2)
+    assert "Merged from 2 runs" in to_markdown(merged)
+
+
+def test_merge_leaves_its_inputs_alone(runs):
+    _, first, rerun = runs
+    before = copy.deepcopy((first, rerun))
+    merge_reports(first, rerun)
+    assert (first, rerun) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "change", "message"),
+    [
+        ("seed", lambda r: r.update(seed=1), "seed differs"),
+        ("model", lambda r: r["model"].update(sha256="other"), "model sha256 differs"),
+        ("eval_set", lambda r: r["eval_set"].update(sha256="x"), "evaluation set sha256"),
+        ("request", lambda r: r["request"].update(epsilons=[0.2]), "request epsilons differs"),
+        ("surrogate", lambda r: r["surrogate"].update(sha256="s"), "surrogate sha256 differs"),
+        ("versions", lambda r: r["versions"].update(torch="0"), "versions differs"),
+    ],
+)
+def test_merge_refuses_runs_that_do_not_belong_together(runs, field, change, message):
+    _, first, rerun = runs
+    other = copy.deepcopy(rerun)
+    change(other)
+    with pytest.raises(MergeError, match=message):
+        merge_reports(first, other)
+
+
+def test_merge_command_writes_the_report_and_refuses_bad_files(runs, tmp_path, capsys):
+    _, first, rerun = runs
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    (tmp_path / "b.json").write_text(json.dumps(rerun))
+    out = tmp_path / "merged" / "m.json"
+    code = main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out)])
+    assert code == 0
+    assert json.loads(out.read_text())["merged_from"][1]["attacks"] == ["pgd"]
+    assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
+
+    (tmp_path / "junk.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "thin.json").write_text(
+        json.dumps({k: v for k, v in rerun.items() if k != "results"})
+    )
+    capsys.readouterr()
+    for bad, said in (
+        ("junk.json", "is not JSON"),
+        ("list.json", "is not a robustness report"),
+        ("thin.json", "not a robustness report: no field"),
+        ("missing.json", "cannot read"),
+    ):
+        code = main(["merge", str(tmp_path / "a.json"), str(tmp_path / bad), "--out", str(out)])
+        assert code == 1
+        assert said in capsys.readouterr().err
+    code = main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", "m.md"])
+    assert code == 1
+    assert "--out must name a .json file" in capsys.readouterr().err
