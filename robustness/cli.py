@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -183,21 +184,25 @@ def request_from_args(args: argparse.Namespace, dataset: str, attacks: tuple[str
 
 
 class ProgressPrinter:
-    """One stderr line per unit: where the run is, for a person watching."""
+    """Stderr lines for a person watching: one when a unit starts, and one at least every
+    ``every`` seconds within a long unit (a query attack's unit can run for half an hour)."""
 
-    def __init__(self, label: str = "") -> None:
-        self.label, self.last = label, None
+    def __init__(self, label: str = "", every: float = 60.0, clock=time.monotonic) -> None:
+        self.label, self.every, self.clock = label, every, clock
+        self.last_unit, self.last_time = None, clock()
 
     def __call__(self, progress: Progress) -> None:
         unit = (progress.attack, progress.threat_model, progress.epsilon)
-        if unit != self.last:
-            self.last = unit
-            print(
-                f"{self.label}[{progress.done_batches}/{progress.total_batches} batches] "
-                f"{progress.attack} / {progress.threat_model} eps={format_eps(progress.epsilon)}",
-                file=sys.stderr,
-                flush=True,
-            )
+        now = self.clock()
+        if unit == self.last_unit and now - self.last_time < self.every:
+            return
+        self.last_unit, self.last_time = unit, now
+        print(
+            f"{self.label}[{progress.done_batches}/{progress.total_batches} batches] "
+            f"{progress.attack} / {progress.threat_model} eps={format_eps(progress.epsilon)}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def load_subject(path: Path) -> Subject:

@@ -12,7 +12,8 @@ import pytest
 
 from models.checkpoint import Manifest, save_checkpoint
 from models.evalset import write_eval_set
-from robustness.cli import main, parse_epsilons, parse_limits, parse_overrides
+from robustness.cli import ProgressPrinter, main, parse_epsilons, parse_limits, parse_overrides
+from robustness.runner import Progress
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +186,20 @@ def test_python_dash_m_entry_point_and_package_boundaries():
         text=True,
     )
     assert listed.stdout.startswith("noise")
+
+
+def test_progress_printer_marks_each_unit_and_long_units_every_interval(capsys):
+    now = [0.0]
+    printer = ProgressPrinter("m ", every=60, clock=lambda: now[0])
+    for batch, (seconds, epsilon) in enumerate(
+        [(10, 0.1), (50, 0.1), (65, 0.1), (70, 0.1), (80, 0.2), (90, 0.2)], start=1
+    ):
+        now[0] = seconds
+        printer(Progress(batch, 6, "spsa", "gradient_free", epsilon))
+    lines = capsys.readouterr().err.splitlines()
+    # The first batch, then 60 s after it, then the new radius; the rest stay quiet.
+    assert lines == [
+        "m [1/6 batches] spsa / gradient_free eps=0.1",
+        "m [4/6 batches] spsa / gradient_free eps=0.1",
+        "m [5/6 batches] spsa / gradient_free eps=0.2",
+    ]
