@@ -7,15 +7,18 @@ one run would have produced; only wall-clock times differ. ``merge_reports`` che
 premise field by field and refuses when it does not hold.
 
 The later run's (attack, threat model) pairs replace the earlier report's rows for those
-pairs, whole (a minimal attack has a row per radius); everything derived from rows (the
-worst case, its per-attack form, the masking flags) is computed again, and
-``merged_from`` records each run's start, duration and attacks.
+pairs, whole (a minimal attack has a row per radius), and the rows keep the runner's
+order; everything derived from rows (the worst case, its per-attack form, the masking
+flags) is computed again, and ``merged_from`` records each run's start, duration and
+attacks.
 """
 
 from __future__ import annotations
 
+from robustness.attacks import ATTACKS
 from robustness.flags import masking_flags
 from robustness.report import SCHEMA_VERSION, worst_case
+from robustness.threats import THREAT_MODELS
 
 # Fields that must agree for the rows of two runs to belong in one report.
 _SAME_REPORT = ("schema_version", "samples", "seed", "clean_accuracy", "versions")
@@ -72,16 +75,10 @@ def _uses_surrogate(report: dict) -> bool:
 
 def _fold(base: dict, part: dict) -> dict:
     replaced = {_pair(row) for row in part["results"]}
-    rows, inserted = [], False
-    for row in base["results"]:
-        if _pair(row) not in replaced:
-            rows.append(row)
-        elif not inserted:
-            # The part's rows take the place of the first row they replace.
-            rows += part["results"]
-            inserted = True
-    if not inserted:
-        rows += part["results"]
+    kept = [row for row in base["results"] if _pair(row) not in replaced]
+    # The runner's plan order: attack, then threat model, sanity runs last; a stable sort
+    # keeps each pair's rows (a minimal attack's radii) in their own order.
+    rows = sorted(kept + part["results"], key=_plan_order)
     skipped = [s for s in base["skipped"] if _pair(s) not in replaced] + part["skipped"]
     request = dict(base["request"])
     request["attacks"] = _union(request["attacks"], part["request"]["attacks"])
@@ -89,8 +86,8 @@ def _fold(base: dict, part: dict) -> dict:
     # The request reads as the one that would have produced the merged rows.
     rerun = set(part["request"]["attacks"])
     for key in ("sample_limits", "attack_params"):
-        kept = {a: v for a, v in request[key].items() if a not in rerun}
-        request[key] = kept | part["request"][key]
+        others = {a: v for a, v in request[key].items() if a not in rerun}
+        request[key] = others | part["request"][key]
     statuses = {base["status"], part["status"]}
     return {
         **base,
@@ -106,6 +103,14 @@ def _fold(base: dict, part: dict) -> dict:
 
 def _pair(row: dict) -> tuple:
     return (row["attack"], row["threat_model"], bool(row.get("sanity")))
+
+
+def _plan_order(row: dict) -> tuple:
+    return (
+        row["sanity"],
+        list(ATTACKS).index(row["attack"]),
+        THREAT_MODELS.index(row["threat_model"]),
+    )
 
 
 def _union(first: list, second: list) -> list:
