@@ -36,7 +36,7 @@ def preset(dataset: str) -> DatasetPreset:
 REPRODUCTION_ATTACKS = ("noise", "fgsm", "bim", "pgd", "cw_l2", "spsa", "hsj")
 # Every attack runs on every sample. The query attacks are most of the cost: on a 2-core
 # CPU, SPSA takes 0.6 s (idle, 2 threads) to 1.8 s (shared, 1 thread) per image and
-# radius, HopSkipJump about 1.5 s per image (shared, 1 thread). ``--limit`` caps them (the first k samples) for a quicker look; report rows state
-# their sample counts.
+# radius, HopSkipJump about 1.5 s per image (shared, 1 thread). ``--limit`` caps them
+# (the first k samples) for a quicker look; report rows state their sample counts.
 REPRODUCTION_SAMPLE_LIMITS: dict[str, int] = {}
 REPRODUCTION_ATTACK_PARAMS: dict[str, dict] = {}
