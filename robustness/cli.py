@@ -284,7 +284,7 @@ def _render(args: argparse.Namespace) -> int:
 
     reports = []
     for path in args.reports:
-        report = json.loads(path.read_text())
+        report = _read_report(path)
         for written in write_report(report, path.parent, path.stem)[1:]:
             print(f"wrote {written}")
         reports.append(report)

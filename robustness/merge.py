@@ -16,13 +16,12 @@ attacks.
 from __future__ import annotations
 
 from robustness.attacks import ATTACKS
-from robustness.flags import masking_flags
-from robustness.report import SCHEMA_VERSION, worst_case
+from robustness.report import SCHEMA_VERSION, derived_from_rows
 from robustness.threats import THREAT_MODELS
 
 # Fields that must agree for the rows of two runs to belong in one report.
 _SAME_REPORT = ("schema_version", "samples", "seed", "clean_accuracy", "versions")
-_SAME_REQUEST = ("epsilons", "l2_epsilons", "samples", "batch_size", "seed", "bpda_backward")
+_SAME_REQUEST = ("epsilons", "l2_epsilons", "batch_size", "bpda_backward")
 
 
 class MergeError(ValueError):
@@ -34,22 +33,20 @@ def merge_reports(base: dict, *parts: dict) -> dict:
     model); later parts win. Neither input is modified."""
     if base.get("schema_version") != SCHEMA_VERSION:
         raise MergeError(f"base report has schema {base.get('schema_version')!r}")
-    merged = {**base, "request": dict(base["request"])}
-    merged["merged_from"] = base.get("merged_from") or [_provenance(base)]
+    merged = {**base, "merged_from": base.get("merged_from") or [_provenance(base)]}
     for part in parts:
         _check_compatible(merged, part)
         merged = _fold(merged, part)
-    rows = merged["results"]
-    merged["worst_case"] = worst_case(rows)
-    merged["worst_case_per_attack"] = worst_case(rows, per_attack=True)
-    merged["masking_flags"] = masking_flags(rows, merged["gradient_probes"])
-    merged["seconds"] = round(sum(run["seconds"] for run in merged["merged_from"]), 1)
-    return merged
+    return {
+        **merged,
+        **derived_from_rows(merged["results"], merged["gradient_probes"]),
+        "seconds": round(sum(run["seconds"] for run in merged["merged_from"]), 1),
+    }
 
 
 def _check_compatible(base: dict, part: dict) -> None:
     for key in _SAME_REPORT:
-        _same(f"{key}", base.get(key), part.get(key))
+        _same(key, base.get(key), part.get(key))
     _same("model sha256", base["model"]["sha256"], part["model"]["sha256"])
     _same("model quantizer", base["model"]["quantizer"], part["model"]["quantizer"])
     _same("evaluation set sha256", base["eval_set"]["sha256"], part["eval_set"]["sha256"])

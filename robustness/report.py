@@ -50,14 +50,22 @@ def build_report(
         "attack_params": {name: dataclasses.asdict(a) for name, a in attacks.items()},
         "clean_accuracy": round(float(clean_correct.float().mean()), 6),
         "gradient_probes": probes,
-        "worst_case": worst_case(rows),
-        "worst_case_per_attack": worst_case(rows, per_attack=True),
-        "masking_flags": masking_flags(rows, probes),
+        **derived_from_rows(rows, probes),
         "results": rows,
         "skipped": skipped,
         "versions": library_versions(),
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 1),
+    }
+
+
+def derived_from_rows(rows: list[dict], probes: dict[str, dict]) -> dict:
+    """The fields a report derives from its rows: the headline, its per-attack form and
+    the masking flags (a merge of several runs computes them again)."""
+    return {
+        "worst_case": worst_case(rows),
+        "worst_case_per_attack": worst_case(rows, per_attack=True),
+        "masking_flags": masking_flags(rows, probes),
     }
 
 
