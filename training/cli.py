@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="random crop (pad 4) and horizontal flip; meant for CIFAR-10",
     )
+    train.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="checkpoint folder whose CNN weights start this run (same dataset); "
+        "the quantizer starts fresh",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     train.add_argument(
@@ -160,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             device=args.device,
             limit_train=args.limit_train,
+            init_from=args.init_from,
             progress=not args.no_progress,
         )
         from training.loop import train  # torch import is slow; keep --help fast

@@ -32,6 +32,9 @@ class TrainConfig:
     download: bool = False
     progress: bool = True
     limit_train: int | None = None  # use only the first N training images (smoke runs)
+    # Start the CNN from this checkpoint's CNN weights (same dataset and architecture); the
+    # quantizer starts fresh. Lets defended models be fine-tuned from the undefended one.
+    init_from: Path | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -69,6 +72,7 @@ class TrainConfig:
         "augment",
         "seed",
         "limit_train",
+        "init_from",
     )
 
 

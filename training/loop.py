@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from models.checkpoint import Manifest, save_checkpoint
+from models.checkpoint import Manifest, load_checkpoint, save_checkpoint
 from models.cnn import QuantizedClassifier
 from models.quantizers import QuantizerMode
 from models.registry import build_model, dataset_info
@@ -53,7 +53,9 @@ def train(config: TrainConfig) -> dict:
             data.train = Split(
                 data.train.images[: config.limit_train], data.train.labels[: config.limit_train]
             )
-        model = _build(config).to(runtime.device)
+        model = _build(config)
+        initial = _initialise_cnn(config, model)
+        model = model.to(runtime.device)
         optimizer = torch.optim.Adam(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -65,7 +67,7 @@ def train(config: TrainConfig) -> dict:
             if runtime.is_main:
                 resume.save(config, model, optimizer, epoch + 1, history)
         seconds = time.perf_counter() - started
-        return _finish(config, runtime, model, data, history, seconds, revision)
+        return _finish(config, runtime, model, data, history, seconds, revision, initial)
     finally:
         if runtime.world_size > 1:
             torch.distributed.destroy_process_group()
@@ -98,6 +100,23 @@ def _build(config: TrainConfig) -> QuantizedClassifier:
     if config.defense == "tq":
         quantizer["steepness"] = config.steepness_start
     return build_model("cleverhans-basic-cnn", info.input_shape, len(info.class_names), quantizer)
+
+
+def _initialise_cnn(config: TrainConfig, model: QuantizedClassifier) -> dict | None:
+    """Copy ``config.init_from``'s CNN weights into ``model``; returns what was used."""
+    if config.init_from is None:
+        return None
+    source = load_checkpoint(config.init_from)
+    if (source.manifest.dataset, source.manifest.architecture) != (
+        config.dataset,
+        "cleverhans-basic-cnn",
+    ):
+        raise ValueError(
+            f"--init-from {config.init_from}: a {source.manifest.dataset} "
+            f"{source.manifest.architecture} checkpoint cannot start a {config.dataset} run"
+        )
+    model.cnn.load_state_dict(source.model.cnn.state_dict(), strict=True)
+    return {"folder": str(config.init_from), "weights_sha256": source.manifest.weights_sha256}
 
 
 def _wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
@@ -208,7 +227,7 @@ def evaluate(
     return correct / len(split.labels)
 
 
-def _finish(config, runtime, model, data: Dataset, history: list, seconds: float, revision: str):
+def _finish(config, runtime, model, data: Dataset, history, seconds, revision, initial):
     if runtime.world_size > 1:
         torch.distributed.barrier()
     if not runtime.is_main:
@@ -227,7 +246,12 @@ def _finish(config, runtime, model, data: Dataset, history: list, seconds: float
         input_shape=list(info.input_shape),
         class_names=list(info.class_names),
         quantizer={},
-        training={**config.to_json(), "world_size": runtime.world_size, "history": history},
+        training={
+            **config.to_json(),
+            "world_size": runtime.world_size,
+            "initialised_from": initial,
+            "history": history,
+        },
         data_sha256=data.files_sha256,
         metrics=metrics,
         git_revision=revision,

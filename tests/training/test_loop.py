@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from models.checkpoint import load_checkpoint
 from training import resume
 from training.config import TrainConfig, steepness
+from training.loop import _build, _initialise_cnn, train
 from training.loop import augment as augment_batch
-from training.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -238,3 +238,31 @@ def test_manifest_records_the_revision_the_run_started_at(tmp_path, tiny_mnist, 
     monkeypatch.setattr("training.loop.git_revision", lambda: next(revisions))
     train(_config(tmp_path, tiny_mnist, epochs=1))
     assert load_checkpoint(tmp_path / "out").manifest.git_revision == "abc123-at-start"
+
+
+def test_init_from_starts_the_cnn_from_a_checkpoint_and_records_it(tmp_path, tiny_mnist):
+    base = train(_config(tmp_path, tiny_mnist, defense="none", epochs=1, out=tmp_path / "base"))
+    assert base["clean_accuracy"] > 0
+    source = load_checkpoint(tmp_path / "base")
+    config = _config(tmp_path, tiny_mnist, init_from=tmp_path / "base", epochs=1)
+    model = _build(config)
+    fresh_thresholds = model.quantizer.thresholds.detach().clone()
+    used = _initialise_cnn(config, model)
+    for key, value in source.model.cnn.state_dict().items():
+        torch.testing.assert_close(model.cnn.state_dict()[key], value, rtol=0, atol=0)
+    torch.testing.assert_close(model.quantizer.thresholds.detach(), fresh_thresholds)
+    assert used == {
+        "folder": str(tmp_path / "base"),
+        "weights_sha256": source.manifest.weights_sha256,
+    }
+    train(config)
+    recorded = load_checkpoint(tmp_path / "out").manifest.training
+    assert recorded["initialised_from"] == used
+    assert recorded["init_from"] == str(tmp_path / "base")
+
+
+def test_init_from_another_dataset_is_refused(tmp_path, tiny_mnist):
+    train(_config(tmp_path, tiny_mnist, defense="none", epochs=1, out=tmp_path / "base"))
+    config = _config(tmp_path, tiny_mnist, dataset="cifar10", init_from=tmp_path / "base")
+    with pytest.raises(ValueError, match="cannot start a cifar10 run"):
+        _initialise_cnn(config, _build(config))
