@@ -9,7 +9,7 @@ becomes a ``robustness.request.SuiteRequest`` stored with the job as JSON.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +21,7 @@ from robustness.presets import PRESETS
 from robustness.request import SuiteRequest
 from robustness.threats import THREAT_MODELS, applies
 from service.errors import InvalidJobRequest
+from service.jobs.spec import JobSpec
 from service.settings import ServiceSettings
 
 # Cheap bounded L-inf attacks, one gradient-free floor: minutes on 1,000 MNIST images.
@@ -65,28 +66,6 @@ class Target:
     eval_set: Path | None
     eval_set_size: int
     eval_set_problem: str | None  # why the bundled set is unavailable, when it is
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What a job runs: stored as JSON with the job and read back by the job process."""
-
-    model: str
-    checkpoint: str
-    weights_sha256: str
-    input_shape: tuple[int, int, int]
-    classes: int
-    surrogate: str | None
-    eval_set: str | None  # None: the sample set uploaded with the job
-    request: dict
-    time_budget_seconds: float
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "input_shape": list(self.input_shape)}
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> JobSpec:
-        return cls(**{**raw, "input_shape": tuple(raw["input_shape"])})
 
 
 def parse_request(raw: bytes | str) -> CheckRequest:

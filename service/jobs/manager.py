@@ -22,12 +22,12 @@ from typing import Any
 
 from models.checkpoint import CheckpointError, read_manifest
 from models.evalset import EvalSetError, eval_set_path, load_eval_set
-from robustness.cli import default_surrogate
+from robustness.subjects import default_surrogate
 from service.classifier import Classifier
 from service.errors import InvalidSamples, JobFinished, JobQueueFull, UnknownJob
-from service.jobs import worker
-from service.jobs.checks import CheckRequest, JobSpec, Target, plan_job
+from service.jobs.checks import CheckRequest, Target, plan_job
 from service.jobs.samples import parse_samples
+from service.jobs.spec import JobSpec, WorkerConfig
 from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError
 from service.metrics import ServiceMetrics
 from service.pool import ClassifierPool, StartupError
@@ -209,7 +209,7 @@ class JobManager:
         await asyncio.to_thread(self._settle, job, process.returncode, killed)
 
     def _spawn(self, job: dict) -> subprocess.Popen:
-        config = worker.WorkerConfig(
+        config = WorkerConfig(
             db_path=str(self.settings.robustness_db.resolve()),
             job_id=job["id"],
             lease=job["lease"],

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL,
     model TEXT NOT NULL,
-    spec TEXT NOT NULL,        -- JSON: what to run (service.jobs.checks.JobSpec)
+    spec TEXT NOT NULL,        -- JSON: what to run (service.jobs.spec.JobSpec)
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,

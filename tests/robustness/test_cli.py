@@ -12,7 +12,9 @@ import pytest
 
 from models.checkpoint import Manifest, save_checkpoint
 from models.evalset import write_eval_set
-from robustness.cli import ProgressPrinter, main, parse_epsilons, parse_limits, parse_overrides
+from robustness.cli import main
+from robustness.cli_options import parse_epsilons, parse_limits, parse_overrides
+from robustness.console import ProgressPrinter
 from robustness.runner import Progress
 
 
