@@ -73,6 +73,7 @@ class JobManager:
         cls, settings: ServiceSettings, metrics: ServiceMetrics, pool: ClassifierPool
     ) -> JobManager:
         """Open the store, recover from a crash, and describe every served model."""
+        metrics.prepare_job_statuses(FINISHED, (QUEUED, RUNNING))
         store = JobStore(settings.robustness_db)
         store.initialise()
         for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):

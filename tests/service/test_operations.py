@@ -213,6 +213,35 @@ def test_service_never_imports_training(checkpoints) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_the_serving_process_imports_no_cli_renderer_or_merge(checkpoints, tmp_path) -> None:
+    # argparse itself comes with torch (torch.utils imports unittest); what is checked is
+    # that no module of ours that parses a command line, renders or merges is loaded.
+    code = (
+        "import ast, sys\n"
+        "from service.app import create_app\n"
+        "from service.settings import ServiceSettings\n"
+        f"create_app(ServiceSettings(checkpoints=[{str(checkpoints['mnist-tq2'])!r}],\n"
+        f"    admin_token='x' * 32, robustness_db={str(tmp_path / 'jobs.db')!r}))\n"
+        "import service.jobs.manager, service.routers.admin\n"
+        "ours = {n: m for n, m in sys.modules.items()\n"
+        "        if n.split('.')[0] in ('models', 'robustness', 'service')}\n"
+        "forbidden = {'robustness.cli', 'robustness.cli_options', 'robustness.cli_reproduce',\n"
+        "    'robustness.console', 'robustness.render', 'robustness.merge',\n"
+        "    'robustness.summary', 'service.cli', 'service.jobs.worker', 'matplotlib'}\n"
+        "loaded = sorted(forbidden & set(sys.modules))\n"
+        "assert not loaded, loaded\n"
+        "def parses_arguments(module):\n"
+        "    tree = ast.parse(open(module.__file__).read())\n"
+        "    return any(isinstance(n, (ast.Import, ast.ImportFrom)) and 'argparse' in\n"
+        "               ast.unparse(n) for n in ast.walk(tree))\n"
+        "cli = sorted(n for n, m in ours.items() if getattr(m, '__file__', None)\n"
+        "             and parses_arguments(m))\n"
+        "assert not cli, cli\n"
+        "assert 'service.jobs.manager' in ours and 'robustness.subjects' in ours\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def _wait_until(condition, timeout_seconds: float) -> None:
     deadline = threading.Event()
     for _ in range(int(timeout_seconds / 0.005)):
