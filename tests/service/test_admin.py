@@ -63,7 +63,7 @@ def tiny_npz(count: int = 20, shape: tuple = (28, 28), seed: int = 0, **arrays) 
 
 
 def wait_for(
-    client, job_id: str, done: Callable[[dict], bool], timeout: float = 60, seen: list | None = None
+    client, job_id: str, done: Callable[[dict], bool], timeout: float = 300, seen: list | None = None
 ) -> dict:
     """Poll the job until ``done(job)``; every answer is appended to ``seen``."""
     deadline = time.monotonic() + timeout
@@ -88,7 +88,7 @@ def metric_value(text: str, name: str, **labels) -> float:
     raise AssertionError(f"{name} {labels} not exported")
 
 
-def wait_for_metrics(client, line: str, timeout: float = 10) -> str:
+def wait_for_metrics(client, line: str, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while (text := client.get("/metrics").text) and line not in text.splitlines():
         if time.monotonic() > deadline:

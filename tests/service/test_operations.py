@@ -147,7 +147,7 @@ def block_inference(monkeypatch) -> tuple[threading.Event, threading.Event]:
 
     def held(self, batch):
         entered.set()
-        release.wait(20)
+        release.wait(120)
         return original(self, batch)
 
     monkeypatch.setattr(Classifier, "predict", held)
@@ -160,9 +160,9 @@ def test_full_queue_answers_503_with_retry_after(serve, monkeypatch) -> None:
     classifier = client.app.state.pool.classifiers["mnist-tq2"]
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(client.post, "/classify", content=PNG)
-        assert entered.wait(10)
+        assert entered.wait(120)
         second = pool.submit(client.post, "/classify", content=PNG)
-        _wait_until(lambda: classifier.batcher.depth == 1, 5)
+        _wait_until(lambda: classifier.batcher.depth == 1, 120)
         refused = client.post("/classify", content=PNG)
         release.set()
         assert first.result().status_code == second.result().status_code == 200
@@ -176,7 +176,7 @@ def test_too_many_in_flight_answers_503(serve, monkeypatch) -> None:
     release, entered = block_inference(monkeypatch)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(client.post, "/classify", content=PNG)
-        assert entered.wait(10)
+        assert entered.wait(120)
         refused = client.post("/classify", content=PNG)
         release.set()
         assert first.result().status_code == 200
