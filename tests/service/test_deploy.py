@@ -1,7 +1,8 @@
 """Dockerfile, compose files, Prometheus and Grafana provisioning, checked without Docker.
 
 ``hadolint`` (from the test extras) lints the Dockerfile; Debian's ``docker-compose``
-validates the compose files. Each test that needs one of them skips, saying so,
+validates the compose files; ``promtool`` (Debian's prometheus) checks the Prometheus config,
+rules and alert tests. Each test that needs one of them skips, saying so,
 only when the binary is absent.
 """
 
@@ -156,3 +157,38 @@ def test_image_carries_the_eval_subsets_and_a_writable_job_database() -> None:
     admin = load_yaml("deploy/compose.admin.yml")["services"]["qusec"]
     assert admin["environment"]["QUSEC_ADMIN_TOKEN_FILE"] == "/run/secrets/qusec_admin_token"
     assert "QUSEC_ADMIN_TOKEN" not in admin["environment"]
+
+
+def promtool_or_skip() -> str:
+    promtool = binary("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    return promtool
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check", "config", "deploy/prometheus/prometheus.yml"],
+        ["check", "rules", "deploy/prometheus/rules.yml"],
+        ["test", "rules", "deploy/prometheus/rules.test.yml"],
+    ],
+    ids=["config", "rules", "alert-tests"],
+)
+def test_promtool_accepts_the_prometheus_files(command: list[str]) -> None:
+    result = subprocess.run(
+        [promtool_or_skip(), *command], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_robustness_alerts_and_their_panel_exist() -> None:
+    rules = load_yaml("deploy/prometheus/rules.yml")
+    alerts = {rule.get("alert"): rule for group in rules["groups"] for rule in group["rules"]}
+    assert "qusec_robust_accuracy_ratio" in alerts["QusecRobustAccuracyBelowFloor"]["expr"]
+    stale = alerts["QusecRobustnessCheckStale"]["expr"]
+    assert "qusec_robustness_report_timestamp_seconds" in stale
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/qusec.json").read_text())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert "qusec:robust_accuracy_floor:ratio" in expressions
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
