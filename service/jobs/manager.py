@@ -11,20 +11,24 @@ than the grace period.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from models.checkpoint import CheckpointError, read_manifest
 from models.evalset import EvalSetError, eval_set_path, load_eval_set
 from robustness.subjects import default_surrogate
 from service.classifier import Classifier
-from service.errors import InvalidSamples, JobFinished, JobQueueFull, UnknownJob
+from service.errors import InvalidSamples, JobFinished, JobQueueFull, JobsUnavailable, UnknownJob
 from service.jobs.checks import CheckRequest, Target, plan_job
 from service.jobs.samples import parse_samples
 from service.jobs.spec import JobSpec, WorkerConfig
@@ -39,6 +43,27 @@ WATCH_SECONDS = 0.2
 # Where ``service`` can be imported from, whatever the service's working directory.
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 INTERRUPTED_BY_CRASH = "the service stopped unexpectedly while the job ran"
+T = TypeVar("T")
+
+
+@contextmanager
+def store_errors(store: JobStore) -> Iterator[None]:
+    """A database that cannot be opened, read or written is ``JobsUnavailable`` (503),
+    naming the file and the setting, not a 500; classification never touches it."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        problem = f"the job database {store.path} (QUSEC_ROBUSTNESS_DB) is unusable: {exc}"
+        raise JobsUnavailable(problem, message=problem) from None
+
+
+def _guarded(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: JobManager, *args: Any, **kwargs: Any) -> T:
+        with store_errors(self.store):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -72,19 +97,27 @@ class JobManager:
     def open(
         cls, settings: ServiceSettings, metrics: ServiceMetrics, pool: ClassifierPool
     ) -> JobManager:
-        """Open the store, recover from a crash, and describe every served model."""
+        """Open the store, recover from a crash, and describe every served model.
+
+        ``JobsUnavailable`` names the database and its setting when it cannot be used."""
         metrics.prepare_job_statuses(FINISHED, (QUEUED, RUNNING))
         store = JobStore(settings.robustness_db)
-        store.initialise()
-        for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):
-            log.warning("job %s was running when the service stopped", job_id)
-            metrics.robustness_jobs.labels(status="interrupted").inc()
-        store.prune(settings.robustness_keep_finished_jobs)
+        with store_errors(store):
+            store.initialise()
+            for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):
+                log.warning("job %s was running when the service stopped", job_id)
+                metrics.robustness_jobs.labels(status="interrupted").inc()
+            store.prune(settings.robustness_keep_finished_jobs)
+            latest = store.latest_done()
         targets = {c.name: describe_target(c, settings) for c in pool.classifiers.values()}
         manager = cls(settings, metrics, store, pool, targets)
-        for model, job in store.latest_done().items():
-            metrics.publish_robustness_report(model, job["report"], job["finished_at"])
-        manager._count_active()
+        for model, job in latest.items():
+            try:
+                metrics.publish_robustness_report(model, job["report"], job["finished_at"])
+            except (KeyError, TypeError, ValueError) as exc:  # one bad row must not stop startup
+                log.warning("job %s: its report cannot be published (%r)", job["id"], exc)
+        with store_errors(store):
+            manager._count_active()
         return manager
 
     def start(self) -> None:
@@ -107,6 +140,7 @@ class JobManager:
 
     # Requests (called on worker threads: SQLite and upload parsing block).
 
+    @_guarded
     def submit(self, body: CheckRequest, upload: bytes | None) -> dict:
         target = self._target(body.model)
         if upload is not None:
@@ -131,15 +165,18 @@ class JobManager:
         self._count_active()
         return job
 
+    @_guarded
     def get(self, job_id: str) -> dict:
         job = self.store.get(job_id)
         if job is None:
             raise UnknownJob(f"job {job_id[:64]!r}")
         return job
 
+    @_guarded
     def recent(self, limit: int, status: str | None) -> list[dict]:
         return self.store.recent(limit, status)
 
+    @_guarded
     def cancel(self, job_id: str) -> dict:
         """Cancel a queued job at once, or ask the running one to stop (partial report kept)."""
         before = self.store.request_stop(job_id, "cancel")

@@ -63,7 +63,11 @@ def tiny_npz(count: int = 20, shape: tuple = (28, 28), seed: int = 0, **arrays) 
 
 
 def wait_for(
-    client, job_id: str, done: Callable[[dict], bool], timeout: float = 300, seen: list | None = None
+    client,
+    job_id: str,
+    done: Callable[[dict], bool],
+    timeout: float = 300,
+    seen: list | None = None,
 ) -> dict:
     """Poll the job until ``done(job)``; every answer is appended to ``seen``."""
     deadline = time.monotonic() + timeout
