@@ -25,7 +25,7 @@ from robustness.cli_options import common_options, request_from_args
 from robustness.console import ProgressPrinter, print_summary
 from robustness.merge import MergeError, merge_reports
 from robustness.render import write_report
-from robustness.runner import budget, run_suite
+from robustness.runner import budget, run_suite, subject_facts
 from robustness.subjects import default_surrogate, load_subject
 from robustness.threats import THREAT_MODELS
 
@@ -62,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--eval-set", type=Path, help="default: data/eval/<dataset>-...npz")
     evaluate.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated")
-    evaluate.add_argument("--threat-models", default=",".join(THREAT_MODELS))
+    evaluate.add_argument(
+        "--threat-models",
+        help=f"comma-separated, of {','.join(THREAT_MODELS)} (default: all; those that do not "
+        "apply to the model are listed as skipped in the report, while one named here that "
+        "does not apply is refused)",
+    )
     evaluate.add_argument("--epsilons", help="L-inf radii, e.g. 0.1,0.2 or 2/255,8/255")
     evaluate.add_argument("--l2-epsilons", help="L2 radii (default: the dataset preset)")
     evaluate.add_argument("--out", type=Path, default=Path("robustness-report"))
@@ -110,6 +115,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     surrogate = load_subject(surrogate_path) if surrogate_path else None
     data = load_eval_set(args.eval_set or eval_set_path(target.dataset))
     request = request_from_args(args, target.dataset, tuple(args.attacks.split(",")))
+    # The suite's request rules, as the service's admin API applies them.
+    facts = subject_facts(target, surrogate, tuple(data.images.shape[1:]))
+    request.validate(facts, skip_inapplicable=args.threat_models is None)
     report = run_suite(
         target,
         data,

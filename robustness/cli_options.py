@@ -73,7 +73,9 @@ def request_from_args(args: argparse.Namespace, dataset: str, attacks: tuple[str
     sanity = None if args.sanity_epsilon.lower() == "none" else parse_epsilons(args.sanity_epsilon)
     return SuiteRequest(
         attacks=attacks,
-        threat_models=tuple(getattr(args, "threat_models", ",".join(THREAT_MODELS)).split(",")),
+        threat_models=tuple(
+            (getattr(args, "threat_models", None) or ",".join(THREAT_MODELS)).split(",")
+        ),
         epsilons=parse_epsilons(getattr(args, "epsilons", None)) or defaults.epsilons,
         l2_epsilons=parse_epsilons(getattr(args, "l2_epsilons", None)) or defaults.l2_epsilons,
         samples=args.samples,
