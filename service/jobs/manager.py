@@ -24,17 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from models.checkpoint import CheckpointError, read_manifest
-from models.evalset import EvalSetError, eval_set_path, load_eval_set
-from robustness.subjects import default_surrogate
-from service.classifier import Classifier
 from service.errors import InvalidSamples, JobFinished, JobQueueFull, JobsUnavailable, UnknownJob
 from service.jobs.checks import CheckRequest, Target, plan_job
 from service.jobs.samples import parse_samples
 from service.jobs.spec import JobSpec, WorkerConfig
 from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError
+from service.jobs.targets import describe_target
 from service.metrics import ServiceMetrics
-from service.pool import ClassifierPool, StartupError
+from service.pool import ClassifierPool
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -316,65 +313,6 @@ class JobManager:
     def _count_active(self) -> None:
         for status, count in self.store.count_active().items():
             self.metrics.robustness_active_jobs.labels(status=status).set(count)
-
-
-def describe_target(classifier: Classifier, settings: ServiceSettings) -> Target:
-    """What a served model offers the job system: its surrogate and its bundled samples."""
-    manifest = classifier.manifest
-    surrogate, surrogate_problem = find_surrogate(classifier, settings)
-    eval_path = eval_set_path(manifest.dataset, settings.eval_dir)
-    try:
-        size, eval_problem = len(load_eval_set(eval_path).labels), None
-    except EvalSetError as exc:
-        size, eval_problem = 0, str(exc)
-        log.warning("model %s: no bundled evaluation set: %s", classifier.name, exc)
-    return Target(
-        name=classifier.name,
-        dataset=manifest.dataset,
-        checkpoint=classifier.path.resolve(),
-        weights_sha256=manifest.weights_sha256,
-        input_shape=tuple(manifest.input_shape),  # type: ignore[arg-type]
-        classes=len(manifest.class_names),
-        quantized=manifest.quantizer.get("kind", "none") != "none",
-        surrogate=surrogate,
-        surrogate_problem=surrogate_problem,
-        eval_set=eval_path if eval_problem is None else None,
-        eval_set_size=size,
-        eval_set_problem=eval_problem,
-    )
-
-
-def find_surrogate(classifier: Classifier, settings: ServiceSettings) -> tuple[Any, str | None]:
-    """The undefended checkpoint transfer attacks craft on, or why there is none.
-
-    ``QUSEC_ROBUSTNESS_SURROGATE`` serves the models of its own dataset; otherwise the
-    suite's own rule applies: ``<dataset>-undefended`` beside the served checkpoint.
-    """
-    manifest = classifier.manifest
-    configured = settings.robustness_surrogate
-    if configured is not None:
-        try:
-            configured_manifest = read_manifest(configured)
-        except CheckpointError as exc:
-            raise StartupError(f"QUSEC_ROBUSTNESS_SURROGATE: {exc}") from None
-        path = configured if configured_manifest.dataset == manifest.dataset else None
-    else:
-        path = None
-    path = path or default_surrogate(classifier.path, manifest.dataset)
-    if path is None:
-        return None, (
-            f"no undefended surrogate: no checkpoint folder {manifest.dataset}-undefended "
-            "beside the served checkpoint and QUSEC_ROBUSTNESS_SURROGATE is not set"
-        )
-    try:
-        found = read_manifest(path)
-    except CheckpointError as exc:
-        return None, f"the surrogate is unreadable ({exc})"
-    if found.weights_sha256 == manifest.weights_sha256:
-        return None, "the model is its own surrogate (transfer would equal naive white-box)"
-    if found.quantizer.get("kind", "none") != "none":
-        return None, f"the surrogate {path} is defended; transfer needs an undefended model"
-    return path.resolve(), None
 
 
 def public_job(job: dict[str, Any], with_report: bool) -> dict[str, Any]:
