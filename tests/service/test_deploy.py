@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from service.metrics import ServiceMetrics
+from service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -192,3 +193,17 @@ def test_the_robustness_alerts_and_their_panel_exist() -> None:
     expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     assert "qusec:robust_accuracy_floor:ratio" in expressions
     assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_every_qusec_variable_the_deployment_sets_names_a_setting() -> None:
+    # The service refuses to start on a QUSEC_* variable that names no setting.
+    valid = {f"QUSEC_{name.upper()}" for name in ServiceSettings.model_fields}
+    files = [
+        "Dockerfile",
+        "docker-compose.yml",
+        "deploy/compose.gpu.yml",
+        "deploy/compose.admin.yml",
+    ]
+    for relative in files:
+        named = set(re.findall(r"QUSEC_[A-Z0-9_]+", (ROOT / relative).read_text()))
+        assert named <= valid, f"{relative}: {sorted(named - valid)}"
