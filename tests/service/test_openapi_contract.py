@@ -16,6 +16,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.app import create_app
+from service.schemas import ClassifyResponse, InferResponse, ModelList
+from tests.service.hostile import digit, encode
 
 TOKEN = "contract-test-admin-token-0123456789"
 EXAMPLES_PER_OPERATION = 8
@@ -118,3 +120,20 @@ def test_a_405_lists_every_method_of_the_path(serve) -> None:
     assert answer.headers["Allow"] == "DELETE, GET"
     assert answer.json()["reason"] == "method_not_allowed"
     assert client.delete("/classify").headers["Allow"] == "POST"
+
+
+def documented_exactly(model, answer: dict) -> None:
+    """``answer`` validates against ``model`` and carries no key the model leaves out."""
+    model.model_validate(answer)
+    assert set(answer) <= set(model.model_fields), set(answer) - set(model.model_fields)
+
+
+def test_the_hot_path_answers_are_what_their_models_document(serve) -> None:
+    client = serve()
+    png = encode(digit(), "PNG")
+    for query in ("", "?include_quantized=true"):
+        documented_exactly(ClassifyResponse, client.post(f"/classify{query}", content=png).json())
+    body = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32"}]}
+    body["inputs"][0]["data"] = [0.5] * 784
+    documented_exactly(InferResponse, client.post("/v2/models/mnist-tq2/infer", json=body).json())
+    documented_exactly(ModelList, client.get("/models").json())
