@@ -26,9 +26,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from models.cnn import QuantizedClassifier
+from models.manifest_schema import SCHEMA_VERSION, manifest_problem
 from models.registry import build_model
 
-SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 
@@ -147,8 +147,14 @@ def read_manifest(folder: Path | str) -> Manifest:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: manifest is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: manifest is unreadable ({exc.strerror})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: manifest must be a JSON object")
+    if raw.get("schema_version") == SCHEMA_VERSION:
+        problem = manifest_problem(raw)
+        if problem is not None:
+            raise CheckpointError(f"{path}: {problem}")
     try:
         return Manifest.from_dict(raw)
     except TypeError as exc:

@@ -14,20 +14,19 @@ import dataclasses
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError
 from models.evalset import EvalSetError, eval_set_path, load_eval_set
 from robustness.attacks import ATTACKS
+from robustness.cli_options import common_options, request_from_args
+from robustness.console import ProgressPrinter, print_summary
 from robustness.merge import MergeError, merge_reports
-from robustness.presets import preset
-from robustness.render import format_eps, write_report
-from robustness.report import fired_flags
-from robustness.request import SuiteRequest
-from robustness.runner import Progress, Subject, budget, run_suite
+from robustness.render import write_report
+from robustness.runner import budget, run_suite, subject_facts
+from robustness.subjects import default_surrogate, load_subject
 from robustness.threats import THREAT_MODELS
 
 logger = logging.getLogger(__name__)
@@ -63,13 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--eval-set", type=Path, help="default: data/eval/<dataset>-...npz")
     evaluate.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated")
-    evaluate.add_argument("--threat-models", default=",".join(THREAT_MODELS))
+    evaluate.add_argument(
+        "--threat-models",
+        help=f"comma-separated, of {','.join(THREAT_MODELS)} (default: all; those that do not "
+        "apply to the model are listed as skipped in the report, while one named here that "
+        "does not apply is refused)",
+    )
     evaluate.add_argument("--epsilons", help="L-inf radii, e.g. 0.1,0.2 or 2/255,8/255")
     evaluate.add_argument("--l2-epsilons", help="L2 radii (default: the dataset preset)")
     evaluate.add_argument("--out", type=Path, default=Path("robustness-report"))
     evaluate.add_argument("--stem", help="report file name stem (default: the model's name)")
     evaluate.add_argument("--time-budget", type=float, help="seconds; partial report after")
-    _common_options(evaluate)
+    common_options(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     reproduce = sub.add_parser("reproduce", help="undefended vs CQ vs TQ, all threat models")
@@ -78,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--datasets", default="mnist,cifar10")
     reproduce.add_argument("--attacks", help="comma-separated (default: the reproduction set)")
     reproduce.add_argument("--out", type=Path, default=Path("docs/results"))
-    _common_options(reproduce)
+    common_options(reproduce)
     reproduce.set_defaults(handler=_reproduce)
 
     merge = sub.add_parser(
@@ -105,121 +109,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _common_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--samples", type=int, default=1000)
-    command.add_argument("--batch-size", type=int, default=100)
-    command.add_argument("--seed", type=int, default=0)
-    command.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="ATTACK.PARAM=VALUE",
-        help="override an attack parameter, e.g. pgd.restarts=5 (repeatable)",
-    )
-    command.add_argument(
-        "--limit",
-        action="append",
-        default=[],
-        metavar="ATTACK=N",
-        help="run ATTACK on the first N samples only, e.g. spsa=100 (repeatable)",
-    )
-    command.add_argument("--sanity-epsilon", default="1.0", help="L-inf radius, or 'none'")
-    command.add_argument("--sanity-samples", type=int, default=200)
-    command.add_argument("--bpda-backward", choices=("identity", "soft"), default="identity")
-    command.add_argument("--threads", type=int, help="torch CPU threads")
-
-
-def parse_epsilons(text: str | None) -> tuple[float, ...] | None:
-    """'0.1,0.3' or '2/255,8/255' -> floats; fractions are parsed, never evaluated."""
-    if text is None:
-        return None
-    values = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        numerator, _, denominator = item.partition("/")
-        try:
-            values.append(float(numerator) / float(denominator or 1))
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"not a radius: {item!r}") from None
-    return tuple(values)
-
-
-def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
-    overrides: dict[str, dict[str, str]] = {}
-    for item in items:
-        target, _, value = item.partition("=")
-        attack, _, param = target.partition(".")
-        if not (attack and param and value):
-            raise ValueError(f"--set expects ATTACK.PARAM=VALUE, got {item!r}")
-        overrides.setdefault(attack, {})[param] = value
-    return overrides
-
-
-def parse_limits(items: list[str]) -> dict[str, int]:
-    limits = {}
-    for item in items:
-        attack, _, count = item.partition("=")
-        if not attack or not count.isdigit():
-            raise ValueError(f"--limit expects ATTACK=N, got {item!r}")
-        limits[attack] = int(count)
-    return limits
-
-
-def request_from_args(args: argparse.Namespace, dataset: str, attacks: tuple[str, ...]):
-    defaults = preset(dataset)
-    sanity = None if args.sanity_epsilon.lower() == "none" else parse_epsilons(args.sanity_epsilon)
-    return SuiteRequest(
-        attacks=attacks,
-        threat_models=tuple(getattr(args, "threat_models", ",".join(THREAT_MODELS)).split(",")),
-        epsilons=parse_epsilons(getattr(args, "epsilons", None)) or defaults.epsilons,
-        l2_epsilons=parse_epsilons(getattr(args, "l2_epsilons", None)) or defaults.l2_epsilons,
-        samples=args.samples,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        attack_params=parse_overrides(args.set),
-        sample_limits=parse_limits(args.limit),
-        sanity_epsilon=sanity[0] if sanity else None,
-        sanity_samples=args.sanity_samples,
-        bpda_backward=args.bpda_backward,
-    )
-
-
-class ProgressPrinter:
-    """Stderr lines for a person watching: one when a unit starts, and one at least every
-    ``every`` seconds within a long unit (a query attack's unit can run for half an hour)."""
-
-    def __init__(self, label: str = "", every: float = 60.0, clock=time.monotonic) -> None:
-        self.label, self.every, self.clock = label, every, clock
-        self.last_unit, self.last_time = None, clock()
-
-    def __call__(self, progress: Progress) -> None:
-        unit = (progress.attack, progress.threat_model, progress.epsilon)
-        now = self.clock()
-        if unit == self.last_unit and now - self.last_time < self.every:
-            return
-        self.last_unit, self.last_time = unit, now
-        print(
-            f"{self.label}[{progress.done_batches}/{progress.total_batches} batches] "
-            f"{progress.attack} / {progress.threat_model} eps={format_eps(progress.epsilon)}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def load_subject(path: Path) -> Subject:
-    return Subject.from_checkpoint(load_checkpoint(path))
-
-
-def default_surrogate(checkpoint: Path, dataset: str) -> Path | None:
-    candidate = checkpoint.parent / f"{dataset}-undefended"
-    return candidate if (candidate / "manifest.json").is_file() else None
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     target = load_subject(args.checkpoint)
     surrogate_path = args.surrogate or default_surrogate(args.checkpoint, target.dataset)
     surrogate = load_subject(surrogate_path) if surrogate_path else None
     data = load_eval_set(args.eval_set or eval_set_path(target.dataset))
     request = request_from_args(args, target.dataset, tuple(args.attacks.split(",")))
+    # The suite's request rules, as the service's admin API applies them.
+    facts = subject_facts(target, surrogate, tuple(data.images.shape[1:]))
+    request.validate(facts, skip_inapplicable=args.threat_models is None)
     report = run_suite(
         target,
         data,
@@ -231,22 +129,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     paths = write_report(report, args.out, args.stem or target.name)
     print_summary(report, paths)
     return 0
-
-
-def print_summary(report: dict, paths: list[Path]) -> None:
-    print(
-        f"{report['model']['name']}: status {report['status']}, "
-        f"clean accuracy {100 * report['clean_accuracy']:.1f}% on {report['samples']} images"
-    )
-    for w in report["worst_case"]:
-        print(
-            f"  worst case {w['norm']:4} eps={format_eps(w['epsilon']):>7}: "
-            f"{100 * w['robust_accuracy']:5.1f}%  ({w['attack']} / {w['threat_model']}, "
-            f"n={w['samples']})"
-        )
-    print(f"  masking flags fired: {', '.join(fired_flags(report)) or 'none'}")
-    for path in paths:
-        print(f"  wrote {path}")
 
 
 def _reproduce(args: argparse.Namespace) -> int:

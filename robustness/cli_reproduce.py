@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 
 from models.evalset import eval_set_path, load_eval_set
-from robustness.cli import ProgressPrinter, load_subject, print_summary, request_from_args
+from robustness.cli_options import request_from_args
+from robustness.console import ProgressPrinter, print_summary
 from robustness.presets import (
     REPRODUCTION_ATTACK_PARAMS,
     REPRODUCTION_ATTACKS,
@@ -21,6 +22,7 @@ from robustness.presets import (
 )
 from robustness.render import write_report
 from robustness.runner import TransferCache, run_suite
+from robustness.subjects import load_subject
 from robustness.summary import write_summary
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,10 @@
 """A suite request: what to run, validated before anything runs.
 
 Plain values only (names, numbers, parameter overrides), so a job runner can take one
-from JSON, store it beside the job and show it back.
+from JSON, store it beside the job and show it back. This module owns the suite's request
+rules (known names and no repeats, radius ranges, default radii, which threat model applies
+to which model); the command line and the service's admin API both call them, and the
+service adds only its operator's limits.
 """
 
 from __future__ import annotations
@@ -13,7 +16,60 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robustness.attacks import ATTACKS, Attack, get_attack
-from robustness.threats import THREAT_MODELS
+from robustness.presets import PRESETS
+from robustness.threats import THREAT_MODELS, applies
+
+NO_QUANTIZER = "no quantizer: BPDA equals naive white-box"
+
+
+@dataclass(frozen=True)
+class SubjectFacts:
+    """What the request rules need to know of the model a request is for."""
+
+    dataset: str
+    input_shape: tuple[int, ...]  # (C, H, W); empty when unknown
+    quantized: bool
+    surrogate_problem: str | None = None  # why transfer cannot run; None when it can
+
+    @property
+    def l2_ceiling(self) -> float:
+        """The largest L2 distance between two images in [0, 1]^(C*H*W)."""
+        return math.sqrt(math.prod(self.input_shape))
+
+
+def inapplicable(threat_model: str, facts: SubjectFacts) -> str | None:
+    """Why ``threat_model`` cannot run against this model, or None when it can."""
+    if threat_model == "transfer":
+        return facts.surrogate_problem
+    if threat_model == "bpda" and not facts.quantized:
+        return NO_QUANTIZER
+    return None
+
+
+def surrogate_problem(
+    target_sha256: str, target_dataset: str, surrogate_sha256: str | None, surrogate_dataset: str
+) -> str | None:
+    """Why a surrogate cannot serve transfer attacks on the target, or None when it can."""
+    if surrogate_sha256 is None:
+        return "no surrogate (undefended checkpoint of the same dataset) given"
+    if surrogate_sha256 == target_sha256:
+        return "the model is its own surrogate: transfer equals naive white-box"
+    if surrogate_dataset != target_dataset:
+        return f"surrogate is a {surrogate_dataset} model, target is {target_dataset}"
+    return None
+
+
+def applicable_threat_models(facts: SubjectFacts) -> tuple[str, ...]:
+    return tuple(t for t in THREAT_MODELS if inapplicable(t, facts) is None)
+
+
+def default_radii(dataset: str, attacks: tuple[str, ...]) -> tuple[tuple[float, ...], ...]:
+    """The dataset's (L-inf, L2) radii; L2 only when an L2 attack is requested."""
+    preset = PRESETS.get(dataset)
+    if preset is None:
+        raise ValueError(f"no default radii for dataset {dataset!r}; give epsilons")
+    wants_l2 = any(ATTACKS[a].norm == "l2" for a in attacks if a in ATTACKS)
+    return preset.epsilons, preset.l2_epsilons if wants_l2 else ()
 
 
 @dataclass(frozen=True)
@@ -38,26 +94,13 @@ class SuiteRequest:
     sanity_samples: int = 200
     bpda_backward: str = "identity"
 
-    def validate(self) -> None:
+    def validate(self, facts: SubjectFacts | None = None, *, skip_inapplicable=False) -> None:
         """Raise ValueError naming the first thing wrong; attacks are resolved to check
-        their parameter overrides too."""
-        if not self.attacks:
-            raise ValueError("no attacks requested")
-        if not self.threat_models:
-            raise ValueError("no threat models requested")
-        for name in self.threat_models:
-            if name not in THREAT_MODELS:
-                raise ValueError(
-                    f"unknown threat model {name!r}; valid: {', '.join(THREAT_MODELS)}"
-                )
-        for name, values in (("epsilons", self.epsilons), ("l2_epsilons", self.l2_epsilons)):
-            for eps in values:
-                if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
-                    raise ValueError(f"{name} must be positive finite numbers, got {eps!r}")
-        if any(eps > 1 for eps in self.epsilons):
-            raise ValueError("L-inf epsilons above 1 mean nothing on [0, 1] pixels")
-        if not self.epsilons and not self.l2_epsilons:
-            raise ValueError("no epsilons requested")
+        their parameter overrides too. With ``facts`` about the model, also the L2 radii's
+        ceiling and that every requested threat model applies to it (unless
+        ``skip_inapplicable``: the runner then lists those as skipped in the report)."""
+        self._check_names()
+        self._check_radii()
         if self.sanity_epsilon is not None and not 0 < self.sanity_epsilon <= 1:
             raise ValueError("sanity_epsilon must lie in (0, 1]")
         for name, value in (("samples", self.samples), ("batch_size", self.batch_size)):
@@ -69,7 +112,56 @@ class SuiteRequest:
                 raise ValueError(f"sample limit for {name} must be a positive integer")
         if self.bpda_backward not in ("identity", "soft"):
             raise ValueError("bpda_backward must be 'identity' or 'soft'")
+        if facts is not None:
+            self._check_subject(facts, skip_inapplicable)
         self.resolved_attacks()
+
+    def _check_names(self) -> None:
+        if not self.attacks:
+            raise ValueError("no attacks requested")
+        for name in self.attacks:
+            get_attack(name[:64])
+        if len(set(self.attacks)) != len(self.attacks):
+            raise ValueError("an attack is named twice")
+        if not self.threat_models:
+            raise ValueError("no threat models requested")
+        for name in self.threat_models:
+            if name not in THREAT_MODELS:
+                raise ValueError(
+                    f"unknown threat model {name[:64]!r}; valid: {', '.join(THREAT_MODELS)}"
+                )
+        if len(set(self.threat_models)) != len(self.threat_models):
+            raise ValueError("a threat model is named twice")
+        if not any(applies(t, ATTACKS[a]) for a in self.attacks for t in self.threat_models):
+            raise ValueError("none of the requested attacks runs under the requested threat models")
+
+    def _check_radii(self) -> None:
+        for name, values in (("epsilons", self.epsilons), ("l2_epsilons", self.l2_epsilons)):
+            for eps in values:
+                if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
+                    rule = (
+                        "lie in (0, 1] (positive finite numbers)"
+                        if name == "epsilons"
+                        else "be positive finite numbers"
+                    )
+                    raise ValueError(f"{name} must {rule}, got {eps!r}")
+        if any(eps > 1 for eps in self.epsilons):
+            raise ValueError("epsilons must lie in (0, 1]: L-inf radii above 1 mean nothing")
+        for name, values in (("epsilons", self.epsilons), ("l2_epsilons", self.l2_epsilons)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} repeat a radius")
+        if not self.epsilons and not self.l2_epsilons:
+            raise ValueError("no epsilons requested")
+
+    def _check_subject(self, facts: SubjectFacts, skip_inapplicable: bool) -> None:
+        for name in self.threat_models:
+            reason = inapplicable(name, facts)
+            if reason is not None and not skip_inapplicable:
+                raise ValueError(f"{name} is unavailable for this model: {reason}")
+        ceiling = facts.l2_ceiling
+        for eps in self.l2_epsilons if facts.input_shape else ():
+            if eps > ceiling:
+                raise ValueError(f"l2_epsilons must lie in (0, {ceiling:g}], got {eps!r}")
 
     def resolved_attacks(self) -> dict[str, Attack]:
         """The requested attacks with their parameter overrides applied, in table order."""

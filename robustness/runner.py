@@ -26,7 +26,7 @@ from robustness.attacks import Attack
 from robustness.attacks.bim import BIM
 from robustness.judge import judge_unit, predict, project
 from robustness.report import build_report
-from robustness.request import SuiteRequest
+from robustness.request import SubjectFacts, SuiteRequest, inapplicable, surrogate_problem
 from robustness.threats import (
     BPDAClassifier,
     ZeroGradientBridge,
@@ -222,16 +222,21 @@ def _sanity_units(request: SuiteRequest, target: Subject) -> list[Unit]:
 
 
 def _not_applicable(threat: str, target: Subject, surrogate: Subject | None) -> str | None:
-    if threat == "transfer":
-        if surrogate is None:
-            return "no surrogate (undefended checkpoint of the same dataset) given"
-        if surrogate.sha256 == target.sha256:
-            return "the model is its own surrogate: transfer equals naive white-box"
-        if surrogate.dataset != target.dataset:
-            return f"surrogate is a {surrogate.dataset} model, target is {target.dataset}"
-    if threat == "bpda" and target.model.quantizer is None:
-        return "no quantizer: BPDA equals naive white-box"
-    return None
+    return inapplicable(threat, subject_facts(target, surrogate))
+
+
+def subject_facts(
+    target: Subject, surrogate: Subject | None, input_shape: tuple[int, ...] = ()
+) -> SubjectFacts:
+    """What the request rules (``robustness.request``) need to know of a target; without
+    ``input_shape`` (C, H, W) the L2 radii are not checked against their ceiling."""
+    problem = surrogate_problem(
+        target.sha256,
+        target.dataset,
+        surrogate.sha256 if surrogate is not None else None,
+        surrogate.dataset if surrogate is not None else "",
+    )
+    return SubjectFacts(target.dataset, input_shape, target.model.quantizer is not None, problem)
 
 
 def _skip(unit: Unit, reason: str) -> dict:

@@ -14,7 +14,7 @@ import torch
 from fastapi import FastAPI
 
 from service.auth import load_admin_token
-from service.errors import install_error_handlers
+from service.errors import JobsUnavailable, install_error_handlers
 from service.jobs.manager import JobManager
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
@@ -67,6 +67,12 @@ async def _start_jobs(
     try:
         app.state.admin_token = load_admin_token(settings)
         jobs = await asyncio.to_thread(JobManager.open, settings, app.state.metrics, pool)
+    except JobsUnavailable as exc:
+        # Classification does not depend on the job database: it serves, the admin routes
+        # answer 503 with this reason.
+        log.error("robustness-check jobs unavailable: %s", exc.detail)
+        app.state.jobs_problem = exc.message
+        return None
     except BaseException:
         await pool.stop()
         raise
@@ -88,6 +94,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.pool = None
     app.state.jobs = None
     app.state.admin_token = None
+    app.state.jobs_problem = None
     install_error_handlers(app, settings.retry_after_seconds)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     include_routers(app, settings)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from service.errors import Forbidden, Unauthorized
@@ -46,7 +48,17 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8")).digest()
 
 
-async def require_admin(request: Request) -> None:
+# Declares the scheme in the OpenAPI document; the header is checked below, so that a
+# missing token is our 401 with its JSON body, not FastAPI's.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="adminBearer",
+    description="the admin token (QUSEC_ADMIN_TOKEN or QUSEC_ADMIN_TOKEN_FILE)",
+)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]
+
+
+async def require_admin(request: Request, _credentials: BearerCredentials = None) -> None:
     """401 without a bearer token, 403 with the wrong one; compared in constant time."""
     expected: SecretStr | None = getattr(request.app.state, "admin_token", None)
     scheme, _, given = request.headers.get("authorization", "").partition(" ")

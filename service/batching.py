@@ -177,6 +177,11 @@ class MicroBatcher:
         started = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._forward, batch)
+            if outputs.ndim == 0 or len(outputs) != len(batch):
+                # A model that drops or adds rows would hand each waiter another's answer.
+                raise RuntimeError(
+                    f"model {self.name} returned {tuple(outputs.shape)} for {len(batch)} rows"
+                )
         except Exception as exc:
             # Handed to every waiter, whose handler logs it and answers 500.
             for job in live:

@@ -3,6 +3,7 @@
 Command-line options override ``QUSEC_*`` environment variables, which
 override the defaults. ``--checkpoint`` may be repeated; the first one named is
 the default model unless ``--default-model`` (or QUSEC_DEFAULT_MODEL) says otherwise.
+With neither ``--checkpoint`` nor QUSEC_CHECKPOINTS, the bundled checkpoints are served.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from models.checkpoint import CheckpointError, read_manifest
 from service.logs import configure_logging
-from service.settings import ServiceSettings
+from service.settings import ServiceSettings, bundled_checkpoints
 
 log = logging.getLogger("service")
 
@@ -31,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="checkpoints",
         action="append",
         metavar="FOLDER",
-        help="checkpoint folder to load; repeatable (QUSEC_CHECKPOINTS, comma-separated)",
+        help="checkpoint folder to load; repeatable (QUSEC_CHECKPOINTS, comma-separated; "
+        "default: the bundled checkpoints)",
     )
     parser.add_argument("--default-model", help="name of the default model (QUSEC_DEFAULT_MODEL)")
     parser.add_argument(
@@ -58,7 +61,10 @@ def build_settings(args: argparse.Namespace) -> ServiceSettings:
         }.items()
         if value is not None
     }
-    return ServiceSettings(**overrides)
+    settings = ServiceSettings(**overrides)
+    if not settings.checkpoints:
+        settings = settings.model_copy(update={"checkpoints": bundled_checkpoints()})
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,10 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not settings.checkpoints:
         sys.stderr.write(
-            "qusec-serve: no checkpoints: pass --checkpoint or set QUSEC_CHECKPOINTS\n"
+            "qusec-serve: no checkpoints: pass --checkpoint or set QUSEC_CHECKPOINTS "
+            "(no bundled checkpoint is present)\n"
         )
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        for folder in settings.checkpoints:
+            read_manifest(folder)  # a malformed manifest is refused before anything binds
+    except CheckpointError as exc:
+        sys.stderr.write(f"qusec-serve: refusing to start: {exc}\n")
+        return 3
 
     from service.app import create_app  # after logging is configured, so import logs are seen
 

@@ -56,6 +56,11 @@ class InvalidJson(ServiceError):
     status, reason, message = 400, "invalid_json", "the body is not valid JSON"
 
 
+class BadContentEncoding(ServiceError):
+    status, reason = 400, "bad_content_encoding"
+    message = "the body does not decompress as its Content-Encoding says"
+
+
 class ClientDisconnected(ServiceError):
     status, reason, message = 400, "client_disconnected", "the client went away mid-body"
 
@@ -98,6 +103,11 @@ class UnsupportedFormat(ServiceError):
     message = "the image format is not one of PNG, JPEG, BMP, GIF, WebP"
 
 
+class UnsupportedContentEncoding(ServiceError):
+    status, reason = 415, "unsupported_content_encoding"
+    message = "the Content-Encoding is not one of identity, gzip, deflate"
+
+
 class InvalidTensor(ServiceError):
     status, reason, message = 422, "invalid_tensor", "the input tensor is invalid"
 
@@ -124,6 +134,11 @@ class NotReady(ServiceError):
     retryable = True
 
 
+class JobsUnavailable(ServiceError):
+    status, reason, message = 503, "jobs_unavailable", "the robustness-check jobs are unavailable"
+    retryable = True
+
+
 class Overloaded(ServiceError):
     status, reason, message = 503, "overloaded", "too many requests in flight, retry later"
     retryable = True
@@ -144,6 +159,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     MissingFile,
     CorruptImage,
     InvalidJson,
+    BadContentEncoding,
     ClientDisconnected,
     Unauthorized,
     Forbidden,
@@ -154,12 +170,14 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     BodyTooLarge,
     ImageTooLarge,
     UnsupportedFormat,
+    UnsupportedContentEncoding,
     InvalidTensor,
     InvalidRequest,
     InvalidJobRequest,
     InvalidSamples,
     JobQueueFull,
     NotReady,
+    JobsUnavailable,
     Overloaded,
     QueueFull,
     InferenceTimeout,
@@ -186,6 +204,17 @@ def error_response(
         headers["Retry-After"] = str(retry_after)
     body = {"error": message, "reason": reason, "request_id": current_request_id()}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route answers on this request's path, for a 405's ``Allow``.
+
+    ``app.state.route_methods`` is the (path pattern, methods) table ``include_routers``
+    builds; Starlette's own ``Allow`` names only the first route whose path matched."""
+    path = request.scope.get("path", "")
+    table = getattr(request.app.state, "route_methods", ())
+    methods = {m for pattern, allowed in table if pattern.match(path) for m in allowed}
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
@@ -216,6 +245,9 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         response = error_response(exc.status_code, reason, reason.replace("_", " "))
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            # Starlette names only the first route whose path matched; a path can have several.
+            response.headers["Allow"] = allowed_methods(request)
         return response
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

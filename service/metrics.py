@@ -21,7 +21,6 @@ from prometheus_client import (
 )
 
 from service.errors import REJECTION_REASONS
-from service.jobs.store import FINISHED, QUEUED, RUNNING
 
 STAGES = ("read", "decode", "quantize", "queue_wait", "inference", "encode")
 
@@ -141,11 +140,15 @@ class ServiceMetrics:
             ["status"],
             registry=r,
         )
-        for status in FINISHED:
-            self.robustness_jobs.labels(status=status)
-        for status in (QUEUED, RUNNING):
-            self.robustness_active_jobs.labels(status=status)
         self._robust_series: dict[str, set[tuple[str, ...]]] = {}
+
+    def prepare_job_statuses(self, finished: tuple[str, ...], active: tuple[str, ...]) -> None:
+        """Create the job-status series at zero; the job store, above this module, owns the
+        statuses and tells them when the job system starts."""
+        for status in finished:
+            self.robustness_jobs.labels(status=status)
+        for status in active:
+            self.robustness_active_jobs.labels(status=status)
 
     def publish_robustness_report(self, model: str, report: dict, finished_at: float) -> None:
         """Replace ``model``'s robust-accuracy series with those of ``report``."""

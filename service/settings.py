@@ -6,8 +6,10 @@ tests pass their own. Units are in the names: ``_bytes``, ``_seconds``.
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -15,6 +17,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from models.evalset import EVAL_DIR
 
 MiB = 1 << 20
+ENV_PREFIX = "QUSEC_"
+
+# The checkpoints served when none is named: folders under checkpoints/ beside the packages.
+# Adding a bundled model is one more name here; a name whose folder is absent is skipped.
+BUNDLED_CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+BUNDLED_CHECKPOINTS = ("mnist-tq2",)
 
 # Pillow refuses anything above twice this many pixels on its own; our limit must
 # stay below it so that every oversized image gets our 413, not Pillow's error.
@@ -26,7 +34,7 @@ MIN_ADMIN_TOKEN_CHARS = 16
 class ServiceSettings(BaseSettings):
     """Everything the service can be told. Defaults suit a small CPU host."""
 
-    model_config = SettingsConfigDict(env_prefix="QUSEC_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     # Models. QUSEC_CHECKPOINTS is a comma-separated list of checkpoint folders.
     checkpoints: Annotated[list[Path], NoDecode] = Field(default_factory=list)
@@ -93,6 +101,16 @@ class ServiceSettings(BaseSettings):
     def admin_enabled(self) -> bool:
         return self.admin_token is not None or self.admin_token_file is not None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_environment(cls, values: Any) -> Any:
+        # pydantic-settings ignores unknown variables; a misspelt one would silently leave
+        # its setting at the default (a job database under the working directory, say).
+        problems = unknown_environment(os.environ, cls.model_fields)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return values
+
     @field_validator("checkpoints", mode="before")
     @classmethod
     def _split_paths(cls, value: object) -> object:
@@ -122,3 +140,21 @@ class ServiceSettings(BaseSettings):
         if self.admin_token is not None and self.admin_token_file is not None:
             raise ValueError("set admin_token or admin_token_file, not both")
         return self
+
+
+def unknown_environment(environ: dict[str, str] | os._Environ, fields: dict[str, Any]) -> list[str]:
+    """One message per ``QUSEC_*`` variable that names no setting, with the closest one."""
+    valid = [f"{ENV_PREFIX}{name.upper()}" for name in fields]
+    problems = []
+    for key in sorted(environ):
+        if key.upper().startswith(ENV_PREFIX) and key.upper() not in valid:
+            close = difflib.get_close_matches(key.upper(), valid, n=1, cutoff=0.0)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(f"unknown setting {key}{hint}")
+    return problems
+
+
+def bundled_checkpoints() -> list[Path]:
+    """The bundled checkpoint folders that are present, in ``BUNDLED_CHECKPOINTS`` order."""
+    folders = (BUNDLED_CHECKPOINTS_DIR / name for name in BUNDLED_CHECKPOINTS)
+    return [folder for folder in folders if (folder / "manifest.json").is_file()]

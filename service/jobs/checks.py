@@ -1,15 +1,14 @@
-"""A robustness-check request: its JSON shape, its limits, and the job it becomes.
+"""A robustness-check request: its JSON shape, the operator's limits, and the job it becomes.
 
-The request is checked here, before it is queued, against the registered attacks and
-threat models, the served model (its dataset's radii, whether it has a quantizer, whether
-an undefended surrogate exists for transfer) and the operator's limits; what passes
-becomes a ``robustness.request.SuiteRequest`` stored with the job as JSON.
+The suite's own rules (known names, no repeats, radius ranges and defaults, which threat
+model applies to the served model) belong to ``robustness.request``, which the command
+line calls too; this module adds only the operator's limits (samples, radii per request,
+time budget). What passes becomes a ``SuiteRequest`` stored with the job as JSON.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -17,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from pydantic import ValidationError as PydanticValidationError
 
 from robustness.attacks import ATTACKS
-from robustness.presets import PRESETS
-from robustness.request import SuiteRequest
-from robustness.threats import THREAT_MODELS, applies
+from robustness.request import SubjectFacts, SuiteRequest, applicable_threat_models, default_radii
+from robustness.threats import THREAT_MODELS
 from service.errors import InvalidJobRequest
+from service.jobs.spec import JobSpec
 from service.settings import ServiceSettings
 
 # Cheap bounded L-inf attacks, one gradient-free floor: minutes on 1,000 MNIST images.
@@ -66,27 +65,13 @@ class Target:
     eval_set_size: int
     eval_set_problem: str | None  # why the bundled set is unavailable, when it is
 
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What a job runs: stored as JSON with the job and read back by the job process."""
-
-    model: str
-    checkpoint: str
-    weights_sha256: str
-    input_shape: tuple[int, int, int]
-    classes: int
-    surrogate: str | None
-    eval_set: str | None  # None: the sample set uploaded with the job
-    request: dict
-    time_budget_seconds: float
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "input_shape": list(self.input_shape)}
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> JobSpec:
-        return cls(**{**raw, "input_shape": tuple(raw["input_shape"])})
+    @property
+    def facts(self) -> SubjectFacts:
+        """What the suite's request rules need to know of this model."""
+        problem = None
+        if self.surrogate is None:
+            problem = self.surrogate_problem or "no undefended surrogate"
+        return SubjectFacts(self.dataset, self.input_shape, self.quantized, problem)
 
 
 def parse_request(raw: bytes | str) -> CheckRequest:
@@ -103,19 +88,17 @@ def parse_request(raw: bytes | str) -> CheckRequest:
 def plan_job(
     body: CheckRequest, target: Target, available: int, upload: bool, settings: ServiceSettings
 ) -> JobSpec:
-    """Check ``body`` against the model, the samples at hand and the limits."""
-    attacks = _attacks(body.attacks)
-    threat_models = _threat_models(body.threat_models, target)
-    if not any(applies(t, ATTACKS[a]) for a in attacks for t in threat_models):
-        _refuse("none of the requested attacks runs under the requested threat models")
-    linf, l2 = _radii(body, target, attacks, settings.robustness_max_epsilons)
+    """Check ``body`` against the suite's rules for this model, then the operator's limits."""
+    facts = target.facts
+    attacks = tuple(body.attacks)
+    threat_models = (
+        applicable_threat_models(facts) if body.threat_models is None else body.threat_models
+    )
+    linf, l2 = _radii(body, facts, attacks)
     samples = _samples(body.samples, available, settings.robustness_max_samples)
-    budget = body.time_budget_seconds or settings.robustness_time_budget_seconds
-    if budget > settings.robustness_time_budget_seconds:
-        _refuse(f"time_budget_seconds is at most {settings.robustness_time_budget_seconds:g}")
     request = SuiteRequest(
         attacks=attacks,
-        threat_models=threat_models,
+        threat_models=tuple(threat_models),
         epsilons=linf,
         l2_epsilons=l2,
         samples=samples,
@@ -128,9 +111,15 @@ def plan_job(
         bpda_backward=body.bpda_backward,
     )
     try:
-        request.validate()
-    except ValueError as exc:  # the suite's own messages name the offending value
+        request.validate(facts)  # the suite's own messages name the offending value
+    except ValueError as exc:
         _refuse(str(exc))
+    for name, values in (("epsilons", linf), ("l2_epsilons", l2)):
+        if len(values) > settings.robustness_max_epsilons:
+            _refuse(f"at most {settings.robustness_max_epsilons} {name} per request")
+    budget = body.time_budget_seconds or settings.robustness_time_budget_seconds
+    if budget > settings.robustness_time_budget_seconds:
+        _refuse(f"time_budget_seconds is at most {settings.robustness_time_budget_seconds:g}")
     return JobSpec(
         model=target.name,
         checkpoint=str(target.checkpoint),
@@ -148,57 +137,18 @@ def _refuse(message: str) -> None:
     raise InvalidJobRequest(message, message=message)
 
 
-def _attacks(names: list[str]) -> tuple[str, ...]:
-    unknown = [name for name in names if name not in ATTACKS]
-    if unknown:
-        _refuse(f"unknown attack {unknown[0][:64]!r}; valid attacks: {', '.join(ATTACKS)}")
-    if len(set(names)) != len(names):
-        _refuse("an attack is named twice")
-    return tuple(names)
-
-
-def _threat_models(names: list[str] | None, target: Target) -> tuple[str, ...]:
-    if names is None:  # every threat model this model and its surroundings allow
-        return tuple(
-            t
-            for t in THREAT_MODELS
-            if not (t == "transfer" and target.surrogate is None)
-            and not (t == "bpda" and not target.quantized)
-        )
-    unknown = [name for name in names if name not in THREAT_MODELS]
-    if unknown:
-        _refuse(f"unknown threat model {unknown[0][:64]!r}; valid: {', '.join(THREAT_MODELS)}")
-    if len(set(names)) != len(names):
-        _refuse("a threat model is named twice")
-    if "transfer" in names and target.surrogate is None:
-        _refuse(f"transfer is unavailable for {target.name}: {target.surrogate_problem}")
-    return tuple(names)
-
-
 def _radii(
-    body: CheckRequest, target: Target, attacks: tuple[str, ...], max_count: int
+    body: CheckRequest, facts: SubjectFacts, attacks: tuple[str, ...]
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    preset = PRESETS.get(target.dataset)
-    wants_l2 = any(ATTACKS[a].norm == "l2" for a in attacks)
-    if preset is None and (body.epsilons is None or (wants_l2 and body.l2_epsilons is None)):
-        _refuse(f"no default radii for dataset {target.dataset!r}; give epsilons")
-    linf = preset.epsilons if body.epsilons is None else body.epsilons
-    l2 = body.l2_epsilons
-    if l2 is None:
-        l2 = preset.l2_epsilons if wants_l2 else ()
-    # The largest L2 distance between two images in [0, 1]^(C*H*W).
-    l2_ceiling = math.sqrt(math.prod(target.input_shape))
-    for name, values, ceiling in (("epsilons", linf, 1.0), ("l2_epsilons", l2, l2_ceiling)):
-        if len(values) > max_count:
-            _refuse(f"at most {max_count} {name} per request")
-        for eps in values:
-            if not (math.isfinite(eps) and 0 < eps <= ceiling):
-                _refuse(f"{name} must lie in (0, {ceiling:g}], got {eps!r}")
-        if len(set(values)) != len(values):
-            _refuse(f"{name} repeat a radius")
-    if not linf and not l2:
-        _refuse("no radii requested")
-    return tuple(linf), tuple(l2)
+    """The requested radii, the dataset's where none are given."""
+    if body.epsilons is not None and body.l2_epsilons is not None:
+        return tuple(body.epsilons), tuple(body.l2_epsilons)
+    try:
+        linf, l2 = default_radii(facts.dataset, attacks)
+    except ValueError as exc:
+        _refuse(str(exc))
+    chosen_linf = linf if body.epsilons is None else tuple(body.epsilons)
+    return chosen_linf, l2 if body.l2_epsilons is None else tuple(body.l2_epsilons)
 
 
 def _samples(requested: int | None, available: int, limit: int) -> int:

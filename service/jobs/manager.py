@@ -11,26 +11,27 @@ than the grace period.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from models.checkpoint import CheckpointError, read_manifest
-from models.evalset import EvalSetError, eval_set_path, load_eval_set
-from robustness.cli import default_surrogate
-from service.classifier import Classifier
-from service.errors import InvalidSamples, JobFinished, JobQueueFull, UnknownJob
-from service.jobs import worker
-from service.jobs.checks import CheckRequest, JobSpec, Target, plan_job
+from service.errors import InvalidSamples, JobFinished, JobQueueFull, JobsUnavailable, UnknownJob
+from service.jobs.checks import CheckRequest, Target, plan_job
 from service.jobs.samples import parse_samples
+from service.jobs.spec import JobSpec, WorkerConfig
 from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError
+from service.jobs.targets import describe_target
 from service.metrics import ServiceMetrics
-from service.pool import ClassifierPool, StartupError
+from service.pool import ClassifierPool
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,27 @@ WATCH_SECONDS = 0.2
 # Where ``service`` can be imported from, whatever the service's working directory.
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 INTERRUPTED_BY_CRASH = "the service stopped unexpectedly while the job ran"
+T = TypeVar("T")
+
+
+@contextmanager
+def store_errors(store: JobStore) -> Iterator[None]:
+    """A database that cannot be opened, read or written is ``JobsUnavailable`` (503),
+    naming the file and the setting, not a 500; classification never touches it."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        problem = f"the job database {store.path} (QUSEC_ROBUSTNESS_DB) is unusable: {exc}"
+        raise JobsUnavailable(problem, message=problem) from None
+
+
+def _guarded(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: JobManager, *args: Any, **kwargs: Any) -> T:
+        with store_errors(self.store):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -72,18 +94,27 @@ class JobManager:
     def open(
         cls, settings: ServiceSettings, metrics: ServiceMetrics, pool: ClassifierPool
     ) -> JobManager:
-        """Open the store, recover from a crash, and describe every served model."""
+        """Open the store, recover from a crash, and describe every served model.
+
+        ``JobsUnavailable`` names the database and its setting when it cannot be used."""
+        metrics.prepare_job_statuses(FINISHED, (QUEUED, RUNNING))
         store = JobStore(settings.robustness_db)
-        store.initialise()
-        for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):
-            log.warning("job %s was running when the service stopped", job_id)
-            metrics.robustness_jobs.labels(status="interrupted").inc()
-        store.prune(settings.robustness_keep_finished_jobs)
+        with store_errors(store):
+            store.initialise()
+            for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):
+                log.warning("job %s was running when the service stopped", job_id)
+                metrics.robustness_jobs.labels(status="interrupted").inc()
+            store.prune(settings.robustness_keep_finished_jobs)
+            latest = store.latest_done()
         targets = {c.name: describe_target(c, settings) for c in pool.classifiers.values()}
         manager = cls(settings, metrics, store, pool, targets)
-        for model, job in store.latest_done().items():
-            metrics.publish_robustness_report(model, job["report"], job["finished_at"])
-        manager._count_active()
+        for model, job in latest.items():
+            try:
+                metrics.publish_robustness_report(model, job["report"], job["finished_at"])
+            except (KeyError, TypeError, ValueError) as exc:  # one bad row must not stop startup
+                log.warning("job %s: its report cannot be published (%r)", job["id"], exc)
+        with store_errors(store):
+            manager._count_active()
         return manager
 
     def start(self) -> None:
@@ -106,6 +137,7 @@ class JobManager:
 
     # Requests (called on worker threads: SQLite and upload parsing block).
 
+    @_guarded
     def submit(self, body: CheckRequest, upload: bytes | None) -> dict:
         target = self._target(body.model)
         if upload is not None:
@@ -130,15 +162,18 @@ class JobManager:
         self._count_active()
         return job
 
+    @_guarded
     def get(self, job_id: str) -> dict:
         job = self.store.get(job_id)
         if job is None:
             raise UnknownJob(f"job {job_id[:64]!r}")
         return job
 
+    @_guarded
     def recent(self, limit: int, status: str | None) -> list[dict]:
         return self.store.recent(limit, status)
 
+    @_guarded
     def cancel(self, job_id: str) -> dict:
         """Cancel a queued job at once, or ask the running one to stop (partial report kept)."""
         before = self.store.request_stop(job_id, "cancel")
@@ -209,7 +244,7 @@ class JobManager:
         await asyncio.to_thread(self._settle, job, process.returncode, killed)
 
     def _spawn(self, job: dict) -> subprocess.Popen:
-        config = worker.WorkerConfig(
+        config = WorkerConfig(
             db_path=str(self.settings.robustness_db.resolve()),
             job_id=job["id"],
             lease=job["lease"],
@@ -278,65 +313,6 @@ class JobManager:
     def _count_active(self) -> None:
         for status, count in self.store.count_active().items():
             self.metrics.robustness_active_jobs.labels(status=status).set(count)
-
-
-def describe_target(classifier: Classifier, settings: ServiceSettings) -> Target:
-    """What a served model offers the job system: its surrogate and its bundled samples."""
-    manifest = classifier.manifest
-    surrogate, surrogate_problem = find_surrogate(classifier, settings)
-    eval_path = eval_set_path(manifest.dataset, settings.eval_dir)
-    try:
-        size, eval_problem = len(load_eval_set(eval_path).labels), None
-    except EvalSetError as exc:
-        size, eval_problem = 0, str(exc)
-        log.warning("model %s: no bundled evaluation set: %s", classifier.name, exc)
-    return Target(
-        name=classifier.name,
-        dataset=manifest.dataset,
-        checkpoint=classifier.path.resolve(),
-        weights_sha256=manifest.weights_sha256,
-        input_shape=tuple(manifest.input_shape),  # type: ignore[arg-type]
-        classes=len(manifest.class_names),
-        quantized=manifest.quantizer.get("kind", "none") != "none",
-        surrogate=surrogate,
-        surrogate_problem=surrogate_problem,
-        eval_set=eval_path if eval_problem is None else None,
-        eval_set_size=size,
-        eval_set_problem=eval_problem,
-    )
-
-
-def find_surrogate(classifier: Classifier, settings: ServiceSettings) -> tuple[Any, str | None]:
-    """The undefended checkpoint transfer attacks craft on, or why there is none.
-
-    ``QUSEC_ROBUSTNESS_SURROGATE`` serves the models of its own dataset; otherwise the
-    suite's own rule applies: ``<dataset>-undefended`` beside the served checkpoint.
-    """
-    manifest = classifier.manifest
-    configured = settings.robustness_surrogate
-    if configured is not None:
-        try:
-            configured_manifest = read_manifest(configured)
-        except CheckpointError as exc:
-            raise StartupError(f"QUSEC_ROBUSTNESS_SURROGATE: {exc}") from None
-        path = configured if configured_manifest.dataset == manifest.dataset else None
-    else:
-        path = None
-    path = path or default_surrogate(classifier.path, manifest.dataset)
-    if path is None:
-        return None, (
-            f"no undefended surrogate: no checkpoint folder {manifest.dataset}-undefended "
-            "beside the served checkpoint and QUSEC_ROBUSTNESS_SURROGATE is not set"
-        )
-    try:
-        found = read_manifest(path)
-    except CheckpointError as exc:
-        return None, f"the surrogate is unreadable ({exc})"
-    if found.weights_sha256 == manifest.weights_sha256:
-        return None, "the model is its own surrogate (transfer would equal naive white-box)"
-    if found.quantizer.get("kind", "none") != "none":
-        return None, f"the surrogate {path} is defended; transfer needs an undefended model"
-    return path.resolve(), None
 
 
 def public_job(job: dict[str, Any], with_report: bool) -> dict[str, Any]:

@@ -11,6 +11,7 @@ progress or finish it, so a job process orphaned by a crash cannot overwrite the
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sqlite3
 import time
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 QUEUED, RUNNING = "queued", "running"
 FINISHED = ("done", "failed", "cancelled", "timed_out", "interrupted")
@@ -30,7 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL,
     model TEXT NOT NULL,
-    spec TEXT NOT NULL,        -- JSON: what to run (service.jobs.checks.JobSpec)
+    spec TEXT NOT NULL,        -- JSON: what to run (service.jobs.spec.JobSpec)
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
@@ -143,7 +146,7 @@ class JobStore:
                 f"SELECT {_SUMMARY_COLUMNS} FROM jobs {where} ORDER BY seq DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
-        return [_decode(row) for row in rows]
+        return [job for row in rows if (job := _decode_or_skip(row)) is not None]
 
     def count_active(self) -> dict[str, int]:
         with self._connect() as db:
@@ -254,7 +257,8 @@ class JobStore:
                 f"SELECT {_SUMMARY_COLUMNS}, report FROM jobs WHERE seq IN "
                 "(SELECT MAX(seq) FROM jobs WHERE status = 'done' GROUP BY model)"
             ).fetchall()
-        return {row["model"]: _decode(row) for row in rows}
+        decoded = (_decode_or_skip(row) for row in rows)
+        return {job["model"]: job for job in decoded if job is not None}
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
@@ -263,3 +267,12 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
         if job.get(key) is not None:
             job[key] = json.loads(job[key])
     return job
+
+
+def _decode_or_skip(row: sqlite3.Row) -> dict[str, Any] | None:
+    """A row whose JSON is damaged is left out (and logged), so it cannot break a list."""
+    try:
+        return _decode(row)
+    except (ValueError, TypeError) as exc:
+        log.warning("job %s: its stored record is unreadable (%s); left out", row["id"], exc)
+        return None

@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
 from typing import TextIO
 
 import torch
@@ -28,8 +27,8 @@ from models.evalset import EvalSet, EvalSetError, load_eval_set
 from robustness.request import SuiteRequest
 from robustness.runner import Progress, Subject, budget, run_suite
 from service.errors import ServiceError
-from service.jobs.checks import JobSpec
 from service.jobs.samples import parse_samples
+from service.jobs.spec import JobSpec, WorkerConfig
 from service.jobs.store import JobStore
 from service.logs import configure_logging
 
@@ -47,22 +46,6 @@ STOPPED = {
 
 class JobError(Exception):
     """A job cannot run as specified; the message is shown to the operator."""
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    db_path: str
-    job_id: str
-    lease: str
-    threads: int
-    nice: int
-    max_memory_bytes: int
-    log_level: str
-    log_format: str
-    max_upload_images: int
-
-    def to_line(self) -> bytes:
-        return json.dumps(asdict(self)).encode() + b"\n"
 
 
 def main(stdin: TextIO = sys.stdin) -> None:

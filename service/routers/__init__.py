@@ -8,16 +8,24 @@ mounted only when an admin token is configured.
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.routing import BaseRoute
 
 from service.routers import admin, classify, health, inference_v2, naive
 from service.settings import ServiceSettings
 
 
 def include_routers(app: FastAPI, settings: ServiceSettings) -> None:
-    app.include_router(health.router)
-    app.include_router(classify.router)
-    app.include_router(inference_v2.router)
+    routers = [health.router, classify.router, inference_v2.router]
     if settings.enable_naive_endpoint:
-        app.include_router(naive.router)
+        routers.append(naive.router)
     if settings.admin_enabled:
-        app.include_router(admin.router)
+        routers.append(admin.router)
+    for router in routers:
+        app.include_router(router)
+    # Each path's methods, for the Allow header of a 405 (see service.errors).
+    routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
+    app.state.route_methods = [
+        (route.path_regex, frozenset(route.methods))
+        for route in routes
+        if isinstance(route, BaseRoute) and getattr(route, "methods", None)
+    ]

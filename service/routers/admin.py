@@ -7,6 +7,7 @@ on the router. Handlers validate, hand over to the job manager and shape the ans
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -14,17 +15,22 @@ from fastapi.responses import JSONResponse
 
 from service.auth import require_admin
 from service.deps import Settings
-from service.errors import NotReady
+from service.errors import JobsUnavailable
 from service.jobs.checks import CheckRequest, parse_request
 from service.jobs.form import read_submission
 from service.jobs.manager import JobManager, public_job
 from service.jobs.store import STATUSES
+from service.schemas import RobustnessJob, RobustnessJobList, error_responses, inline_schema
+
+log = logging.getLogger(__name__)
 
 
 async def get_jobs(request: Request) -> JobManager:
     jobs = getattr(request.app.state, "jobs", None)
     if jobs is None:
-        raise NotReady("the job manager has not started")
+        # Why the jobs could not start (an unreadable database, say), when that is known.
+        problem = getattr(request.app.state, "jobs_problem", None)
+        raise JobsUnavailable(problem or "the job manager has not started", message=problem)
     return jobs
 
 
@@ -32,13 +38,16 @@ Jobs = Annotated[JobManager, Depends(get_jobs)]
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
 
 router = APIRouter(
-    prefix="/robustness-check", tags=["admin"], dependencies=[Depends(require_admin)]
+    prefix="/robustness-check",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(401, 403, 503),
 )
 
 _BODY_DOC = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": CheckRequest.model_json_schema()},
+            "application/json": {"schema": inline_schema(CheckRequest)},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -63,6 +72,10 @@ _BODY_DOC = {
     status_code=202,
     summary="Queue a robustness check (JSON, or a form with an uploaded sample set)",
     openapi_extra=_BODY_DOC,
+    responses={
+        202: {"model": RobustnessJob, "headers": {"Location": {"description": "the job"}}},
+        **error_responses(400, 404, 408, 413, 415, 422, 429),
+    },
 )
 async def submit(request: Request, jobs: Jobs, settings: Settings) -> JSONResponse:
     raw, samples = await read_submission(
@@ -79,22 +92,48 @@ async def submit(request: Request, jobs: Jobs, settings: Settings) -> JSONRespon
     )
 
 
-@router.get("", summary="Robustness-check jobs, newest first (without reports)")
+@router.get(
+    "",
+    summary="Robustness-check jobs, newest first (without reports)",
+    response_model=RobustnessJobList,
+    response_model_exclude_unset=True,
+    responses=error_responses(422),
+)
 async def list_jobs(
     jobs: Jobs,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
 ) -> dict:
     found = await asyncio.to_thread(jobs.recent, limit, status)
-    return {"jobs": [public_job(job, with_report=False) for job in found]}
+    shown = []
+    for job in found:
+        try:
+            shown.append(public_job(job, with_report=False))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("job %s: its stored record is malformed (%r); left out", job.get("id"), exc)
+    return {"jobs": shown}
 
 
-@router.get("/{job_id}", summary="A job's status, progress and, once it has one, its report")
+@router.get(
+    "/{job_id}",
+    summary="A job's status, progress and, once it has one, its report",
+    response_model=RobustnessJob,
+    response_model_exclude_unset=True,
+    responses=error_responses(404, 422),
+)
 async def get_job(job_id: JobId, jobs: Jobs) -> dict:
     return public_job(await asyncio.to_thread(jobs.get, job_id), with_report=True)
 
 
-@router.delete("/{job_id}", summary="Cancel a job; a running one keeps its partial results")
+@router.delete(
+    "/{job_id}",
+    summary="Cancel a job; a running one keeps its partial results",
+    response_model=RobustnessJob,
+    responses={
+        202: {"model": RobustnessJob, "description": "a running job is winding down"},
+        **error_responses(404, 409, 422),
+    },
+)
 async def cancel_job(job_id: JobId, jobs: Jobs) -> JSONResponse:
     job = await asyncio.to_thread(jobs.cancel, job_id)
     # 202 while a running job is still winding down; 200 once it is cancelled.

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from service.deps import Pool
+from service.schemas import ClassifyResponse, error_responses
 
 router = APIRouter(tags=["classify"])
 
@@ -36,6 +37,11 @@ _BODY_DOC = {
     "/classify",
     summary="Classify an image (raw body or multipart 'file')",
     openapi_extra=_BODY_DOC,
+    # Documentation only: the handler sends the pipeline's JSON as it is, for speed.
+    responses={
+        200: {"model": ClassifyResponse},
+        **error_responses(400, 404, 408, 413, 415, 422, 503, 504),
+    },
 )
 async def classify(
     request: Request,

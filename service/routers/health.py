@@ -7,11 +7,17 @@ from fastapi.responses import JSONResponse
 
 from service.deps import Metrics, Pool
 from service.metrics import CONTENT_TYPE
+from service.schemas import Liveness, ModelList, Readiness, error_responses
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers and its models can run")
+@router.get(
+    "/healthz",
+    summary="Liveness: the process answers and its models can run",
+    response_model=Liveness,
+    responses={503: {"model": Liveness, "description": "a model can no longer run"}},
+)
 async def healthz(request: Request) -> JSONResponse:
     pool = request.app.state.pool
     if pool is not None and pool.failure is not None:
@@ -19,7 +25,12 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness: models loaded and warmed up")
+@router.get(
+    "/readyz",
+    summary="Readiness: models loaded and warmed up",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "still loading or warming up"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     # Answered directly, not raised: a probe polling during startup is not a rejection.
     pool = request.app.state.pool
@@ -28,7 +39,12 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": list(pool.classifiers)})
 
 
-@router.get("/models", summary="Loaded models and their manifests")
+@router.get(
+    "/models",
+    summary="Loaded models and their manifests",
+    response_model=ModelList,
+    responses=error_responses(503),
+)
 async def models(pool: Pool) -> dict:
     return {
         "default": pool.default_name,

@@ -97,7 +97,7 @@ def test_missing_and_unexpected_keys_are_listed(saved):
 
 def test_manifest_that_disagrees_with_weights_is_refused(saved):
     folder, _ = saved
-    _rewrite(folder, input_shape=[3, 32, 32])
+    _rewrite(folder, input_shape=[3, 32, 32], dataset="cifar10")
     with pytest.raises(CheckpointError, match="tensor shapes disagree"):
         load_checkpoint(folder)
 
@@ -114,9 +114,9 @@ def test_thresholds_in_manifest_must_match_weights(saved):
     ("change", "message"),
     [
         ({"schema_version": 99}, "schema_version 99 is not supported"),
-        ({"architecture": "vgg"}, "valid architectures"),
-        ({"surprise": 1}, "unknown fields: surprise"),
-        ({"input_shape": [28, 28]}, r"input_shape must be \[C, H, W\]"),
+        ({"architecture": "vgg"}, "field architecture: 'vgg' is unknown; valid"),
+        ({"surprise": 1}, "field surprise: Extra inputs are not permitted"),
+        ({"input_shape": [28, 28]}, "field input_shape: List should have at least 3 items"),
     ],
 )
 def test_malformed_manifests_are_refused(saved, change, message):

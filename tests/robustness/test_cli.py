@@ -12,7 +12,9 @@ import pytest
 
 from models.checkpoint import Manifest, save_checkpoint
 from models.evalset import write_eval_set
-from robustness.cli import ProgressPrinter, main, parse_epsilons, parse_limits, parse_overrides
+from robustness.cli import main
+from robustness.cli_options import parse_epsilons, parse_limits, parse_overrides
+from robustness.console import ProgressPrinter
 from robustness.runner import Progress
 
 
@@ -203,3 +205,34 @@ def test_progress_printer_marks_each_unit_and_long_units_every_interval(capsys):
         "m [4/6 batches] spsa / gradient_free eps=0.1",
         "m [5/6 batches] spsa / gradient_free eps=0.2",
     ]
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "extra", "says"),
+    [
+        ("mnist-undefended", ["--threat-models", "bpda"], "bpda is unavailable"),
+        ("mnist-undefended", ["--threat-models", "transfer"], "its own surrogate"),
+        ("mnist-cq2", ["--attacks", "fgsm,fgsm"], "named twice"),
+        ("mnist-cq2", ["--attacks", "pgd_l2", "--l2-epsilons", "29"], "(0, 28]"),
+        ("mnist-cq2", ["--attacks", "spsa", "--threat-models", "naive"], "none of"),
+    ],
+)
+def test_evaluate_applies_the_same_request_rules_as_the_service(
+    workspace, capsys, checkpoint, extra, says
+):
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(workspace / "checkpoints" / checkpoint),
+            "--eval-set",
+            str(workspace / "eval" / "mnist-test-first1000.npz"),
+            "--out",
+            str(workspace / "refused"),
+            *FAST,
+            *extra,
+        ]
+    )
+    assert code == 1
+    assert says in capsys.readouterr().err
+    assert not (workspace / "refused").exists()

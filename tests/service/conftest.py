@@ -90,7 +90,7 @@ def make_settings(checkpoints: dict[str, Path]) -> Callable[..., ServiceSettings
     return build
 
 
-def wait_ready(client: TestClient, timeout_seconds: float = 30.0) -> None:
+def wait_ready(client: TestClient, timeout_seconds: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_seconds
     while client.get("/readyz").status_code != 200:
         if time.monotonic() > deadline:

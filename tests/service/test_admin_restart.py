@@ -22,7 +22,7 @@ from tests.service.test_server import STOPPED_BY_SIGTERM, Server, start_server, 
 pytestmark = pytest.mark.slow
 
 
-def poll(http: httpx.Client, job_id: str, condition, timeout: float = 60) -> dict:
+def poll(http: httpx.Client, job_id: str, condition, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = http.get(f"/robustness-check/{job_id}", headers=AUTH).json()
@@ -79,7 +79,7 @@ def test_reports_survive_restarts_and_a_killed_job_is_interrupted(checkpoints, t
     second.process.kill()
     second.process.wait(timeout=30)
     orphan = job_process_pid(second, running_id)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while not process_gone(orphan):
         assert time.monotonic() < deadline, "the job process outlived its service"
         time.sleep(0.1)

@@ -168,3 +168,22 @@ def test_forward_errors_reach_every_waiter_and_the_worker_survives() -> None:
         await batcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_model_that_returns_the_wrong_number_of_rows_fails_every_waiter() -> None:
+    def drops_a_row(batch: torch.Tensor) -> torch.Tensor:
+        return batch.flatten(1).sum(dim=1, keepdim=True)[1:]
+
+    async def scenario() -> list:
+        batcher = make_batcher(drops_a_row)
+        batcher.start()
+        rows = [torch.full((1, 1, 2, 2), float(i)) for i in range(3)]
+        results = await asyncio.gather(*(batcher.submit(r) for r in rows), return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert len(results) == 3
+    for result in results:
+        assert isinstance(result, RuntimeError)
+        assert "model test returned" in str(result)

@@ -1,7 +1,8 @@
 """Dockerfile, compose files, Prometheus and Grafana provisioning, checked without Docker.
 
 ``hadolint`` (from the test extras) lints the Dockerfile; Debian's ``docker-compose``
-validates the compose files. Each test that needs one of them skips, saying so,
+validates the compose files; ``promtool`` (Debian's prometheus) checks the Prometheus config,
+rules and alert tests. Each test that needs one of them skips, saying so,
 only when the binary is absent.
 """
 
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from service.metrics import ServiceMetrics
+from service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -156,3 +158,52 @@ def test_image_carries_the_eval_subsets_and_a_writable_job_database() -> None:
     admin = load_yaml("deploy/compose.admin.yml")["services"]["qusec"]
     assert admin["environment"]["QUSEC_ADMIN_TOKEN_FILE"] == "/run/secrets/qusec_admin_token"
     assert "QUSEC_ADMIN_TOKEN" not in admin["environment"]
+
+
+def promtool_or_skip() -> str:
+    promtool = binary("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    return promtool
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check", "config", "deploy/prometheus/prometheus.yml"],
+        ["check", "rules", "deploy/prometheus/rules.yml"],
+        ["test", "rules", "deploy/prometheus/rules.test.yml"],
+    ],
+    ids=["config", "rules", "alert-tests"],
+)
+def test_promtool_accepts_the_prometheus_files(command: list[str]) -> None:
+    result = subprocess.run(
+        [promtool_or_skip(), *command], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_robustness_alerts_and_their_panel_exist() -> None:
+    rules = load_yaml("deploy/prometheus/rules.yml")
+    alerts = {rule.get("alert"): rule for group in rules["groups"] for rule in group["rules"]}
+    assert "qusec_robust_accuracy_ratio" in alerts["QusecRobustAccuracyBelowFloor"]["expr"]
+    stale = alerts["QusecRobustnessCheckStale"]["expr"]
+    assert "qusec_robustness_report_timestamp_seconds" in stale
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/qusec.json").read_text())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert "qusec:robust_accuracy_floor:ratio" in expressions
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_every_qusec_variable_the_deployment_sets_names_a_setting() -> None:
+    # The service refuses to start on a QUSEC_* variable that names no setting.
+    valid = {f"QUSEC_{name.upper()}" for name in ServiceSettings.model_fields}
+    files = [
+        "Dockerfile",
+        "docker-compose.yml",
+        "deploy/compose.gpu.yml",
+        "deploy/compose.admin.yml",
+    ]
+    for relative in files:
+        named = set(re.findall(r"QUSEC_[A-Z0-9_]+", (ROOT / relative).read_text()))
+        assert named <= valid, f"{relative}: {sorted(named - valid)}"

@@ -143,3 +143,95 @@ def test_infer_on_unknown_model_is_404(client) -> None:
     response = client.post("/v2/models/nope/infer", json=infer_body(FLAT, [1, 1, 28, 28]))
     assert response.status_code == 404
     assert "error" in response.json()  # the protocol's error field
+
+
+def test_versioned_routes_answer_for_the_advertised_version_only(client) -> None:
+    version = client.get("/v2/models/mnist-tq2").json()["versions"][0]
+    base = f"/v2/models/mnist-tq2/versions/{version}"
+    assert client.get(base).json()["versions"] == [version]
+    assert client.get(f"{base}/ready").json() == {"name": "mnist-tq2", "ready": True}
+    body = infer_body(rows(1).flatten().tolist(), [1, 1, 28, 28])
+    answer = client.post(f"{base}/infer", json=body)
+    assert answer.status_code == 200 and answer.json()["model_version"] == version
+    for path in ("/v2/models/mnist-tq2/versions/0", "/v2/models/mnist-tq2/versions/0/ready"):
+        assert client.get(path).status_code == 404
+    assert client.post("/v2/models/mnist-tq2/versions/0/infer", json=body).status_code == 404
+
+
+def binary_request(x: torch.Tensor, **parameters) -> tuple[bytes, dict[str, str]]:
+    raw = x.numpy().astype("<f4").tobytes()
+    tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32"}
+    tensor["parameters"] = {"binary_data_size": len(raw), **parameters}
+    header = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
+    return header.encode() + raw, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def test_binary_tensors_in_and_out(client) -> None:
+    x = rows(2)
+    body, headers = binary_request(x)
+    answer = client.post("/v2/models/mnist-tq2/infer", content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    length = int(answer.headers["Inference-Header-Content-Length"])
+    reply = json.loads(answer.content[:length])
+    outputs = {o["name"]: o for o in reply["outputs"]}
+    assert outputs["probabilities"]["parameters"] == {"binary_data_size": 2 * 10 * 4}
+    probabilities = torch.frombuffer(
+        bytearray(answer.content[length : length + 80]), dtype=torch.float32
+    )
+    as_json = client.post(
+        "/v2/models/mnist-tq2/infer", json=infer_body(x.flatten().tolist(), [2, 1, 28, 28])
+    ).json()
+    expected = {o["name"]: o for o in as_json["outputs"]}["probabilities"]["data"]
+    assert probabilities.tolist() == pytest.approx(expected, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"Inference-Header-Content-Length": "5"}, None),  # cuts the JSON: not JSON
+        ({"Inference-Header-Content-Length": "999999"}, "between 1 and the body"),
+    ],
+)
+def test_binary_framing_errors_are_refused(client, change, message) -> None:
+    body, headers = binary_request(rows(1))
+    answer = client.post("/v2/models/mnist-tq2/infer", content=body, headers={**headers, **change})
+    assert answer.status_code in (400, 422)
+    if message:
+        assert message in answer.json()["error"]
+
+
+def test_a_binary_size_that_disagrees_with_the_shape_is_refused(client) -> None:
+    x = rows(1)
+    body, headers = binary_request(x)
+    answer = client.post(
+        "/v2/models/mnist-tq2/infer", content=body[:-4], headers=headers
+    )  # one float short
+    assert answer.status_code == 422
+    assert "bytes of binary data" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_compressed_bodies_are_inflated(client, coding) -> None:
+    import gzip
+    import zlib
+
+    body = json.dumps(infer_body(rows(1).flatten().tolist(), [1, 1, 28, 28])).encode()
+    packed = gzip.compress(body) if coding == "gzip" else zlib.compress(body)
+    answer = client.post(
+        "/v2/models/mnist-tq2/infer", content=packed, headers={"Content-Encoding": coding}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_compressed_bodies_are_refused_accurately(client) -> None:
+    import gzip
+
+    url = "/v2/models/mnist-tq2/infer"
+    bomb = gzip.compress(b" " * (TEST_BODY_LIMIT + 1))  # small, but inflates past the limit
+    answer = client.post(url, content=bomb, headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 413 and answer.json()["reason"] == "body_too_large"
+    answer = client.post(url, content=b"not gzip", headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 400 and answer.json()["reason"] == "bad_content_encoding"
+    answer = client.post(url, content=b"{}", headers={"Content-Encoding": "br"})
+    assert answer.status_code == 415
+    assert answer.json()["reason"] == "unsupported_content_encoding"

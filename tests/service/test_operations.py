@@ -147,7 +147,7 @@ def block_inference(monkeypatch) -> tuple[threading.Event, threading.Event]:
 
     def held(self, batch):
         entered.set()
-        release.wait(20)
+        release.wait(120)
         return original(self, batch)
 
     monkeypatch.setattr(Classifier, "predict", held)
@@ -160,9 +160,9 @@ def test_full_queue_answers_503_with_retry_after(serve, monkeypatch) -> None:
     classifier = client.app.state.pool.classifiers["mnist-tq2"]
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(client.post, "/classify", content=PNG)
-        assert entered.wait(10)
+        assert entered.wait(120)
         second = pool.submit(client.post, "/classify", content=PNG)
-        _wait_until(lambda: classifier.batcher.depth == 1, 5)
+        _wait_until(lambda: classifier.batcher.depth == 1, 120)
         refused = client.post("/classify", content=PNG)
         release.set()
         assert first.result().status_code == second.result().status_code == 200
@@ -176,7 +176,7 @@ def test_too_many_in_flight_answers_503(serve, monkeypatch) -> None:
     release, entered = block_inference(monkeypatch)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(client.post, "/classify", content=PNG)
-        assert entered.wait(10)
+        assert entered.wait(120)
         refused = client.post("/classify", content=PNG)
         release.set()
         assert first.result().status_code == 200
@@ -209,6 +209,35 @@ def test_service_never_imports_training(checkpoints) -> None:
         f"create_app(ServiceSettings(checkpoints=[{str(checkpoints['mnist-tq2'])!r}]))\n"
         "import service.cli, service.routers.naive\n"
         "assert 'training' not in sys.modules, sorted(m for m in sys.modules if 'train' in m)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_serving_process_imports_no_cli_renderer_or_merge(checkpoints, tmp_path) -> None:
+    # argparse itself comes with torch (torch.utils imports unittest); what is checked is
+    # that no module of ours that parses a command line, renders or merges is loaded.
+    code = (
+        "import ast, sys\n"
+        "from service.app import create_app\n"
+        "from service.settings import ServiceSettings\n"
+        f"create_app(ServiceSettings(checkpoints=[{str(checkpoints['mnist-tq2'])!r}],\n"
+        f"    admin_token='x' * 32, robustness_db={str(tmp_path / 'jobs.db')!r}))\n"
+        "import service.jobs.manager, service.routers.admin\n"
+        "ours = {n: m for n, m in sys.modules.items()\n"
+        "        if n.split('.')[0] in ('models', 'robustness', 'service')}\n"
+        "forbidden = {'robustness.cli', 'robustness.cli_options', 'robustness.cli_reproduce',\n"
+        "    'robustness.console', 'robustness.render', 'robustness.merge',\n"
+        "    'robustness.summary', 'service.cli', 'service.jobs.worker', 'matplotlib'}\n"
+        "loaded = sorted(forbidden & set(sys.modules))\n"
+        "assert not loaded, loaded\n"
+        "def parses_arguments(module):\n"
+        "    tree = ast.parse(open(module.__file__).read())\n"
+        "    return any(isinstance(n, (ast.Import, ast.ImportFrom)) and 'argparse' in\n"
+        "               ast.unparse(n) for n in ast.walk(tree))\n"
+        "cli = sorted(n for n, m in ours.items() if getattr(m, '__file__', None)\n"
+        "             and parses_arguments(m))\n"
+        "assert not cli, cli\n"
+        "assert 'service.jobs.manager' in ours and 'robustness.subjects' in ours\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from service import settings as settings_module
 from service.cli import build_settings, main, parse_args
-from service.settings import ServiceSettings
+from service.settings import BUNDLED_CHECKPOINTS, ServiceSettings, bundled_checkpoints
 
 
 def test_defaults_suit_a_small_cpu_host() -> None:
@@ -51,11 +52,23 @@ def test_invalid_values_are_refused(monkeypatch, name, value) -> None:
         ServiceSettings()
 
 
-def test_unknown_variables_are_ignored_but_unknown_arguments_are_not(monkeypatch) -> None:
-    monkeypatch.setenv("QUSEC_UNKNOWN_KNOB", "1")
-    ServiceSettings()
+def test_unknown_variables_and_arguments_are_refused_naming_the_closest_setting(
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("QUSEC_ROBUSTNES_DB", "/tmp/jobs.sqlite3")  # one letter short
+    with pytest.raises(
+        ValidationError, match="QUSEC_ROBUSTNES_DB; did you mean QUSEC_ROBUSTNESS_DB"
+    ):
+        ServiceSettings()
+    monkeypatch.delenv("QUSEC_ROBUSTNES_DB")
     with pytest.raises(ValidationError):
         ServiceSettings(unknown_knob=1)
+
+
+def test_the_cli_names_an_unknown_variable_and_exits_2(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("QUSEC_MAX_BATCH_SIZ", "8")
+    assert main(["--checkpoint", "x"]) == 2
+    assert "did you mean QUSEC_MAX_BATCH_SIZE" in capsys.readouterr().err
 
 
 def test_command_line_overrides_environment(monkeypatch) -> None:
@@ -68,7 +81,24 @@ def test_command_line_overrides_environment(monkeypatch) -> None:
     assert build_settings(parse_args([])).checkpoints == [Path("from-env")]
 
 
-def test_cli_refuses_to_start_without_checkpoints(capsys) -> None:
+def test_without_checkpoints_the_bundled_ones_that_exist_are_served() -> None:
+    settings = build_settings(parse_args([]))
+    assert settings.checkpoints == bundled_checkpoints()
+    assert settings.checkpoints, "the repository bundles at least one checkpoint"
+    assert all((folder / "manifest.json").is_file() for folder in settings.checkpoints)
+    assert settings.checkpoints[0].name == BUNDLED_CHECKPOINTS[0]
+
+
+def test_a_bundled_name_whose_folder_is_absent_is_skipped(monkeypatch, tmp_path) -> None:
+    (tmp_path / "present").mkdir()
+    (tmp_path / "present" / "manifest.json").write_text("{}")
+    monkeypatch.setattr(settings_module, "BUNDLED_CHECKPOINTS_DIR", tmp_path)
+    monkeypatch.setattr(settings_module, "BUNDLED_CHECKPOINTS", ("absent", "present"))
+    assert bundled_checkpoints() == [tmp_path / "present"]
+
+
+def test_cli_refuses_to_start_without_any_checkpoint(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(settings_module, "BUNDLED_CHECKPOINTS", ())
     assert main([]) == 2
     assert "QUSEC_CHECKPOINTS" in capsys.readouterr().err
 

@@ -1,0 +1,242 @@
+"""The shapes of what the service answers, for the OpenAPI document and typed handlers.
+
+Handlers off the hot path return these models (FastAPI checks them); ``/classify`` and
+``/v2/models/{name}/infer`` build their JSON directly, for speed, and these models only
+document it (``responses={200: {"model": ...}}``); tests check real answers against the
+document. Every error is ``ErrorBody``; ``error_responses`` says which statuses a route
+can answer, so the document lists each status a client can see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.errors import REJECTION_TYPES
+
+
+class ErrorBody(BaseModel):
+    """Every rejection: a short message, a stable reason code, the request's id."""
+
+    error: str = Field(description="what went wrong, for a person")
+    reason: str = Field(description="stable code, e.g. body_too_large")
+    request_id: str | None = Field(None, description="the id the log lines carry too")
+
+
+_REASONS_BY_STATUS: dict[int, list[str]] = {}
+for _error in REJECTION_TYPES:
+    _REASONS_BY_STATUS.setdefault(_error.status, []).append(_error.reason)
+_REASONS_BY_STATUS.setdefault(404, []).append("not_found")
+_REASONS_BY_STATUS.setdefault(500, []).append("internal_error")
+_RETRY = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each with the error body (and 500)."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({*statuses, 500}):
+        reasons = ", ".join(_REASONS_BY_STATUS.get(status, ["http_error"]))
+        entry: dict[str, Any] = {"model": ErrorBody, "description": f"reason: {reasons}"}
+        if status in (429, 503):
+            entry["headers"] = _RETRY
+        documented[status] = entry
+    return documented
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its nested models written in place, for a request body
+    documented by hand (``openapi_extra``), where ``#/$defs/...`` would not resolve."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+def one_of(*models: type[BaseModel]) -> dict[str, Any]:
+    """A schema for a body that is one of ``models`` (each also named in some route's
+    ``responses`` or ``response_model``, so that it is among the document's components)."""
+    return {"anyOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]}
+
+
+# --- operations -------------------------------------------------------------------------
+
+
+class Liveness(BaseModel):
+    status: str = Field(description="ok, or failed when a model can no longer run")
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready or not_ready")
+    models: list[str] | None = None
+
+
+class Defence(BaseModel):
+    kind: str = Field(description="none, cq (constant) or tq (trainable) quantization")
+    levels: int | None = None
+    thresholds: list[float]
+
+
+class ModelDescription(BaseModel):
+    name: str
+    device: str
+    input_shape: list[int]
+    class_names: list[str]
+    defence: Defence
+    manifest: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    default: str | None
+    ready: bool
+    models: list[ModelDescription]
+
+
+# --- classification ---------------------------------------------------------------------
+
+
+class ModelBrief(BaseModel):
+    name: str
+    dataset: str
+    weights_sha256: str
+
+
+class QuantizedImage(BaseModel):
+    media_type: str
+    encoding: str
+    data: str
+
+
+class ClassifyResponse(BaseModel):
+    request_id: str | None
+    label: int
+    class_name: str
+    probabilities: dict[str, float]
+    model: ModelBrief
+    defence: Defence
+    input: dict[str, Any] = Field(description="what the upload was: format, size, mode, ...")
+    quantized_image: QuantizedImage | None = Field(
+        None, description="only with include_quantized=true"
+    )
+    batch_rows: int
+    timings_seconds: dict[str, float]
+
+
+# --- Open Inference Protocol ------------------------------------------------------------
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class InferInput(BaseModel):
+    name: str = Field(description="input")
+    shape: list[int] = Field(description="[N, C, H, W]")
+    datatype: str = Field(description="FP32")
+    parameters: dict[str, Any] | None = Field(
+        None, description="binary_data_size: bytes of this tensor after the JSON header"
+    )
+    data: list[Any] | None = Field(None, description="values in [0, 1], flat or nested")
+
+
+class InferOutputRequest(BaseModel):
+    name: str = Field(description="probabilities or label")
+    parameters: dict[str, Any] | None = Field(None, description="binary_data: true for bytes")
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="binary_data_output: true returns every output as bytes"
+    )
+    inputs: list[InferInput]
+    outputs: list[InferOutputRequest] | None = None
+
+
+class InferOutput(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[InferOutput]
+
+
+# --- admin ------------------------------------------------------------------------------
+
+
+class JobProgress(BaseModel):
+    done_batches: int
+    total_batches: int
+    fraction: float
+    attack: str | None = None
+    threat_model: str | None = None
+    epsilon: float | None = None
+
+
+class RobustnessJob(BaseModel):
+    id: str
+    status: str = Field(description="queued, running, done, failed, cancelled, ...")
+    model: str
+    samples: str = Field(description="the bundled set's file name, or 'uploaded'")
+    request: dict[str, Any]
+    time_budget_seconds: float
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    progress: JobProgress
+    cancel_requested: bool
+    error: str | None
+    worst_case: list[dict[str, Any]] | None
+    report: dict[str, Any] | None = Field(None, description="only on GET of one job")
+    location: str | None = Field(None, description="only on submission")
+
+
+class RobustnessJobList(BaseModel):
+    jobs: list[RobustnessJob]

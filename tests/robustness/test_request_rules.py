@@ -1,0 +1,70 @@
+"""The suite's request rules, owned by ``robustness.request`` for the CLI and the service."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from robustness.request import (
+    NO_QUANTIZER,
+    SubjectFacts,
+    SuiteRequest,
+    applicable_threat_models,
+    default_radii,
+    inapplicable,
+    surrogate_problem,
+)
+
+DEFENDED = SubjectFacts("mnist", (1, 28, 28), quantized=True)
+UNDEFENDED_ALONE = SubjectFacts("mnist", (1, 28, 28), quantized=False, surrogate_problem="none")
+
+
+def test_which_threat_model_applies_to_which_model() -> None:
+    assert applicable_threat_models(DEFENDED) == ("transfer", "naive", "bpda", "gradient_free")
+    assert applicable_threat_models(UNDEFENDED_ALONE) == ("naive", "gradient_free")
+    assert inapplicable("bpda", UNDEFENDED_ALONE) == NO_QUANTIZER
+    assert inapplicable("transfer", UNDEFENDED_ALONE) == "none"
+
+
+def test_surrogate_problems() -> None:
+    assert surrogate_problem("a", "mnist", None, "").startswith("no surrogate")
+    assert "its own surrogate" in surrogate_problem("a", "mnist", "a", "mnist")
+    assert "cifar10 model" in surrogate_problem("a", "mnist", "b", "cifar10")
+    assert surrogate_problem("a", "mnist", "b", "mnist") is None
+
+
+def test_default_radii_follow_the_dataset_and_the_attacks() -> None:
+    assert default_radii("mnist", ("fgsm",)) == ((0.1, 0.2, 0.3), ())
+    assert default_radii("mnist", ("fgsm", "pgd_l2")) == ((0.1, 0.2, 0.3), (1.0, 2.0, 3.0))
+    with pytest.raises(ValueError, match="no default radii"):
+        default_radii("svhn", ("fgsm",))
+
+
+@pytest.mark.parametrize(
+    ("changes", "facts", "says"),
+    [
+        ({"attacks": ("fgsm", "fgsm")}, None, "named twice"),
+        ({"attacks": ("deepfool",)}, None, "unknown attack 'deepfool'"),
+        ({"threat_models": ("naive", "naive")}, None, "named twice"),
+        ({"threat_models": ("oracle",)}, None, "unknown threat model"),
+        ({"epsilons": (0.1, 0.1)}, None, "repeat a radius"),
+        ({"epsilons": (-0.1,)}, None, "epsilons must lie in (0, 1]"),
+        ({"epsilons": (1.5,)}, None, "epsilons must lie in (0, 1]"),
+        ({"attacks": ("spsa",), "threat_models": ("naive",)}, None, "none of"),
+        ({"l2_epsilons": (29.0,)}, DEFENDED, "l2_epsilons must lie in (0, 28]"),
+        ({"threat_models": ("bpda",)}, UNDEFENDED_ALONE, "bpda is unavailable"),
+    ],
+)
+def test_requests_are_refused_naming_what_is_wrong(changes, facts, says) -> None:
+    request = SuiteRequest(**{"attacks": ("fgsm",), "epsilons": (0.1,), **changes})
+    with pytest.raises(ValueError, match=re.escape(says)):
+        request.validate(facts)
+
+
+def test_inapplicable_threat_models_may_be_left_to_the_runner_to_skip() -> None:
+    request = SuiteRequest(attacks=("fgsm",), epsilons=(0.1,))
+    with pytest.raises(ValueError, match="transfer is unavailable"):
+        request.validate(UNDEFENDED_ALONE)
+    request.validate(UNDEFENDED_ALONE, skip_inapplicable=True)
+    request.validate(DEFENDED)
