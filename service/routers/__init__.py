@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.routers import admin, classify, health, inference_v2, naive
+from service.routers import admin, classify, console, health, inference_v2, naive
 from service.settings import ServiceSettings
 
 
 def include_routers(app: FastAPI, settings: ServiceSettings) -> None:
     app.include_router(health.router)
+    app.include_router(console.router)
     app.include_router(classify.router)
     app.include_router(inference_v2.router)
     if settings.enable_naive_endpoint:
