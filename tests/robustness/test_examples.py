@@ -78,7 +78,9 @@ def test_byte_budget_drops_whole_groups_and_counts_them(masked, eval_set):
 
 def test_merge_replaces_the_rerun_pairs_examples(masked, eval_set):
     base = run_suite(masked, eval_set, REQUEST)
-    part = run_suite(masked, eval_set, dataclasses.replace(REQUEST, attacks=("fgsm",), attack_params={}))
+    part = run_suite(
+        masked, eval_set, dataclasses.replace(REQUEST, attacks=("fgsm",), attack_params={})
+    )
     part["examples"]["groups"][0]["examples"] = []
     merged = merge_reports(base, part)
     groups = merged["examples"]["groups"]
