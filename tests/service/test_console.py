@@ -4,8 +4,10 @@ tests/service/test_console_browser.py drives the page itself)."""
 from __future__ import annotations
 
 import base64
+import fnmatch
 import io
 import re
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +92,11 @@ def test_classify_returns_the_normalised_input_on_request(client) -> None:
     assert np.array_equal(quantized[clear], np.where(model_input[clear] > 0.4, 255, 0))
     plain = client.post("/classify", content=encode(digit(), "PNG")).json()
     assert "input_image" not in plain and "quantized_image" not in plain
+
+
+def test_every_console_file_is_package_data() -> None:
+    """An installed (non-editable) service must carry the files the router serves."""
+    pyproject = tomllib.loads((CONSOLE.parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["service.routers"]
+    for name in FILES:
+        assert any(fnmatch.fnmatch(f"console_files/{name}", p) for p in patterns), name

@@ -7,6 +7,7 @@ Screenshots go to ``test-artifacts/console/`` (ignored by git) for a person to l
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,24 @@ def test_a_drawn_digit_is_classified(page) -> None:
     assert image_levels(page, "#quantized-image") == [0, 255]
 
 
+def test_a_digit_dropped_on_the_page_is_classified(page, tmp_path) -> None:
+    path, label = mnist_digit(tmp_path, 1)
+    page.evaluate(
+        """([data, name]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            const drop = new DragEvent("drop", { dataTransfer: transfer, bubbles: true });
+            document.querySelector("#drop-zone").dispatchEvent(drop);
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), path.name],
+    )
+    status = page.locator("#classify-status")
+    status.filter(has_text="Classified").wait_for(timeout=WAIT_MS)
+    assert path.name in status.inner_text()
+    assert page.locator("#classify-label").inner_text().startswith(f"{label} (class {label})")
+
+
 def test_every_control_is_labelled_and_the_page_fits_a_phone(page) -> None:
     unlabelled = page.evaluate(
         """() => [...document.querySelectorAll('input, select, canvas, button')]
@@ -215,13 +234,27 @@ def test_admin_runs_a_check_and_reads_its_chart_flags_and_gallery(page) -> None:
     assert {text.strip() for text in legend} == series | {"worst case (the headline)"}
     assert report.locator("svg polyline").count() == len(series) + 1
     assert "FIRED" in report.locator(".flags").inner_text()
-    # The first group of examples is open: four pictures per example.
-    first = report.locator("details").first
-    assert first.get_attribute("open") is not None
-    assert first.locator(".example").count() >= 1
-    assert first.locator(".example").first.locator("img").count() == 4
+    # One group of examples is open, the first where the attack fooled the model.
+    opened = report.locator("details[open]")
+    assert opened.count() == 1
+    assert opened.locator(".example").first.locator("img").count() == 4
+    assert opened.locator(".fooled").count() >= 1
+    opened.scroll_into_view_if_needed()
     shoot(page, "report")
     # The robustness view finds the same report as the model's latest.
     page.click("#robustness-reload")
     report.locator("svg polyline").first.wait_for(state="attached", timeout=WAIT_MS)
     assert "Job" in report.inner_text()
+
+
+def test_admin_cancels_a_check(page) -> None:
+    page.fill("#admin-token", TOKEN)
+    page.click("#token-form button[type=submit]")
+    page.locator("#check-form").wait_for(state="visible", timeout=WAIT_MS)
+    page.fill("#check-attacks", "bim, pgd")
+    page.fill("#check-samples", "100")
+    page.click("#check-start")
+    page.locator("#job-cancel").wait_for(state="visible", timeout=WAIT_MS)
+    page.click("#job-cancel")
+    page.locator("#job-status").filter(has_text="cancelled").wait_for(timeout=WAIT_MS)
+    assert page.locator("#job-cancel").is_hidden()

@@ -42,10 +42,13 @@ export function gallery(report) {
   if (!examples.groups.length) {
     section.append(el("p", {}, "No examples: no unit finished, or none fitted the size limit."));
   }
+  // Open the first group where the attack won, where there is one: that is the picture to see.
+  const fooling = examples.groups.findIndex((g) => g.examples.some((e) => e.adversarial_prediction !== e.label));
+  const opened = Math.max(fooling, 0);
   for (const [index, group] of examples.groups.entries()) {
     const threat = THREAT_NAMES[group.threat_model] || group.threat_model;
     const title = `${group.attack} / ${threat}, ${group.norm === "linf" ? "L-inf" : "L2"} radius ${formatEpsilon(group.epsilon)}`;
-    const details = el("details", { open: index === 0 }, el("summary", {}, `${title} (${group.examples.length})`));
+    const details = el("details", { open: index === opened }, el("summary", {}, `${title} (${group.examples.length})`));
     const items = el("div", { class: "gallery" }, ...group.examples.map(example));
     if (!group.examples.length) items.append(el("p", {}, "The model got none of these samples right."));
     details.append(items);
