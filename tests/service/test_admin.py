@@ -88,7 +88,7 @@ def metric_value(text: str, name: str, **labels) -> float:
     raise AssertionError(f"{name} {labels} not exported")
 
 
-def wait_for_metrics(client, line: str, timeout: float = 10) -> str:
+def wait_for_metrics(client, line: str, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     while (text := client.get("/metrics").text) and line not in text.splitlines():
         if time.monotonic() > deadline:
