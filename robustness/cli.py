@@ -4,7 +4,8 @@
 ``evaluate`` runs the suite on one checkpoint; ``reproduce`` runs the paper's comparison
 (undefended vs CQ vs TQ) on every shipped checkpoint of each dataset with data present;
 ``merge`` folds a later run's rows (an attack rerun, say on more samples) into a report;
-``render`` rewrites Markdown and plots from JSON reports; ``list`` shows the attack table.
+``render`` rewrites Markdown and plots from JSON reports (and, with ``--html``, a
+self-contained HTML page each); ``list`` shows the attack table.
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="rewrite the Markdown and PNG of JSON reports")
     render.add_argument("reports", nargs="+", type=Path)
     render.add_argument("--summary", metavar="DATASET", help="also write summary-DATASET.md/png")
+    render.add_argument(
+        "--html",
+        action="store_true",
+        help="also write a self-contained HTML report (charts, flags, examples) per JSON",
+    )
     render.set_defaults(handler=_render)
 
     listing = sub.add_parser("list", help="the registered attacks and their parameters")
@@ -162,6 +168,7 @@ def _read_report(path: Path) -> dict:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from robustness.html import write_html
     from robustness.summary import write_summary
 
     reports = []
@@ -169,6 +176,8 @@ def _render(args: argparse.Namespace) -> int:
         report = _read_report(path)
         for written in write_report(report, path.parent, path.stem)[1:]:
             print(f"wrote {written}")
+        if args.html:
+            print(f"wrote {write_html(report, path.with_suffix('.html'))}")
         reports.append(report)
     if args.summary:
         for written in write_summary(reports, args.reports[0].parent, args.summary):

@@ -86,6 +86,7 @@ def _fold(base: dict, part: dict) -> dict:
         others = {a: v for a, v in request[key].items() if a not in rerun}
         request[key] = others | part["request"][key]
     statuses = {base["status"], part["status"]}
+    examples = _fold_examples(base.get("examples"), part.get("examples"), replaced)
     return {
         **base,
         "status": "complete" if statuses == {"complete"} else "stopped",
@@ -95,6 +96,19 @@ def _fold(base: dict, part: dict) -> dict:
         "results": rows,
         "skipped": skipped,
         "merged_from": base["merged_from"] + [_provenance(part)],
+        **({"examples": examples} if examples is not None else {}),
+    }
+
+
+def _fold_examples(base: dict | None, part: dict | None, replaced: set) -> dict | None:
+    """The part's example groups in place of the base's for the pairs it reran."""
+    if base is None and part is None:
+        return None
+    groups = [g for g in (base or {}).get("groups", []) if _pair(g) not in replaced]
+    return {
+        "per_group": max((r or {}).get("per_group", 0) for r in (base, part)),
+        "groups": sorted(groups + (part or {}).get("groups", []), key=_plan_order),
+        "dropped_groups": sum((r or {}).get("dropped_groups", 0) for r in (base, part)),
     }
 
 
@@ -104,7 +118,7 @@ def _pair(row: dict) -> tuple:
 
 def _plan_order(row: dict) -> tuple:
     return (
-        row["sanity"],
+        bool(row.get("sanity")),
         list(ATTACKS).index(row["attack"]),
         THREAT_MODELS.index(row["threat_model"]),
     )

@@ -37,6 +37,7 @@ def build_report(
     skipped: list[dict],
     status: str,
     started: float,
+    examples: dict | None = None,
 ) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -53,6 +54,8 @@ def build_report(
         **derived_from_rows(rows, probes),
         "results": rows,
         "skipped": skipped,
+        # Optional (reports before it lack it): robustness.examples.ExampleCollector.as_dict
+        **({"examples": examples} if examples is not None else {}),
         "versions": library_versions(),
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 1),

@@ -24,6 +24,7 @@ from models.cnn import QuantizedClassifier
 from models.evalset import EvalSet
 from robustness.attacks import Attack
 from robustness.attacks.bim import BIM
+from robustness.examples import ExampleCollector
 from robustness.judge import judge_unit, predict, project
 from robustness.report import build_report
 from robustness.request import SubjectFacts, SuiteRequest, inapplicable, surrogate_problem
@@ -117,6 +118,7 @@ class _Context:
     done_batches: int = 0
     stopped: bool = False
     rows: list[dict] = field(default_factory=list)
+    examples: ExampleCollector = field(default_factory=ExampleCollector)
 
 
 def budget(seconds: float, cancelled: StopFn | None = None) -> StopFn:
@@ -179,6 +181,7 @@ def run_suite(
         rows=ctx.rows,
         probes=probes,
         skipped=skipped,
+        examples=ctx.examples.as_dict(),
         status="stopped" if ctx.stopped else "complete",
         started=started,
     )
@@ -322,6 +325,16 @@ def _run_unit(ctx: _Context, unit: Unit) -> None:
             complete=done == unit.samples,
         )
     ctx.rows.extend(rows)
+    ctx.examples.add_unit(
+        unit,
+        attack,
+        ctx.target,
+        ctx.x[:done],
+        adv[:done],
+        ctx.y[:done],
+        ctx.clean_correct[:done],
+        ctx.request,
+    )
 
 
 def _transfer_key(ctx: _Context, unit: Unit, attack: Attack) -> tuple | None:

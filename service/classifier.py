@@ -138,7 +138,11 @@ class Classifier:
             return torch.softmax(logits.float(), dim=1).cpu()
 
     def encode(
-        self, probabilities: torch.Tensor, prepared: Prepared, include_quantized: bool
+        self,
+        probabilities: torch.Tensor,
+        prepared: Prepared,
+        include_quantized: bool,
+        include_input: bool = False,
     ) -> dict[str, Any]:
         label = int(torch.argmax(probabilities))
         body: dict[str, Any] = {
@@ -150,13 +154,10 @@ class Classifier:
             "defence": self.defence,
             "input": prepared.decoded.facts,
         }
+        if include_input:
+            body["input_image"] = _png_field(prepared.decoded.pixels)
         if include_quantized:
-            png = encode_png(prepared.quantized[0].numpy())
-            body["quantized_image"] = {
-                "media_type": "image/png",
-                "encoding": "base64",
-                "data": base64.b64encode(png).decode("ascii"),
-            }
+            body["quantized_image"] = _png_field(prepared.quantized[0].numpy())
         return body
 
     # --- the pipeline -------------------------------------------------------------------
@@ -188,7 +189,9 @@ class Classifier:
         quantized = self.quantize(torch.from_numpy(decoded.pixels)[None])
         return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
 
-    async def classify(self, request: Request, include_quantized: bool = False) -> dict[str, Any]:
+    async def classify(
+        self, request: Request, include_quantized: bool = False, include_input: bool = False
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         with self._upstream_slot():
@@ -201,7 +204,7 @@ class Classifier:
         async with self._deadline(deadline):
             result = await self.batcher.submit(prepared.quantized)
         encode_started = time.perf_counter()
-        body = self.encode(result.outputs[0], prepared, include_quantized)
+        body = self.encode(result.outputs[0], prepared, include_quantized, include_input)
         body["input"] = {**body["input"], "declared_type": upload.declared_type, "via": upload.via}
         timings = {
             "read": read_done - started,
@@ -279,6 +282,12 @@ class Classifier:
             "defence": self.defence,
             "manifest": asdict(self.manifest),
         }
+
+
+def _png_field(pixels: np.ndarray) -> dict[str, str]:
+    """(C, H, W) in [0, 1] as a JSON field: PNG, base64."""
+    data = base64.b64encode(encode_png(pixels)).decode("ascii")
+    return {"media_type": "image/png", "encoding": "base64", "data": data}
 
 
 def _thresholds(quantizer: InputQuantizer | None) -> torch.Tensor | None:

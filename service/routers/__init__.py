@@ -10,12 +10,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
-from service.routers import admin, classify, health, inference_v2, naive
+from service.routers import admin, classify, console, health, inference_v2, naive
 from service.settings import ServiceSettings
 
 
 def include_routers(app: FastAPI, settings: ServiceSettings) -> None:
-    routers = [health.router, classify.router, inference_v2.router]
+    routers = [health.router, console.router, classify.router, inference_v2.router]
     if settings.enable_naive_endpoint:
         routers.append(naive.router)
     if settings.admin_enabled:

@@ -50,8 +50,17 @@ async def classify(
     include_quantized: Annotated[
         bool, Query(description="also return the quantized image the model saw (PNG, base64)")
     ] = False,
+    include_input: Annotated[
+        bool,
+        Query(
+            description="also return the image as the model's input, after decoding, "
+            "resizing and scaling to [0, 1], before quantization (PNG, base64)"
+        ),
+    ] = False,
 ) -> JSONResponse:
     classifier = pool.get(model)
     with pool.admit():
-        body = await classifier.classify(request, include_quantized=include_quantized)
+        body = await classifier.classify(
+            request, include_quantized=include_quantized, include_input=include_input
+        )
     return JSONResponse(body)
