@@ -80,13 +80,23 @@ class JobSpec:
     eval_set: str | None  # None: the sample set uploaded with the job
     request: dict
     time_budget_seconds: float
+    # A part of a split check: the positions in the suite's plan this job runs.
+    units: tuple[int, ...] | None = None
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "input_shape": list(self.input_shape)}
+        units = list(self.units) if self.units is not None else None
+        return {**asdict(self), "input_shape": list(self.input_shape), "units": units}
 
     @classmethod
     def from_dict(cls, raw: dict) -> JobSpec:
-        return cls(**{**raw, "input_shape": tuple(raw["input_shape"])})
+        units = raw.get("units")
+        return cls(
+            **{
+                **raw,
+                "input_shape": tuple(raw["input_shape"]),
+                "units": tuple(units) if units is not None else None,
+            }
+        )
 
 
 def parse_request(raw: bytes | str) -> CheckRequest:

@@ -1,11 +1,17 @@
 """One robustness check at a time, in its own process, behind a bounded persistent queue.
 
-The manager is built in the app's lifespan. At startup it marks jobs a crash left
-``running`` as ``interrupted``, republishes the gauges of each model's last completed
-report, and starts the scheduler task: it claims the oldest queued job, starts a job
-process for it (``python -m service.jobs.worker``, a fresh interpreter) and watches it
-until it exits, killing it when it overruns its time budget (or a stop request) by more
-than the grace period.
+The manager is built in the app's lifespan. At startup it opens the job store (SQLite,
+or PostgreSQL shared with other replicas and workers), marks jobs a crash left
+``running`` in a SQLite store as ``interrupted`` (its only owner just restarted),
+republishes the gauges of each model's last completed report, and starts two tasks:
+
+- the scheduler (unless ``QUSEC_ROBUSTNESS_RUN_JOBS`` is false): it claims the oldest
+  queued job, starts a job process for it (``python -m service.jobs.worker``, a fresh
+  interpreter) and watches it until it exits, killing it when it overruns its time
+  budget (or a stop request) by more than the grace period;
+- the upkeep: every third of a lease it handles expired leases (jobs whose holder died,
+  here or elsewhere), refreshes the gauges from reports finished anywhere, and counts
+  the shared queue.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +33,10 @@ from models.evalset import EvalSetError, eval_set_path, load_eval_set
 from robustness.cli import default_surrogate
 from service.classifier import Classifier
 from service.errors import InvalidSamples, JobFinished, JobQueueFull, UnknownJob
-from service.jobs import worker
+from service.jobs import split, worker
 from service.jobs.checks import CheckRequest, JobSpec, Target, plan_job
 from service.jobs.samples import parse_samples
-from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError
+from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError, open_store
 from service.metrics import ServiceMetrics
 from service.pool import ClassifierPool, StartupError
 from service.settings import ServiceSettings
@@ -63,7 +71,12 @@ class JobManager:
         self.pool, self.targets = pool, targets
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._upkeep: asyncio.Task | None = None
         self._running: str | None = None
+        self._running_parent: str | None = None
+        self._published: dict[str, str] = {}  # model -> id of the job its gauges show
+        self._publishing = threading.Lock()  # the settle and the upkeep threads both publish
+        self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._deadline: _Deadline | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -73,22 +86,28 @@ class JobManager:
         cls, settings: ServiceSettings, metrics: ServiceMetrics, pool: ClassifierPool
     ) -> JobManager:
         """Open the store, recover from a crash, and describe every served model."""
-        store = JobStore(settings.robustness_db)
+        url = settings.jobs_url.get_secret_value() if settings.jobs_url else None
+        store = open_store(url, settings.robustness_db)
         store.initialise()
-        for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):
-            log.warning("job %s was running when the service stopped", job_id)
-            metrics.robustness_jobs.labels(status="interrupted").inc()
+        log.info("job store: %s", store.describe())
+        if not store.shared:
+            for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):
+                log.warning("job %s was running when the service stopped", job_id)
+                metrics.robustness_jobs.labels(status="interrupted").inc()
         store.prune(settings.robustness_keep_finished_jobs)
         targets = {c.name: describe_target(c, settings) for c in pool.classifiers.values()}
         manager = cls(settings, metrics, store, pool, targets)
         for model, job in store.latest_done().items():
             metrics.publish_robustness_report(model, job["report"], job["finished_at"])
+            manager._published[model] = job["id"]
         manager._count_active()
         return manager
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._schedule(), name="robustness-jobs")
+        if self.settings.robustness_run_jobs:
+            self._task = asyncio.create_task(self._schedule(), name="robustness-jobs")
+        self._upkeep = asyncio.create_task(self._keep_up(), name="robustness-upkeep")
 
     async def stop(self) -> None:
         """Ask a running job to hand back partial results, then stop the scheduler."""
@@ -99,6 +118,9 @@ class JobManager:
             self._stop_running(self._running, "shutdown", "interrupted", message)
         if self._task is not None:
             await asyncio.wait([self._task])
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            await asyncio.wait([self._upkeep])
 
     def wake(self) -> None:
         """Tell the scheduler a job was queued (on the event loop)."""
@@ -120,9 +142,17 @@ class JobManager:
         else:
             available = target.eval_set_size
         spec = plan_job(body, target, available, upload is not None, self.settings)
+        parts = None
+        if self.settings.robustness_split_units:
+            model = self.pool.lookup(target.name).model
+            parts = split.plan_parts(spec, target.dataset, model)
         try:
             job = self.store.submit(
-                target.name, spec.as_dict(), upload, self.settings.robustness_queue_size + 1
+                target.name,
+                spec.as_dict(),
+                upload,
+                self.settings.robustness_queue_size + 1,
+                parts=[part.as_dict() for part in parts] if parts else None,
             )
         except QueueFullError as exc:
             raise JobQueueFull(str(exc)) from None
@@ -148,11 +178,13 @@ class JobManager:
             raise JobFinished(f"job {job_id} is {before}")
         if before == QUEUED:
             self.metrics.robustness_jobs.labels(status="cancelled").inc()
-        elif before == RUNNING and self._running == job_id:
+        if before in (QUEUED, RUNNING):
+            split.settle(self.store, job_id)  # a split check whose parts all stopped now
+        if before == RUNNING and job_id in (self._running, self._running_parent):
             # The deadline belongs to the scheduler, which lives on the event loop.
             self._loop.call_soon_threadsafe(  # type: ignore[union-attr]
                 self._stop_running,
-                job_id,
+                self._running,
                 None,
                 "cancelled",
                 "cancelled; the job did not stop in time",
@@ -170,7 +202,9 @@ class JobManager:
     async def _schedule(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            job = await asyncio.to_thread(self.store.claim_next)
+            job = await asyncio.to_thread(
+                self.store.claim_next, self._holder, self.settings.robustness_lease_seconds
+            )
             if job is None:
                 await self._wake.wait()
                 continue
@@ -184,12 +218,12 @@ class JobManager:
                 await asyncio.to_thread(
                     self.store.finish, job["id"], job["lease"], "failed", None, "internal error"
                 )
-            self._running, self._deadline = None, None
+            self._running, self._running_parent, self._deadline = None, None, None
             self._count_active()
 
     async def _run(self, job: dict) -> None:
         spec = JobSpec.from_dict(job["spec"])
-        self._running = job["id"]
+        self._running, self._running_parent = job["id"], job["parent_id"]
         grace = self.settings.robustness_stop_grace_seconds
         self._deadline = _Deadline(
             job["started_at"] + spec.time_budget_seconds + grace,
@@ -209,16 +243,8 @@ class JobManager:
         await asyncio.to_thread(self._settle, job, process.returncode, killed)
 
     def _spawn(self, job: dict) -> subprocess.Popen:
-        config = worker.WorkerConfig(
-            db_path=str(self.settings.robustness_db.resolve()),
-            job_id=job["id"],
-            lease=job["lease"],
-            threads=self.settings.robustness_threads,
-            nice=self.settings.robustness_nice,
-            max_memory_bytes=self.settings.robustness_max_memory_bytes,
-            log_level=self.settings.log_level,
-            log_format=self.settings.log_format,
-            max_upload_images=self.settings.robustness_max_upload_images,
+        config = worker.WorkerConfig.from_settings(
+            self.settings, job_id=job["id"], lease=job["lease"]
         )
         # stdin carries the configuration, then stays open: the job process exits when
         # it closes, which is also what happens when this process dies.
@@ -247,6 +273,7 @@ class JobManager:
         else:
             status, error = "failed", f"the job process exited with status {exitcode}"
         self.store.finish(job["id"], job["lease"], status, error=error)  # no-op if finished
+        split.settle_parent_of(self.store, job["id"])  # no-op unless its last part
         pruned = self.store.prune(self.settings.robustness_keep_finished_jobs)
         if pruned:
             log.info(
@@ -255,15 +282,47 @@ class JobManager:
                 self.settings.robustness_keep_finished_jobs,
             )
         self._count_active()
-        final = self.store.get(job["id"])
+        final = self.store.get(job["id"], with_report=False)
         if final is None:
             return
         self.metrics.robustness_jobs.labels(status=final["status"]).inc()
-        if final["status"] == "done":
-            self.metrics.publish_robustness_report(
-                final["model"], final["report"], final["finished_at"]
-            )
+        self._publish_latest()
         log.info("job %s %s", job["id"], final["status"], extra={"job_id": job["id"]})
+
+    # The upkeep.
+
+    async def _keep_up(self) -> None:
+        interval = self.settings.robustness_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self._upkeep_once)
+            except Exception as exc:  # the store may be briefly unreachable: try again
+                log.error("job upkeep failed: %s", exc)
+
+    def _upkeep_once(self) -> None:
+        for job_id, status in self.store.expire_leases():
+            log.warning("job %s: its holder's lease expired; now %s", job_id, status)
+            if status != QUEUED:
+                self.metrics.robustness_jobs.labels(status=status).inc()
+            split.settle_parent_of(self.store, job_id)
+        self._publish_latest()
+        self._count_active()
+
+    def _publish_latest(self) -> None:
+        """Gauges from each model's newest completed report, wherever it was made."""
+        with self._publishing:
+            latest = self.store.latest_done_ids()
+            for model, job_id in latest.items():
+                self._publish(model, job_id)
+
+    def _publish(self, model: str, job_id: str) -> None:
+        if self._published.get(model) == job_id:
+            return
+        job = self.store.get(job_id)
+        if job is not None:
+            self.metrics.publish_robustness_report(model, job["report"], job["finished_at"])
+            self._published[model] = job_id
 
     def _stop_running(self, job_id: str, reason: str | None, status: str, error: str) -> None:
         """Give the running job ``job_id`` the grace period to stop, else it is killed."""
