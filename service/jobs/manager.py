@@ -413,6 +413,8 @@ def public_job(job: dict[str, Any], with_report: bool) -> dict[str, Any]:
         "finished_at": _iso(job["finished_at"]),
         "progress": _progress(job),
         "cancel_requested": job["stop_request"] == "cancel",
+        "attempt": job["attempt"],
+        "parts": job["parts"],
         "error": job["error"],
         "worst_case": job["headline"],
     }
