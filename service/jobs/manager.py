@@ -233,14 +233,31 @@ class JobManager:
         self._count_active()
         process = await asyncio.to_thread(self._spawn, job)
         killed: _Deadline | None = None
+        renewed = time.monotonic()
         while process.poll() is None:
             await asyncio.sleep(WATCH_SECONDS)
             if killed is None and self._deadline and time.time() > self._deadline.at:
                 killed = self._deadline
                 log.warning("job %s: killing its process (%s)", job["id"], killed.status)
                 process.kill()
+            # The job process renews the lease too, once it has started; this covers its
+            # start-up (importing torch can take long on a loaded host).
+            if time.monotonic() - renewed > self.settings.robustness_lease_seconds / 3:
+                renewed = time.monotonic()
+                if not await self._renew(job) and killed is None:
+                    log.warning("job %s: lease lost; killing its process", job["id"])
+                    killed = _Deadline(0, "", "")
+                    process.kill()
         process.stdin.close()  # type: ignore[union-attr]
         await asyncio.to_thread(self._settle, job, process.returncode, killed)
+
+    async def _renew(self, job: dict) -> bool:
+        lease = self.settings.robustness_lease_seconds
+        try:
+            return await asyncio.to_thread(self.store.renew, job["id"], job["lease"], lease)
+        except Exception as exc:  # the store is unreachable: the lease may lapse
+            log.warning("job %s: lease renewal failed: %s", job["id"], exc)
+            return True
 
     def _spawn(self, job: dict) -> subprocess.Popen:
         config = worker.WorkerConfig.from_settings(
@@ -272,7 +289,8 @@ class JobManager:
             status, error = killed.status, killed.error
         else:
             status, error = "failed", f"the job process exited with status {exitcode}"
-        self.store.finish(job["id"], job["lease"], status, error=error)  # no-op if finished
+        if status:  # not when the lease was lost: the job is someone else's now
+            self.store.finish(job["id"], job["lease"], status, error=error)  # no-op if finished
         split.settle_parent_of(self.store, job["id"])  # no-op unless its last part
         pruned = self.store.prune(self.settings.robustness_keep_finished_jobs)
         if pruned:
@@ -283,7 +301,7 @@ class JobManager:
             )
         self._count_active()
         final = self.store.get(job["id"], with_report=False)
-        if final is None:
+        if final is None or final["status"] not in FINISHED:
             return
         self.metrics.robustness_jobs.labels(status=final["status"]).inc()
         self._publish_latest()
