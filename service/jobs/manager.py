@@ -22,7 +22,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from service.classifier import Classifier
 from service.errors import InvalidSamples, JobFinished, JobQueueFull, UnknownJob
 from service.jobs import split, worker
 from service.jobs.checks import CheckRequest, JobSpec, Target, plan_job
+from service.jobs.gauges import StoreGauges
 from service.jobs.samples import parse_samples
 from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError, open_store
 from service.metrics import ServiceMetrics
@@ -74,8 +74,8 @@ class JobManager:
         self._upkeep: asyncio.Task | None = None
         self._running: str | None = None
         self._running_parent: str | None = None
-        self._published: dict[str, str] = {}  # model -> id of the job its gauges show
-        self._publishing = threading.Lock()  # the settle and the upkeep threads both publish
+        self._running_lease: str | None = None
+        self.gauges = StoreGauges(store, metrics)
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._deadline: _Deadline | None = None
         self._stopping = False
@@ -97,10 +97,7 @@ class JobManager:
         store.prune(settings.robustness_keep_finished_jobs)
         targets = {c.name: describe_target(c, settings) for c in pool.classifiers.values()}
         manager = cls(settings, metrics, store, pool, targets)
-        for model, job in store.latest_done().items():
-            metrics.publish_robustness_report(model, job["report"], job["finished_at"])
-            manager._published[model] = job["id"]
-        manager._count_active()
+        manager.gauges.refresh()
         return manager
 
     def start(self) -> None:
@@ -157,7 +154,7 @@ class JobManager:
         except QueueFullError as exc:
             raise JobQueueFull(str(exc)) from None
         log.info("job %s queued", job["id"], extra={"job_id": job["id"], "model": target.name})
-        self._count_active()
+        self.gauges.count_active()
         return job
 
     def get(self, job_id: str) -> dict:
@@ -189,7 +186,7 @@ class JobManager:
                 "cancelled",
                 "cancelled; the job did not stop in time",
             )
-        self._count_active()
+        self.gauges.count_active()
         log.info("job %s cancel requested (was %s)", job_id, before, extra={"job_id": job_id})
         return self.get(job_id)
 
@@ -219,18 +216,20 @@ class JobManager:
                     self.store.finish, job["id"], job["lease"], "failed", None, "internal error"
                 )
             self._running, self._running_parent, self._deadline = None, None, None
-            self._count_active()
+            self._running_lease = None
+            self.gauges.count_active()
 
     async def _run(self, job: dict) -> None:
         spec = JobSpec.from_dict(job["spec"])
         self._running, self._running_parent = job["id"], job["parent_id"]
+        self._running_lease = job["lease"]
         grace = self.settings.robustness_stop_grace_seconds
         self._deadline = _Deadline(
             job["started_at"] + spec.time_budget_seconds + grace,
             "timed_out",
             "the job overran its time budget and was stopped without a report",
         )
-        self._count_active()
+        self.gauges.count_active()
         process = await asyncio.to_thread(self._spawn, job)
         killed: _Deadline | None = None
         renewed = time.monotonic()
@@ -299,12 +298,12 @@ class JobManager:
                 pruned,
                 self.settings.robustness_keep_finished_jobs,
             )
-        self._count_active()
+        self.gauges.count_active()
         final = self.store.get(job["id"], with_report=False)
         if final is None or final["status"] not in FINISHED:
             return
         self.metrics.robustness_jobs.labels(status=final["status"]).inc()
-        self._publish_latest()
+        self.gauges.publish_latest()
         log.info("job %s %s", job["id"], final["status"], extra={"job_id": job["id"]})
 
     # The upkeep.
@@ -319,28 +318,15 @@ class JobManager:
                 log.error("job upkeep failed: %s", exc)
 
     def _upkeep_once(self) -> None:
+        job_id, lease = self._running, self._running_lease
+        if job_id is not None and lease is not None:  # ours is alive, whatever its clock says
+            self.store.renew(job_id, lease, self.settings.robustness_lease_seconds)
         for job_id, status in self.store.expire_leases():
             log.warning("job %s: its holder's lease expired; now %s", job_id, status)
             if status != QUEUED:
                 self.metrics.robustness_jobs.labels(status=status).inc()
             split.settle_parent_of(self.store, job_id)
-        self._publish_latest()
-        self._count_active()
-
-    def _publish_latest(self) -> None:
-        """Gauges from each model's newest completed report, wherever it was made."""
-        with self._publishing:
-            latest = self.store.latest_done_ids()
-            for model, job_id in latest.items():
-                self._publish(model, job_id)
-
-    def _publish(self, model: str, job_id: str) -> None:
-        if self._published.get(model) == job_id:
-            return
-        job = self.store.get(job_id)
-        if job is not None:
-            self.metrics.publish_robustness_report(model, job["report"], job["finished_at"])
-            self._published[model] = job_id
+        self.gauges.refresh()
 
     def _stop_running(self, job_id: str, reason: str | None, status: str, error: str) -> None:
         """Give the running job ``job_id`` the grace period to stop, else it is killed."""
@@ -351,10 +337,6 @@ class JobManager:
         at = time.time() + self.settings.robustness_stop_grace_seconds
         if self._deadline is None or at < self._deadline.at:
             self._deadline = _Deadline(at, status, error)
-
-    def _count_active(self) -> None:
-        for status, count in self.store.count_active().items():
-            self.metrics.robustness_active_jobs.labels(status=status).set(count)
 
 
 def describe_target(classifier: Classifier, settings: ServiceSettings) -> Target:
