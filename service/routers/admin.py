@@ -17,8 +17,9 @@ from service.deps import Settings
 from service.errors import NotReady
 from service.jobs.checks import CheckRequest, parse_request
 from service.jobs.form import read_submission
-from service.jobs.manager import JobManager, public_job
+from service.jobs.manager import JobManager
 from service.jobs.store import STATUSES
+from service.jobs.views import public_job
 
 
 async def get_jobs(request: Request) -> JobManager:
