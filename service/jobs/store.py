@@ -291,26 +291,28 @@ class JobStore(ABC):
             row = db.execute("SELECT status, parts FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
-            self._stop_one(db, job_id, row["status"], reason)
+            # Parts before their parent: a claim locks a part, then its parent, and so
+            # must everyone else, or the two could wait on each other.
             if row["parts"]:
-                for part in db.execute(
-                    "SELECT id, status FROM jobs WHERE parent_id = ?", (job_id,)
-                ).fetchall():
-                    self._stop_one(db, part["id"], part["status"], reason)
+                self._stop(db, "parent_id = ?", job_id, reason)
+            self._stop(db, "id = ?", job_id, reason)
             return row["status"]
 
-    def _stop_one(self, db: Connection, job_id: str, status: str, reason: str) -> None:
-        if status == QUEUED and reason == "cancel":
+    def _stop(self, db: Connection, where: str, job_id: str, reason: str) -> None:
+        # Each statement checks the status as it writes, so a job claimed meanwhile is
+        # flagged rather than missed.
+        if reason == "cancel":
             db.execute(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = ?",
+                f"UPDATE jobs SET status = 'cancelled', finished_at = ? "
+                f"WHERE {where} AND status = ?",
                 (time.time(), job_id, QUEUED),
             )
-        elif status == RUNNING:
-            # A cancel is never downgraded to a shutdown: the operator's word stands.
-            db.execute(
-                "UPDATE jobs SET stop_request = COALESCE(stop_request, ?) WHERE id = ?",
-                (reason, job_id),
-            )
+        # A cancel is never downgraded to a shutdown: the operator's word stands.
+        db.execute(
+            f"UPDATE jobs SET stop_request = COALESCE(stop_request, ?) "
+            f"WHERE {where} AND status = ?",
+            (reason, job_id, RUNNING),
+        )
 
     def settle_split(self, job_id: str, assemble: Assemble) -> str | None:
         """Finish a split check once every part has finished, with what ``assemble`` makes
