@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from typing import TextIO
 
 import torch
+from pydantic import ValidationError
 
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.evalset import EvalSet, EvalSetError, load_eval_set
@@ -334,7 +335,12 @@ def cli(argv: list[str] | None = None) -> None:
     if not args.loop:
         main()
         return
-    config = WorkerConfig.from_settings(ServiceSettings())
+    try:
+        config = WorkerConfig.from_settings(ServiceSettings())
+    except ValidationError as exc:
+        configure_logging()
+        log.error("invalid settings: %s", exc)
+        sys.exit(2)
     _configure_process(config)
     store = config.store()
     store.initialise()

@@ -102,3 +102,12 @@ def test_the_worker_command_line(capsys) -> None:
     assert exited.value.code == 0
     text = capsys.readouterr().out
     assert "qusec-worker" in text and "--loop" in text and "QUSEC_JOBS_URL" in text
+
+
+def test_the_worker_refuses_bad_settings(monkeypatch) -> None:
+    from service.jobs.worker import cli
+
+    monkeypatch.setenv("QUSEC_ROBUSTNESS_LEASE_SECONDS", "0")
+    with pytest.raises(SystemExit) as exited:
+        cli(["--loop"])
+    assert exited.value.code == 2
