@@ -338,8 +338,7 @@ def cli(argv: list[str] | None = None) -> None:
     try:
         config = WorkerConfig.from_settings(ServiceSettings())
     except ValidationError as exc:
-        configure_logging()
-        log.error("invalid settings: %s", exc)
+        sys.stderr.write(f"qusec-worker: invalid configuration:\n{exc}\n")
         sys.exit(2)
     _configure_process(config)
     store = config.store()
