@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--pgd-steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="cycles of the three rounds, interleaved"
+    )
     return parser.parse_args(argv)
 
 
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir()
         rounds = [("whole", None, 1), ("split", parts, 1), ("split", parts, args.workers)]
         results = []
-        for name, round_parts, workers in rounds:
+        for name, round_parts, workers in rounds * args.repeat:
             log.info("round: %s on %d worker(s)", name, workers)
             seconds, report = run_round(store, spec, round_parts, workers, environment, logs)
             results.append((name, workers, seconds, report))
@@ -155,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(parts)} units (FGSM, PGD x{args.pgd_steps}; naive, BPDA; 3 radii) on "
         f"{args.samples} samples; store: {store.describe().split()[0]}\n"
     )
-    print("| check | workers | wall time (s) | work summed over parts (s) | rows equal |")
-    print("|---|---:|---:|---:|---|")
-    for name, workers, seconds, report in results:
-        print(f"| {name} | {workers} | {seconds:.1f} | {report['seconds']:.1f} | yes |")
+    print("| cycle | check | workers | wall time (s) | work summed over parts (s) | rows equal |")
+    print("|---:|---|---:|---:|---:|---|")
+    for index, (name, workers, seconds, report) in enumerate(results):
+        cycle = index // len(rounds) + 1
+        print(f"| {cycle} | {name} | {workers} | {seconds:.1f} | {report['seconds']:.1f} | yes |")
     return 0
 
 

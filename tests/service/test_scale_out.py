@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from service.jobs.store_postgres import PostgresJobStore
-from tests.service.test_admin import AUTH, TOKEN, finished, slow
+from tests.service.test_admin import AUTH, TOKEN, finished, metric_value, slow
 from tests.service.test_admin_restart import poll
 from tests.service.test_server import ROOT, STOPPED_BY_SIGTERM, Server, start_server, stop
 
@@ -161,6 +161,29 @@ def test_two_workers_split_one_check_into_the_one_worker_report(fleet) -> None:
     ):
         assert split["report"][key] == whole["report"][key], key
     assert split["worst_case"] == whole["worst_case"]
+    # Neither replica ran a job; both export the newest report's gauges from the store.
+    worst = next(w for w in whole["worst_case"] if w["epsilon"] == 0.3)["robust_accuracy"]
+    for server in (fleet.a, fleet.b):
+        assert robust_gauge(server, "worst", "worst", 0.3) == pytest.approx(worst)
+
+
+def robust_gauge(server: Server, attack: str, threat_model: str, epsilon: float) -> float:
+    """The exported robust accuracy, once the replica's upkeep has published it."""
+    deadline = time.monotonic() + 60
+    while True:
+        text = httpx.get(f"{server.url}/metrics", timeout=30).text
+        try:
+            return metric_value(
+                text,
+                "qusec_robust_accuracy_ratio",
+                model="mnist-tq2",
+                attack=attack,
+                threat_model=threat_model,
+                epsilon=f"{epsilon:g}",
+            )
+        except AssertionError:
+            assert time.monotonic() < deadline, "the gauge never appeared"
+            time.sleep(0.2)
 
 
 def test_a_killed_worker_loses_its_lease_and_the_job_is_run_again(fleet) -> None:
