@@ -306,7 +306,8 @@ def _configure_process(config: WorkerConfig) -> None:
 
 def _exit_with_service(stdin: TextIO) -> None:
     """Exit as soon as the service process is gone (its end of our stdin closes), so a
-    crashed service leaves no orphan burning CPU; its job is marked interrupted on restart."""
+    crashed service leaves no orphan burning CPU. Its job is marked interrupted when the
+    service restarts (SQLite), or queued again when its lease expires (PostgreSQL)."""
 
     def watch() -> None:
         # Nothing more is ever written to stdin: read() returns only at end-of-file.
