@@ -15,6 +15,8 @@ attacks.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from robustness.attacks import ATTACKS
 from robustness.report import SCHEMA_VERSION, derived_from_rows
 from robustness.threats import THREAT_MODELS
@@ -41,6 +43,41 @@ def merge_reports(base: dict, *parts: dict) -> dict:
         **merged,
         **derived_from_rows(merged["results"], merged["gradient_probes"]),
         "seconds": round(sum(run["seconds"] for run in merged["merged_from"]), 1),
+    }
+
+
+def assemble_parts(parts: list[dict]) -> dict:
+    """One report from the reports of runs that split one request's plan between them
+    (``run_suite(only_units=...)``), given in plan order.
+
+    Unlike ``merge_reports`` nothing is replaced: each part holds its own units' rows, so
+    the rows are concatenated in plan order, the units a stopped part did not run are
+    listed as skipped, and the derived fields are computed again. The parts must agree
+    as ``merge_reports`` requires, and on the whole request.
+    """
+    if not parts:
+        raise MergeError("no parts to assemble")
+    base = parts[0]
+    for part in parts[1:]:
+        _check_compatible(base, part)
+        _same("request", base["request"], part["request"])
+    rows = [row for part in parts for row in part["results"]]
+    # The combinations that do not apply are listed by every part; stop notes by one.
+    skipped = list(base["skipped"])
+    skipped += [s for part in parts[1:] for s in part["skipped"] if s not in base["skipped"]]
+    started = min(parts, key=lambda part: datetime.fromisoformat(part["started_at"]))
+    complete = all(part["status"] == "complete" for part in parts)
+    return {
+        **base,
+        "status": "complete" if complete else "stopped",
+        "surrogate": next((p["surrogate"] for p in parts if p.get("surrogate")), None),
+        "results": rows,
+        "skipped": skipped,
+        **derived_from_rows(rows, base["gradient_probes"]),
+        "started_at": started["started_at"],
+        # Work done, summed over the parts; the wall time is shorter when they overlap.
+        "seconds": round(sum(part["seconds"] for part in parts), 1),
+        "parts": len(parts),
     }
 
 

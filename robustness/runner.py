@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -136,8 +136,13 @@ def run_suite(
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     transfer_cache: TransferCache | None = None,
+    only_units: Collection[int] | None = None,
 ) -> dict:
-    """Run the request against ``target``; returns the report (a JSON-ready dict)."""
+    """Run the request against ``target``; returns the report (a JSON-ready dict).
+
+    ``only_units`` (positions in ``plan_units``' plan) runs a part of the plan: the rows
+    of the other units are left to other runs, whose reports ``merge.assemble_parts``
+    puts together (units seed themselves, so the rows are the same as in one run)."""
     request.validate()
     started = time.time()
     model = frozen_copy(target.model)
@@ -146,6 +151,9 @@ def run_suite(
         clean_correct = predict(model, x, request.batch_size) == y
     attacks = request.resolved_attacks()
     units, skipped = plan_units(request, attacks, target, surrogate)
+    if only_units is not None:
+        wanted = set(only_units)
+        units = [unit for index, unit in enumerate(units) if index in wanted]
     surfaces = _surfaces(model, surrogate, request)
     probes = {
         name: probe_gradients(raw, x[: request.batch_size], y[: request.batch_size]).as_dict()

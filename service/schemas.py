@@ -232,6 +232,8 @@ class RobustnessJob(BaseModel):
     finished_at: str | None
     progress: JobProgress
     cancel_requested: bool
+    attempt: int = Field(description="runs so far: a holder whose lease lapsed re-queues it once")
+    parts: int | None = Field(description="a split check's number of parts; null when whole")
     error: str | None
     worst_case: list[dict[str, Any]] | None
     report: dict[str, Any] | None = Field(None, description="only on GET of one job")

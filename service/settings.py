@@ -77,6 +77,18 @@ class ServiceSettings(BaseSettings):
     admin_token: SecretStr | None = None
     admin_token_file: Path | None = None
     robustness_db: Path = Path("var/robustness-jobs.sqlite3")
+    # A shared job store on PostgreSQL (postgresql://user:pass@host/db) for several
+    # replicas and workers; unset, jobs live in the SQLite file robustness_db.
+    jobs_url: SecretStr | None = None
+    # Whether this process runs queued jobs; a replica that only serves (and answers the
+    # admin routes) sets it false and leaves the work to `qusec-worker` processes.
+    robustness_run_jobs: bool = True
+    # A running job's lease: its holder renews it every third of this; a holder silent
+    # for longer is presumed dead and its job re-queued (once) by whoever notices.
+    robustness_lease_seconds: float = Field(30.0, ge=1.0, le=3600.0)
+    # Split each check into its units (attack, threat model, radius), each a part any
+    # worker can claim; the parts' rows are assembled into one report.
+    robustness_split_units: bool = False
     robustness_surrogate: Path | None = None  # default: <dataset>-undefended beside the model
     # Where the bundled evaluation subsets (<dataset>-test-first1000.npz) are read from.
     eval_dir: Path = EVAL_DIR
@@ -123,6 +135,15 @@ class ServiceSettings(BaseSettings):
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_CHARS:
             raise ValueError(f"admin_token must have at least {MIN_ADMIN_TOKEN_CHARS} characters")
+        return value
+
+    @field_validator("jobs_url")
+    @classmethod
+    def _postgres_only(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("jobs_url must be a postgresql:// URL (unset: SQLite)")
         return value
 
     @field_validator("log_level", mode="before")

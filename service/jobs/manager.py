@@ -1,11 +1,17 @@
 """One robustness check at a time, in its own process, behind a bounded persistent queue.
 
-The manager is built in the app's lifespan. At startup it marks jobs a crash left
-``running`` as ``interrupted``, republishes the gauges of each model's last completed
-report, and starts the scheduler task: it claims the oldest queued job, starts a job
-process for it (``python -m service.jobs.worker``, a fresh interpreter) and watches it
-until it exits, killing it when it overruns its time budget (or a stop request) by more
-than the grace period.
+The manager is built in the app's lifespan. At startup it opens the job store (SQLite,
+or PostgreSQL shared with other replicas and workers), marks jobs a crash left
+``running`` in a SQLite store as ``interrupted`` (its only owner just restarted),
+republishes the gauges of each model's last completed report, and starts two tasks:
+
+- the scheduler (unless ``QUSEC_ROBUSTNESS_RUN_JOBS`` is false): it claims the oldest
+  queued job, starts a job process for it (``python -m service.jobs.worker``, a fresh
+  interpreter) and watches it until it exits, killing it when it overruns its time
+  budget (or a stop request) by more than the grace period;
+- the upkeep: every third of a lease it handles expired leases (jobs whose holder died,
+  here or elsewhere), refreshes the gauges from reports finished anywhere, and counts
+  the shared queue.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import asyncio
 import functools
 import logging
 import os
-import sqlite3
+import socket
 import subprocess
 import sys
 import time
@@ -25,10 +31,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.errors import InvalidSamples, JobFinished, JobQueueFull, JobsUnavailable, UnknownJob
+from service.jobs import split
 from service.jobs.checks import CheckRequest, Target, plan_job
+from service.jobs.gauges import StoreGauges
 from service.jobs.samples import parse_samples
 from service.jobs.spec import JobSpec, WorkerConfig
-from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError
+from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError, open_store
 from service.jobs.targets import describe_target
 from service.metrics import ServiceMetrics
 from service.pool import ClassifierPool
@@ -49,8 +57,8 @@ def store_errors(store: JobStore) -> Iterator[None]:
     naming the file and the setting, not a 500; classification never touches it."""
     try:
         yield
-    except (sqlite3.Error, OSError) as exc:
-        problem = f"the job database {store.path} (QUSEC_ROBUSTNESS_DB) is unusable: {exc}"
+    except store.errors as exc:
+        problem = f"the job store {store.describe()} ({store.setting}) is unusable: {exc}"
         raise JobsUnavailable(problem, message=problem) from None
 
 
@@ -85,7 +93,12 @@ class JobManager:
         self.pool, self.targets = pool, targets
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._upkeep: asyncio.Task | None = None
         self._running: str | None = None
+        self._running_parent: str | None = None
+        self._running_lease: str | None = None
+        self.gauges = StoreGauges(store, metrics)
+        self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._deadline: _Deadline | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,30 +109,29 @@ class JobManager:
     ) -> JobManager:
         """Open the store, recover from a crash, and describe every served model.
 
-        ``JobsUnavailable`` names the database and its setting when it cannot be used."""
+        ``JobsUnavailable`` names the store and its setting when it cannot be used."""
         metrics.prepare_job_statuses(FINISHED, (QUEUED, RUNNING))
-        store = JobStore(settings.robustness_db)
+        url = settings.jobs_url.get_secret_value() if settings.jobs_url else None
+        store = open_store(url, settings.robustness_db)
         with store_errors(store):
             store.initialise()
-            for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):
-                log.warning("job %s was running when the service stopped", job_id)
-                metrics.robustness_jobs.labels(status="interrupted").inc()
+            log.info("job store: %s", store.describe())
+            if not store.shared:
+                for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):
+                    log.warning("job %s was running when the service stopped", job_id)
+                    metrics.robustness_jobs.labels(status="interrupted").inc()
             store.prune(settings.robustness_keep_finished_jobs)
-            latest = store.latest_done()
         targets = {c.name: describe_target(c, settings) for c in pool.classifiers.values()}
         manager = cls(settings, metrics, store, pool, targets)
-        for model, job in latest.items():
-            try:
-                metrics.publish_robustness_report(model, job["report"], job["finished_at"])
-            except (KeyError, TypeError, ValueError) as exc:  # one bad row must not stop startup
-                log.warning("job %s: its report cannot be published (%r)", job["id"], exc)
         with store_errors(store):
-            manager._count_active()
+            manager.gauges.refresh()
         return manager
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._schedule(), name="robustness-jobs")
+        if self.settings.robustness_run_jobs:
+            self._task = asyncio.create_task(self._schedule(), name="robustness-jobs")
+        self._upkeep = asyncio.create_task(self._keep_up(), name="robustness-upkeep")
 
     async def stop(self) -> None:
         """Ask a running job to hand back partial results, then stop the scheduler."""
@@ -130,6 +142,9 @@ class JobManager:
             self._stop_running(self._running, "shutdown", "interrupted", message)
         if self._task is not None:
             await asyncio.wait([self._task])
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            await asyncio.wait([self._upkeep])
 
     def wake(self) -> None:
         """Tell the scheduler a job was queued (on the event loop)."""
@@ -152,14 +167,22 @@ class JobManager:
         else:
             available = target.eval_set_size
         spec = plan_job(body, target, available, upload is not None, self.settings)
+        parts = None
+        if self.settings.robustness_split_units:
+            model = self.pool.lookup(target.name).model
+            parts = split.plan_parts(spec, target.dataset, model)
         try:
             job = self.store.submit(
-                target.name, spec.as_dict(), upload, self.settings.robustness_queue_size + 1
+                target.name,
+                spec.as_dict(),
+                upload,
+                self.settings.robustness_queue_size + 1,
+                parts=[part.as_dict() for part in parts] if parts else None,
             )
         except QueueFullError as exc:
             raise JobQueueFull(str(exc)) from None
         log.info("job %s queued", job["id"], extra={"job_id": job["id"], "model": target.name})
-        self._count_active()
+        self.gauges.count_active()
         return job
 
     @_guarded
@@ -183,16 +206,18 @@ class JobManager:
             raise JobFinished(f"job {job_id} is {before}")
         if before == QUEUED:
             self.metrics.robustness_jobs.labels(status="cancelled").inc()
-        elif before == RUNNING and self._running == job_id:
+        if before in (QUEUED, RUNNING):
+            split.settle(self.store, job_id)  # a split check whose parts all stopped now
+        if before == RUNNING and job_id in (self._running, self._running_parent):
             # The deadline belongs to the scheduler, which lives on the event loop.
             self._loop.call_soon_threadsafe(  # type: ignore[union-attr]
                 self._stop_running,
-                job_id,
+                self._running,
                 None,
                 "cancelled",
                 "cancelled; the job did not stop in time",
             )
-        self._count_active()
+        self.gauges.count_active()
         log.info("job %s cancel requested (was %s)", job_id, before, extra={"job_id": job_id})
         return self.get(job_id)
 
@@ -205,7 +230,9 @@ class JobManager:
     async def _schedule(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            job = await asyncio.to_thread(self.store.claim_next)
+            job = await asyncio.to_thread(
+                self.store.claim_next, self._holder, self.settings.robustness_lease_seconds
+            )
             if job is None:
                 await self._wake.wait()
                 continue
@@ -219,42 +246,51 @@ class JobManager:
                 await asyncio.to_thread(
                     self.store.finish, job["id"], job["lease"], "failed", None, "internal error"
                 )
-            self._running, self._deadline = None, None
-            self._count_active()
+            self._running, self._running_parent, self._deadline = None, None, None
+            self._running_lease = None
+            self.gauges.count_active()
 
     async def _run(self, job: dict) -> None:
         spec = JobSpec.from_dict(job["spec"])
-        self._running = job["id"]
+        self._running, self._running_parent = job["id"], job["parent_id"]
+        self._running_lease = job["lease"]
         grace = self.settings.robustness_stop_grace_seconds
         self._deadline = _Deadline(
             job["started_at"] + spec.time_budget_seconds + grace,
             "timed_out",
             "the job overran its time budget and was stopped without a report",
         )
-        self._count_active()
+        self.gauges.count_active()
         process = await asyncio.to_thread(self._spawn, job)
         killed: _Deadline | None = None
+        renewed = time.monotonic()
         while process.poll() is None:
             await asyncio.sleep(WATCH_SECONDS)
             if killed is None and self._deadline and time.time() > self._deadline.at:
                 killed = self._deadline
                 log.warning("job %s: killing its process (%s)", job["id"], killed.status)
                 process.kill()
+            # The job process renews the lease too, once it has started; this covers its
+            # start-up (importing torch can take long on a loaded host).
+            if time.monotonic() - renewed > self.settings.robustness_lease_seconds / 3:
+                renewed = time.monotonic()
+                if not await self._renew(job) and killed is None:
+                    log.warning("job %s: lease lost; killing its process", job["id"])
+                    killed = _Deadline(0, "", "")
+                    process.kill()
         process.stdin.close()  # type: ignore[union-attr]
         await asyncio.to_thread(self._settle, job, process.returncode, killed)
 
+    async def _renew(self, job: dict) -> bool:
+        lease = self.settings.robustness_lease_seconds
+        try:
+            return await asyncio.to_thread(self.store.renew, job["id"], job["lease"], lease)
+        except Exception as exc:  # the store is unreachable: the lease may lapse
+            log.warning("job %s: lease renewal failed: %s", job["id"], exc)
+            return True
+
     def _spawn(self, job: dict) -> subprocess.Popen:
-        config = WorkerConfig(
-            db_path=str(self.settings.robustness_db.resolve()),
-            job_id=job["id"],
-            lease=job["lease"],
-            threads=self.settings.robustness_threads,
-            nice=self.settings.robustness_nice,
-            max_memory_bytes=self.settings.robustness_max_memory_bytes,
-            log_level=self.settings.log_level,
-            log_format=self.settings.log_format,
-            max_upload_images=self.settings.robustness_max_upload_images,
-        )
+        config = WorkerConfig.from_settings(self.settings, job_id=job["id"], lease=job["lease"])
         # stdin carries the configuration, then stays open: the job process exits when
         # it closes, which is also what happens when this process dies.
         process = subprocess.Popen(
@@ -281,7 +317,9 @@ class JobManager:
             status, error = killed.status, killed.error
         else:
             status, error = "failed", f"the job process exited with status {exitcode}"
-        self.store.finish(job["id"], job["lease"], status, error=error)  # no-op if finished
+        if status:  # not when the lease was lost: the job is someone else's now
+            self.store.finish(job["id"], job["lease"], status, error=error)  # no-op if finished
+        split.settle_parent_of(self.store, job["id"])  # no-op unless its last part
         pruned = self.store.prune(self.settings.robustness_keep_finished_jobs)
         if pruned:
             log.info(
@@ -289,16 +327,35 @@ class JobManager:
                 pruned,
                 self.settings.robustness_keep_finished_jobs,
             )
-        self._count_active()
-        final = self.store.get(job["id"])
-        if final is None:
+        self.gauges.count_active()
+        final = self.store.get(job["id"], with_report=False)
+        if final is None or final["status"] not in FINISHED:
             return
         self.metrics.robustness_jobs.labels(status=final["status"]).inc()
-        if final["status"] == "done":
-            self.metrics.publish_robustness_report(
-                final["model"], final["report"], final["finished_at"]
-            )
+        self.gauges.publish_latest()
         log.info("job %s %s", job["id"], final["status"], extra={"job_id": job["id"]})
+
+    # The upkeep.
+
+    async def _keep_up(self) -> None:
+        interval = self.settings.robustness_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self._upkeep_once)
+            except Exception as exc:  # the store may be briefly unreachable: try again
+                log.error("job upkeep failed: %s", exc)
+
+    def _upkeep_once(self) -> None:
+        job_id, lease = self._running, self._running_lease
+        if job_id is not None and lease is not None:  # ours is alive, whatever its clock says
+            self.store.renew(job_id, lease, self.settings.robustness_lease_seconds)
+        for job_id, status in self.store.expire_leases():
+            log.warning("job %s: its holder's lease expired; now %s", job_id, status)
+            if status != QUEUED:
+                self.metrics.robustness_jobs.labels(status=status).inc()
+            split.settle_parent_of(self.store, job_id)
+        self.gauges.refresh()
 
     def _stop_running(self, job_id: str, reason: str | None, status: str, error: str) -> None:
         """Give the running job ``job_id`` the grace period to stop, else it is killed."""
@@ -310,45 +367,5 @@ class JobManager:
         if self._deadline is None or at < self._deadline.at:
             self._deadline = _Deadline(at, status, error)
 
-    def _count_active(self) -> None:
-        for status, count in self.store.count_active().items():
-            self.metrics.robustness_active_jobs.labels(status=status).set(count)
 
-
-def public_job(job: dict[str, Any], with_report: bool) -> dict[str, Any]:
-    """A job as the admin API shows it."""
-    spec = job["spec"]
-    body = {
-        "id": job["id"],
-        "status": job["status"],
-        "model": job["model"],
-        "samples": "uploaded" if spec["eval_set"] is None else Path(spec["eval_set"]).name,
-        "request": spec["request"],
-        "time_budget_seconds": spec["time_budget_seconds"],
-        "created_at": _iso(job["created_at"]),
-        "started_at": _iso(job["started_at"]),
-        "finished_at": _iso(job["finished_at"]),
-        "progress": _progress(job),
-        "cancel_requested": job["stop_request"] == "cancel",
-        "error": job["error"],
-        "worst_case": job["headline"],
-    }
-    if with_report:
-        body["report"] = job.get("report")
-    return body
-
-
-def _progress(job: dict[str, Any]) -> dict[str, Any]:
-    progress = dict(job["progress"] or {"done_batches": 0, "total_batches": 0})
-    total = progress["total_batches"]
-    progress["fraction"] = round(progress["done_batches"] / total, 4) if total else 0.0
-    return progress
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
-
-
-__all__ = ["QUEUED", "RUNNING", "JobManager", "public_job"]
+__all__ = ["QUEUED", "RUNNING", "JobManager"]

@@ -1,47 +1,67 @@
-"""The job process: runs one robustness check, off the request path.
+"""Job workers: robustness checks, run off the request path.
 
-Started by the manager as ``python -m service.jobs.worker`` (a fresh interpreter, so it
-shares nothing with the serving process but the SQLite file), it reads its configuration
-as one JSON line on stdin, sets its own torch thread count and niceness, writes progress
-to the job's row, polls the row's stop request (cancel or shutdown) through the suite's
-``should_stop`` hook, and finishes the row with the report, partial or complete. Its
-stdin stays open for as long as the service lives: at end-of-file it exits.
+Two ways in, one way to run a job (``run_job``):
+
+- ``python -m service.jobs.worker`` (no arguments) is the job process a service replica
+  starts for a job it claimed (a fresh interpreter, so it shares nothing with the serving
+  process but the job store). It reads its configuration as one JSON line on stdin, and
+  stdin stays open for as long as the service lives: at end-of-file it exits.
+- ``python -m service.jobs.worker --loop`` (or ``qusec-worker``) is a standalone worker
+  that serves no HTTP: its configuration comes from the ``QUSEC_*`` settings; it claims
+  queued jobs one after another and runs each in its own process, handles expired leases
+  it notices, and on SIGTERM stops the running job at its next batch, puts it back in the
+  queue (keeping its place) and exits.
+
+A job runs with its own torch thread count and niceness; progress goes to the job's row,
+the row's stop request (cancel or shutdown) is polled through the suite's ``should_stop``
+hook, a thread renews the lease (``lease.LeaseKeeper``), and the row is finished with
+the report, partial or complete, under the lease. The last part of a split check to
+finish assembles the check's report (``split``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import threading
 import time
 from typing import TextIO
 
 import torch
+from pydantic import ValidationError
 
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.evalset import EvalSet, EvalSetError, load_eval_set
 from robustness.request import SuiteRequest
 from robustness.runner import Progress, Subject, budget, run_suite
 from service.errors import ServiceError
+from service.jobs import split
+from service.jobs.lease import Deadline, LeaseKeeper
 from service.jobs.samples import parse_samples
 from service.jobs.spec import JobSpec, WorkerConfig
-from service.jobs.store import JobStore
+from service.jobs.store import QUEUED, JobStore
 from service.logs import configure_logging
+from service.settings import ServiceSettings
 
 log = logging.getLogger("service.jobs.worker")
 
 # How often the job process looks at its row for a stop request, and writes progress.
 POLL_SECONDS = 0.25
+# How long an idle standalone worker waits before it looks at the queue again.
+IDLE_SECONDS = 1.0
 # Final status and note of a suite that stopped early, by the job's stop request.
 STOPPED = {
     "cancel": ("cancelled", "cancelled on request; the report holds what was done"),
     "shutdown": ("interrupted", "the service shut down while the job ran"),
     None: ("timed_out", "the time budget ran out; the report holds what was done"),
 }
+OVERRAN = "the job overran its time budget and was stopped without a report"
 
 
 class JobError(Exception):
@@ -49,39 +69,99 @@ class JobError(Exception):
 
 
 def main(stdin: TextIO = sys.stdin) -> None:
-    """The process entry point: configuration from stdin's first line."""
-    started = time.monotonic()
+    """The job process of a service replica: configuration from stdin's first line."""
     # Ctrl-C reaches the whole process group; the service decides what happens to the job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = WorkerConfig(**json.loads(stdin.readline()))
     _exit_with_service(stdin)
-    os.nice(config.nice)
-    resource.setrlimit(resource.RLIMIT_AS, (config.max_memory_bytes, config.max_memory_bytes))
-    torch.set_num_threads(config.threads)
-    torch.set_num_interop_threads(1)
-    configure_logging(config.log_level, config.log_format)
-    store = JobStore(config.db_path)
-    job = store.get(config.job_id, with_report=False)
+    _configure_process(config)
+    store = config.store()
+    job = store.get(config.job_id, with_report=False)  # type: ignore[arg-type]
     if job is None:
         log.error("job %s not found", config.job_id)
         return
+    run_job(store, {**job, "lease": config.lease}, config, threading.Event(), supervised=True)
+
+
+def work(
+    config: WorkerConfig, store: JobStore, shutdown: threading.Event, max_jobs: int | None = None
+) -> int:
+    """The standalone worker's loop: claim, run, repeat until ``shutdown``; returns the
+    number of jobs it ran."""
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    ran = 0
+    while not shutdown.is_set() and (max_jobs is None or ran < max_jobs):
+        try:
+            for job_id, status in store.expire_leases():
+                log.warning("job %s: its lease expired; now %s", job_id, status)
+                split.settle_parent_of(store, job_id)
+            job = store.claim_next(holder, config.lease_seconds)
+        except Exception as exc:  # the store is unreachable: wait and try again
+            log.error("the job store failed: %s", exc)
+            shutdown.wait(IDLE_SECONDS * 5)
+            continue
+        if job is None:
+            shutdown.wait(IDLE_SECONDS)
+            continue
+        log.info("job %s claimed by %s (attempt %d)", job["id"], holder, job["attempt"])
+        run_job(store, job, config, shutdown, supervised=False)
+        ran += 1
+    return ran
+
+
+def run_job(
+    store: JobStore, job: dict, config: WorkerConfig, shutdown: threading.Event, supervised: bool
+) -> str | None:
+    """Run a claimed job and finish it under its lease; returns what became of it (None:
+    the lease was lost and the result dropped)."""
+    started = time.monotonic()
     spec = JobSpec.from_dict(job["spec"])
-    context = {"job_id": config.job_id, "model": spec.model}
+    context = {"job_id": job["id"], "model": spec.model}
     log.info("job started", extra=context)
+    keeper = LeaseKeeper(store, job["id"], job["lease"], config.lease_seconds)
+    poller = StopPoller(store, job["id"], keeper.lost, shutdown)
+    if not supervised:  # nobody else would kill it if it overran
+        keeper.deadline = lambda: _deadline(job, spec, poller, config.stop_grace_seconds)
+    with keeper:
+        status, report, error = _execute(spec, store, job, config, started, poller, context)
+    if keeper.lost.is_set():
+        return None
+    if status == QUEUED:
+        store.release(job["id"], job["lease"])
+        log.info("job put back in the queue: this worker is shutting down", extra=context)
+        return QUEUED
+    if not store.finish(job["id"], job["lease"], status, report=report, error=error):
+        log.warning("job %s was no longer ours to finish; result dropped", job["id"])
+        return None
+    split.settle_parent_of(store, job["id"])
+    log.info("job finished: %s", status, extra=context)
+    return status
+
+
+def _execute(spec, store, job, config, started, poller, context) -> tuple:
+    """(status, report, error) of running the job; failures are the job's, not ours."""
     try:
-        report = _run(spec, store, config, started)
+        report = _run(spec, store, job, config, started, poller)
     except (JobError, CheckpointError, EvalSetError, ServiceError, ValueError) as exc:
         log.warning("job failed: %s", exc, extra=context)
-        store.finish(config.job_id, config.lease, "failed", error=str(exc)[:500])
-        return
+        return "failed", None, str(exc)[:500]
     except Exception as exc:
-        store.finish(config.job_id, config.lease, "failed", error=_failure(exc, config, context))
-        return
-    status, note = "done", None
-    if report["status"] == "stopped":
-        status, note = STOPPED[store.stop_request(config.job_id)]
-    store.finish(config.job_id, config.lease, status, report=report, error=note)
-    log.info("job finished: %s", status, extra={**context, "seconds": report["seconds"]})
+        return "failed", None, _failure(exc, config, context)
+    if report["status"] != "stopped":
+        return "done", report, None
+    reason = store.stop_request(job["id"])
+    if reason is None and poller.shutdown.is_set():
+        return QUEUED, None, None
+    status, note = STOPPED[reason]
+    return status, report, note
+
+
+def _deadline(job: dict, spec: JobSpec, poller: StopPoller, grace: float) -> Deadline:
+    overrun = Deadline(job["started_at"] + spec.time_budget_seconds + grace, "timed_out", OVERRAN)
+    if poller.seen_at is not None and poller.reason == "cancel":
+        late = Deadline(poller.seen_at + grace, "cancelled", "cancelled; the job did not stop")
+        return min(overrun, late, key=lambda deadline: deadline.at)
+    return overrun
 
 
 def _failure(exc: Exception, config: WorkerConfig, context: dict) -> str:
@@ -94,16 +174,16 @@ def _failure(exc: Exception, config: WorkerConfig, context: dict) -> str:
             "(QUSEC_ROBUSTNESS_MAX_MEMORY_BYTES); ask for smaller attack parameters or batches"
         )
     log.error("job failed", exc_info=exc, extra=context)
-    return f"internal error ({type(exc).__name__}); see the service log"
+    return f"internal error ({type(exc).__name__}); see the worker's log"
 
 
-def _run(spec: JobSpec, store: JobStore, config: WorkerConfig, started: float) -> dict:
+def _run(spec, store, job, config, started, poller) -> dict:
     loaded = load_checkpoint(spec.checkpoint)
     target = Subject.from_checkpoint(loaded)
     if target.sha256 != spec.weights_sha256:
         raise JobError("the checkpoint changed on disk since the service loaded it")
     surrogate = Subject.from_checkpoint(load_checkpoint(spec.surrogate)) if spec.surrogate else None
-    data = _samples(spec, store, config)
+    data = _samples(spec, store, split.samples_owner(job), config)
     request = SuiteRequest.from_dict(spec.request)
     remaining = spec.time_budget_seconds - (time.monotonic() - started)
     return run_suite(
@@ -111,15 +191,16 @@ def _run(spec: JobSpec, store: JobStore, config: WorkerConfig, started: float) -
         data,
         request,
         surrogate=surrogate,
-        progress=ProgressWriter(store, config.job_id, config.lease),
-        should_stop=budget(remaining, cancelled=StopPoller(store, config.job_id)),
+        progress=ProgressWriter(store, job["id"], job["lease"]),
+        should_stop=budget(remaining, cancelled=poller),
+        only_units=spec.units,
     )
 
 
-def _samples(spec: JobSpec, store: JobStore, config: WorkerConfig) -> EvalSet:
+def _samples(spec: JobSpec, store: JobStore, owner: str, config: WorkerConfig) -> EvalSet:
     if spec.eval_set is not None:
         return load_eval_set(spec.eval_set)
-    upload = store.samples(config.job_id)
+    upload = store.samples(owner)
     if upload is None:
         raise JobError("the job's uploaded samples are missing")
     return parse_samples(
@@ -128,19 +209,25 @@ def _samples(spec: JobSpec, store: JobStore, config: WorkerConfig) -> EvalSet:
 
 
 class StopPoller:
-    """``cancelled`` hook for the suite's budget: has the service asked this job to stop?"""
+    """``cancelled`` hook for the suite's budget: was this job asked to stop (in the
+    store, wherever it was asked), did its lease go, or is this worker shutting down?"""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
-        self.store, self.job_id = store, job_id
+    def __init__(
+        self, store: JobStore, job_id: str, lost: threading.Event, shutdown: threading.Event
+    ) -> None:
+        self.store, self.job_id, self.lost, self.shutdown = store, job_id, lost, shutdown
         self._checked = float("-inf")
-        self._stop = False
+        self.reason: str | None = None
+        self.seen_at: float | None = None
 
     def __call__(self) -> bool:
         now = time.monotonic()
-        if not self._stop and now - self._checked >= POLL_SECONDS:
+        if self.seen_at is None and now - self._checked >= POLL_SECONDS:
             self._checked = now
-            self._stop = self.store.stop_request(self.job_id) is not None
-        return self._stop
+            self.reason = self.store.stop_request(self.job_id)
+        if self.seen_at is None and (self.reason or self.lost.is_set() or self.shutdown.is_set()):
+            self.seen_at = time.time()
+        return self.seen_at is not None
 
 
 class ProgressWriter:
@@ -169,9 +256,18 @@ class ProgressWriter:
         )
 
 
+def _configure_process(config: WorkerConfig) -> None:
+    os.nice(config.nice)
+    resource.setrlimit(resource.RLIMIT_AS, (config.max_memory_bytes, config.max_memory_bytes))
+    torch.set_num_threads(config.threads)
+    torch.set_num_interop_threads(1)
+    configure_logging(config.log_level, config.log_format)
+
+
 def _exit_with_service(stdin: TextIO) -> None:
     """Exit as soon as the service process is gone (its end of our stdin closes), so a
-    crashed service leaves no orphan burning CPU; its job is marked interrupted on restart."""
+    crashed service leaves no orphan burning CPU. Its job is marked interrupted when the
+    service restarts (SQLite), or queued again when its lease expires (PostgreSQL)."""
 
     def watch() -> None:
         # Nothing more is ever written to stdin: read() returns only at end-of-file.
@@ -182,5 +278,39 @@ def _exit_with_service(stdin: TextIO) -> None:
     threading.Thread(target=watch, name="service-watch", daemon=True).start()
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """``qusec-worker`` / ``python -m service.jobs.worker [--loop]``."""
+    parser = argparse.ArgumentParser(
+        prog="qusec-worker",
+        description="Run robustness-check jobs from the job store (QUSEC_JOBS_URL), "
+        "without serving HTTP. Settings come from the QUSEC_* environment variables.",
+    )
+    parser.add_argument(
+        "--loop",
+        action="store_true",
+        help="claim and run queued jobs until SIGTERM (without it: the job process a "
+        "service replica starts, configured on stdin)",
+    )
+    parser.add_argument("--max-jobs", type=int, help="with --loop: exit after this many jobs")
+    args = parser.parse_args(argv)
+    if not args.loop:
+        main()
+        return
+    try:
+        config = WorkerConfig.from_settings(ServiceSettings())
+    except ValidationError as exc:
+        sys.stderr.write(f"qusec-worker: invalid configuration:\n{exc}\n")
+        sys.exit(2)
+    _configure_process(config)
+    store = config.store()
+    store.initialise()
+    shutdown = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: shutdown.set())
+    log.info("worker started on %s", store.describe())
+    ran = work(config, store, shutdown, args.max_jobs)
+    log.info("worker stopped after %d jobs", ran)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -18,8 +18,9 @@ from service.deps import Settings
 from service.errors import JobsUnavailable
 from service.jobs.checks import CheckRequest, parse_request
 from service.jobs.form import read_submission
-from service.jobs.manager import JobManager, public_job
+from service.jobs.manager import JobManager
 from service.jobs.store import STATUSES
+from service.jobs.views import public_job
 from service.schemas import RobustnessJob, RobustnessJobList, error_responses, inline_schema
 
 log = logging.getLogger(__name__)

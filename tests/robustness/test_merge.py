@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 
 from robustness.cli import main
-from robustness.merge import MergeError, merge_reports
+from robustness.merge import MergeError, assemble_parts, merge_reports
 from robustness.render import to_markdown
 from robustness.request import SuiteRequest
-from robustness.runner import run_suite
+from robustness.runner import plan_units, run_suite
 
 # PGD and noise draw random numbers, so equal rows show the per-unit seeding at work.
 BOTH = SuiteRequest(
@@ -113,3 +113,21 @@ def test_merge_command_writes_the_report_and_refuses_bad_files(runs, tmp_path, c
     code = main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", "m.md"])
     assert code == 1
     assert "--out must name a .json file" in capsys.readouterr().err
+
+
+def test_parts_of_one_plan_assemble_into_the_one_run_report(runs, masked, undefended, eval_set):
+    """Each unit run on its own (as workers of a split check do), then assembled."""
+    whole = runs[0]
+    units, _ = plan_units(BOTH, BOTH.resolved_attacks(), masked, undefended)
+    parts = [
+        run_suite(masked, eval_set, BOTH, surrogate=undefended, only_units=[index])
+        for index in range(len(units))
+    ]
+    assert all(len(part["results"]) >= 1 for part in parts)
+    assembled = assemble_parts(parts)
+    assert _rows(assembled) == _rows(whole)
+    for key in ("worst_case", "worst_case_per_attack", "masking_flags", "skipped", "request"):
+        assert assembled[key] == whole[key], key
+    assert assembled["status"] == "complete" and assembled["parts"] == len(units)
+    with pytest.raises(MergeError, match="seed"):
+        assemble_parts([parts[0], {**parts[1], "seed": 1}])

@@ -118,3 +118,20 @@ def serve(make_settings: Callable[..., ServiceSettings]) -> Iterator[Callable[..
 @pytest.fixture
 def client(serve: Callable[..., TestClient]) -> TestClient:
     return serve()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (tests/service/postgres.py)."""
+    from tests.service.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres: str) -> str:
+    """A fresh database on the session's server, for one test."""
+    from tests.service.postgres import fresh_database
+
+    return fresh_database(postgres)

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from service.jobs.store import JobStore
+from service.jobs.store_sqlite import SqliteJobStore
 from tests.service.hostile import digit, encode
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -48,7 +48,7 @@ def test_an_unusable_job_database_leaves_classification_up(serve, tmp_path, data
 
 def test_one_damaged_row_never_breaks_the_job_list(serve, tmp_path) -> None:
     path = tmp_path / "jobs.sqlite3"
-    store = JobStore(path)
+    store = SqliteJobStore(path)
     store.initialise()
     good = {
         "model": "mnist-tq2",

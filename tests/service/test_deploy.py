@@ -2,13 +2,15 @@
 
 ``hadolint`` (from the test extras) lints the Dockerfile; Debian's ``docker-compose``
 validates the compose files; ``promtool`` (Debian's prometheus) checks the Prometheus config,
-rules and alert tests. Each test that needs one of them skips, saying so,
+rules and alert tests; ``kubernetes-validate`` (test extras, schemas bundled) validates the
+Kubernetes manifests. Each test that needs one of them skips, saying so,
 only when the binary is absent.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -207,3 +209,82 @@ def test_every_qusec_variable_the_deployment_sets_names_a_setting() -> None:
     for relative in files:
         named = set(re.findall(r"QUSEC_[A-Z0-9_]+", (ROOT / relative).read_text()))
         assert named <= valid, f"{relative}: {sorted(named - valid)}"
+
+
+# Scale-out: PostgreSQL, replicas behind a proxy, workers (compose and Kubernetes).
+
+SETTING_NAMES = {f"QUSEC_{name.upper()}" for name in ServiceSettings.model_fields}
+
+
+def test_scale_out_compose_is_valid_and_wires_replicas_proxy_and_workers() -> None:
+    compose = binary("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose not installed (Debian package docker-compose)")
+    result = subprocess.run(
+        [compose, "-f", "deploy/compose.scale.yml", "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QUSEC_POSTGRES_PASSWORD": "example"},
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"postgres", "qusec-a", "qusec-b", "proxy", "worker"} <= set(services)
+    for name in ("qusec-a", "qusec-b"):
+        env = services[name]["environment"]
+        assert env["QUSEC_ROBUSTNESS_RUN_JOBS"] == "false"
+        assert env["QUSEC_JOBS_URL"].startswith("postgresql://qusec:example@postgres:5432/")
+    worker = services["worker"]
+    assert worker["command"] == ["qusec-worker", "--loop"] and worker["deploy"]["replicas"] == 2
+    assert (
+        worker["environment"]["QUSEC_JOBS_URL"]
+        == services["qusec-a"]["environment"]["QUSEC_JOBS_URL"]
+    )
+    used = {key for s in services.values() for key in s.get("environment", {})}
+    assert {key for key in used if key.startswith("QUSEC_")} <= SETTING_NAMES
+    nginx = (ROOT / "deploy/proxy/nginx.conf").read_text()
+    assert re.findall(r"^\s+server (\S+:\d+)", nginx, re.MULTILINE) == [
+        "qusec-a:8000",
+        "qusec-b:8000",
+    ]
+
+
+def k8s_documents() -> list[dict]:
+    return [
+        doc
+        for path in sorted((ROOT / "deploy/k8s").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+    ]
+
+
+def test_kubernetes_manifests_validate_against_the_bundled_schemas() -> None:
+    import kubernetes_validate  # test extra; validates offline against its bundled schemas
+
+    documents = k8s_documents()
+    assert len(documents) >= 5
+    for doc in documents:
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)  # raises on any error
+
+
+def test_kubernetes_manifests_have_probes_resources_autoscaling_and_known_settings() -> None:
+    documents = k8s_documents()
+    kinds = {(d["kind"], d["metadata"]["name"]): d for d in documents}
+    service = kinds[("Deployment", "qusec")]["spec"]["template"]["spec"]["containers"][0]
+    worker = kinds[("Deployment", "qusec-worker")]["spec"]["template"]["spec"]["containers"][0]
+    assert service["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert service["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert worker["command"] == ["qusec-worker", "--loop"]
+    for container in (service, worker):
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+    selector = kinds[("Service", "qusec")]["spec"]["selector"]
+    labels = kinds[("Deployment", "qusec")]["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items()
+    scaled = {
+        d["spec"]["scaleTargetRef"]["name"]
+        for d in documents
+        if d["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert scaled == {"qusec", "qusec-worker"}
+    names = {e["name"] for c in (service, worker) for e in c["env"]}
+    names |= set(kinds[("ConfigMap", "qusec")]["data"])
+    assert names <= SETTING_NAMES, sorted(names - SETTING_NAMES)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from service.jobs.store import JobStore
+from service.jobs.store_sqlite import SqliteJobStore
 
 
-def _run(store: JobStore, model: str, status: str, samples: bytes | None = None) -> str:
+def _run(store: SqliteJobStore, model: str, status: str, samples: bytes | None = None) -> str:
     submitted = store.submit(model, {"attacks": ["fgsm"]}, samples, capacity=10)
     job = store.claim_next()
     assert job["id"] == submitted["id"]
@@ -17,7 +17,7 @@ def _run(store: JobStore, model: str, status: str, samples: bytes | None = None)
 
 
 def test_prune_keeps_the_newest_finished_and_each_models_latest_report(tmp_path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
     store.initialise()
     old_a = _run(store, "a", "done", samples=b"npz bytes")
     old_b = _run(store, "b", "done")

@@ -106,3 +106,38 @@ def test_cli_refuses_to_start_without_any_checkpoint(monkeypatch, capsys) -> Non
 def test_cli_reports_invalid_configuration(capsys) -> None:
     assert main(["--checkpoint", "x", "--torch-threads", "0"]) == 2
     assert "torch_threads" in capsys.readouterr().err
+
+
+def test_the_shared_job_store_settings(monkeypatch) -> None:
+    defaults = ServiceSettings()
+    assert defaults.jobs_url is None and defaults.robustness_run_jobs is True
+    assert defaults.robustness_split_units is False
+    monkeypatch.setenv("QUSEC_JOBS_URL", "postgresql://qusec:secret@db:5432/qusec")
+    monkeypatch.setenv("QUSEC_ROBUSTNESS_RUN_JOBS", "false")
+    monkeypatch.setenv("QUSEC_ROBUSTNESS_LEASE_SECONDS", "12")
+    settings = ServiceSettings()
+    assert settings.jobs_url.get_secret_value().endswith("@db:5432/qusec")
+    assert "secret" not in repr(settings)  # the password stays out of logs and reprs
+    assert settings.robustness_run_jobs is False and settings.robustness_lease_seconds == 12
+    monkeypatch.setenv("QUSEC_JOBS_URL", "sqlite:///var/jobs.sqlite3")
+    with pytest.raises(ValidationError, match="postgresql://"):
+        ServiceSettings()
+
+
+def test_the_worker_command_line(capsys) -> None:
+    from service.jobs.worker import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "qusec-worker" in text and "--loop" in text and "QUSEC_JOBS_URL" in text
+
+
+def test_the_worker_refuses_bad_settings(monkeypatch) -> None:
+    from service.jobs.worker import cli
+
+    monkeypatch.setenv("QUSEC_ROBUSTNESS_LEASE_SECONDS", "0")
+    with pytest.raises(SystemExit) as exited:
+        cli(["--loop"])
+    assert exited.value.code == 2

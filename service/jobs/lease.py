@@ -1,0 +1,87 @@
+"""Keeping a running job's lease, from a thread beside the suite.
+
+A batch of an expensive attack can take minutes, so the lease is not renewed from the
+progress callback but from its own thread, every third of the lease. When a renewal
+finds the job no longer ours (the lease expired and someone re-queued or interrupted
+it, or it was finished elsewhere) the keeper says so, the suite stops at its next batch
+and its result is dropped: every write is fenced by the lease token anyway, so nothing
+the late holder could write would land.
+
+A standalone worker has no supervisor to kill a job that overruns its budget (or a
+cancel) by more than the grace period, so there the keeper does it: it finishes the
+job without a report and ends the process, whose orchestrator starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When an overrunning job is killed, and what it is then marked."""
+
+    at: float
+    status: str
+    error: str
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        lease: str,
+        lease_seconds: float,
+        deadline: Callable[[], Deadline] | None = None,
+    ) -> None:
+        self.store, self.job_id, self.lease = store, job_id, lease
+        self.lease_seconds, self.deadline = lease_seconds, deadline
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="lease-keeper", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _keep(self) -> None:
+        interval = min(self.lease_seconds / 3, 1.0 if self.deadline else self.lease_seconds)
+        renewed = time.monotonic()
+        while not self._done.wait(interval):
+            if self.deadline is not None:
+                self._enforce(self.deadline())
+            if time.monotonic() - renewed < self.lease_seconds / 3:
+                continue
+            try:
+                ours = self.store.renew(self.job_id, self.lease, self.lease_seconds)
+            except Exception as exc:  # the store is unreachable: retry; the lease may lapse
+                log.warning("job %s: lease renewal failed: %s", self.job_id, exc)
+                continue
+            renewed = time.monotonic()
+            if not ours:
+                log.warning("job %s: lease lost; this run's result will be dropped", self.job_id)
+                self.lost.set()
+                return
+
+    def _enforce(self, deadline: Deadline) -> None:
+        if time.time() <= deadline.at:
+            return
+        log.warning("job %s: killing the worker (%s)", self.job_id, deadline.status)
+        try:
+            self.store.finish(self.job_id, self.lease, deadline.status, error=deadline.error)
+        finally:
+            os._exit(3)

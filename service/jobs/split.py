@@ -1,0 +1,84 @@
+"""Splitting one check across workers, and putting its report back together.
+
+With ``QUSEC_ROBUSTNESS_SPLIT_UNITS``, a check whose plan has several units (attack,
+threat model, radius: ``robustness.runner.plan_units``) is stored as a parent with one
+part per unit; any worker claims any part. Each part runs the whole suite's set-up (the
+same samples, clean predictions and gradient probes) and only its unit
+(``run_suite(only_units=...)``); units seed themselves, so a part's rows are the rows one
+worker running the whole plan would have produced. When the last part finishes, its
+worker (or the replica that noticed its lease expire, or the cancel) assembles the
+report with ``robustness.merge.assemble_parts``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from models.checkpoint import load_checkpoint
+from robustness.merge import assemble_parts
+from robustness.request import SuiteRequest
+from robustness.runner import Subject, plan_units
+from service.jobs.spec import JobSpec
+from service.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+# When a part did not finish done, the check takes the first of these its parts reached.
+_PRECEDENCE = ("failed", "cancelled", "timed_out", "interrupted")
+
+
+def plan_parts(spec: JobSpec, dataset: str, model) -> list[JobSpec] | None:
+    """One spec per unit of the check's plan; None when there is only one unit.
+
+    ``model`` is the served model (the plan depends on whether it has a quantizer).
+    """
+    request = SuiteRequest.from_dict(spec.request)
+    target = Subject(spec.model, dataset, spec.weights_sha256, model)
+    surrogate = None
+    if spec.surrogate is not None:
+        surrogate = Subject.from_checkpoint(load_checkpoint(spec.surrogate))
+    units, _ = plan_units(request, request.resolved_attacks(), target, surrogate)
+    if len(units) < 2:
+        return None
+    return [replace(spec, units=(index,)) for index in range(len(units))]
+
+
+def assemble(parts: list[dict]) -> tuple[str, dict | None, str | None]:
+    """(status, report, error) of a split check from its finished parts, in plan order."""
+    statuses = [part["status"] for part in parts]
+    reports = [part["report"] for part in parts if part.get("report") is not None]
+    if all(status == "done" for status in statuses):
+        return "done", assemble_parts(reports), None
+    status = next(s for s in _PRECEDENCE if s in statuses)
+    first = next(part for part in parts if part["status"] == status)
+    error = (
+        f"{statuses.count('done')} of {len(parts)} parts done; a {status} part: {first['error']}"
+    )
+    if status == "failed" or not reports:
+        return status, None, error
+    return status, assemble_parts(reports), error
+
+
+def settle_parent_of(store: JobStore, job_id: str) -> str | None:
+    """If ``job_id`` is the last part of a split check to finish, finish the check."""
+    job = store.get(job_id, with_report=False)
+    if job is None or job["parent_id"] is None:
+        return None
+    return settle(store, job["parent_id"])
+
+
+def settle(store: JobStore, parent_id: str) -> str | None:
+    try:
+        status = store.settle_split(parent_id, assemble)
+    except ValueError as exc:  # MergeError: parts that disagree are a bug, not the user's
+        log.error("job %s: its parts cannot be assembled: %s", parent_id, exc)
+        status = store.settle_split(parent_id, lambda _: ("failed", None, "parts disagree"))
+    if status is not None:
+        log.info("job %s %s (assembled from its parts)", parent_id, status)
+    return status
+
+
+def samples_owner(job: dict) -> str:
+    """The job whose uploaded samples a job reads: a part reads its parent's."""
+    return job.get("parent_id") or job["id"]
