@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -113,7 +113,11 @@ class Classifier:
 
     async def read(self, request: Request) -> Upload:
         return await read_image_upload(
-            request, self.settings.max_body_bytes, self.settings.body_read_timeout_seconds
+            request,
+            self.settings.max_body_bytes,
+            self.settings.body_read_timeout_seconds,
+            min_rate=self.settings.body_min_rate_bytes_per_second,
+            grace_seconds=self.settings.body_min_rate_grace_seconds,
         )
 
     def identify(self, data: bytes) -> OpenedImage:
@@ -188,14 +192,28 @@ class Classifier:
         quantized = self.quantize(torch.from_numpy(decoded.pixels)[None])
         return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
 
-    async def classify(self, request: Request, include_quantized: bool = False) -> dict[str, Any]:
+    async def classify(
+        self,
+        request: Request,
+        include_quantized: bool = False,
+        admit: Callable[[], AbstractContextManager[None]] = nullcontext,
+    ) -> dict[str, Any]:
+        """The whole path for one upload. ``admit`` is entered once the body has been read,
+        so a client that sends its body slowly holds its own connection and nothing else."""
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
         with self._upstream_slot():
-            upload = await self.read(request)  # bounded by its own body-read timeout
-            read_done = time.perf_counter()
-            self.metrics.body_size.observe(len(upload.data))
-            deadline = loop.time() + self.settings.request_timeout_seconds
+            upload = await self.read(request)  # bounded by its own pace and timeout
+        with admit():
+            return await self._classify_upload(upload, started, include_quantized)
+
+    async def _classify_upload(
+        self, upload: Upload, started: float, include_quantized: bool
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        read_done = time.perf_counter()
+        self.metrics.body_size.observe(len(upload.data))
+        deadline = loop.time() + self.settings.request_timeout_seconds
+        with self._upstream_slot():
             async with self._deadline(deadline):
                 prepared = await self._prepare(upload.data)
         async with self._deadline(deadline):

@@ -115,11 +115,16 @@ class ClassifierPool:
                 f"model {name!r} requested; loaded: {', '.join(self.classifiers)}"
             ) from None
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold an in-flight slot for one inference request; refuse when none is free."""
+    def check_capacity(self) -> None:
+        """Refuse at once when every in-flight slot is taken (before reading a body)."""
         if self.in_flight >= self.settings.max_in_flight:
             raise Overloaded(f"{self.in_flight} requests in flight")
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold an in-flight slot for one inference request whose body has been read;
+        refuse when none is free."""
+        self.check_capacity()
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
         try:

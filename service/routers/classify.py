@@ -46,6 +46,6 @@ async def classify(
     ] = False,
 ) -> JSONResponse:
     classifier = pool.get(model)
-    with pool.admit():
-        body = await classifier.classify(request, include_quantized=include_quantized)
+    pool.check_capacity()  # refused before a byte of the body is read
+    body = await classifier.classify(request, include_quantized, admit=pool.admit)
     return JSONResponse(body)
