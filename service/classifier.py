@@ -30,6 +30,7 @@ from models.checkpoint import LoadedCheckpoint
 from models.quantizers import InputQuantizer, hard_staircase
 from service.batching import MicroBatcher
 from service.body import Upload, read_image_upload
+from service.decoding import DecodeWorkers
 from service.errors import InferenceTimeout
 from service.imaging import (
     DecodedImage,
@@ -67,6 +68,7 @@ class Classifier:
         settings: ServiceSettings,
         decode_pool: Executor,
         metrics: ServiceMetrics,
+        decode_workers: DecodeWorkers,
     ) -> None:
         self.manifest = loaded.manifest
         self.name = loaded.manifest.name or loaded.path.name
@@ -78,12 +80,14 @@ class Classifier:
         self.settings = settings
         self.metrics = metrics
         self._decode_pool = decode_pool
+        self._decode_workers = decode_workers
         self.policy = ImagePolicy(
             input_shape=self.input_shape,
             max_pixels=settings.max_image_pixels,
             max_side=settings.max_image_side,
             resize_policy=settings.resize_policy,
             background=settings.background,
+            max_jpeg_scans=settings.max_jpeg_scans,
         )
         # Fixed at load: the model is in eval mode and never trained here, and TQ derives
         # its thresholds through a softmax that would otherwise run on every request.
@@ -171,20 +175,22 @@ class Classifier:
         return self._finish(self.identify(data), started)
 
     async def _prepare(self, data: bytes) -> Prepared:
-        """Small images are decoded on the event loop, the rest on the decode pool.
+        """Small images are decoded on the event loop, the rest in the decode workers.
 
         An MNIST-sized PNG decodes in tens of microseconds, less than handing it to a
-        thread and back costs. Only a small body whose header claims few pixels stays
-        inline, so no upload can hold the event loop for more than about a millisecond.
+        process and back costs. Only a small body whose header claims few pixels stays
+        inline, so no upload can hold the event loop for more than about a millisecond;
+        everything else is decoded within the decode budget (``service.decoding``).
         """
-        loop = asyncio.get_running_loop()
-        if len(data) > INLINE_DECODE_MAX_BYTES:
-            return await loop.run_in_executor(self._decode_pool, self.prepare, data)
         started = time.perf_counter()
-        opened = self.identify(data)
-        if opened.pixel_count > INLINE_DECODE_MAX_PIXELS:
-            return await loop.run_in_executor(self._decode_pool, self._finish, opened, started)
-        return self._finish(opened, started)
+        if len(data) <= INLINE_DECODE_MAX_BYTES:
+            opened = self.identify(data)
+            if opened.pixel_count <= INLINE_DECODE_MAX_PIXELS:
+                return self._finish(opened, started)
+        decoded = await self._decode_workers.decode(data, self.policy)
+        decoded_at = time.perf_counter()
+        quantized = self.quantize(torch.from_numpy(decoded.pixels)[None])
+        return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
 
     def _finish(self, opened: OpenedImage, started: float) -> Prepared:
         decoded = self.decode(opened)

@@ -13,6 +13,7 @@ import torch
 
 from models.checkpoint import load_checkpoint
 from service.classifier import Classifier
+from service.decoding import DecodeWorkers
 from service.errors import NotReady, Overloaded, UnknownModel
 from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
@@ -44,6 +45,12 @@ class ClassifierPool:
         self.decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
+        self.decode_workers = DecodeWorkers(
+            settings.decode_processes,
+            settings.decode_timeout_seconds,
+            settings.decode_max_memory_bytes,
+            settings.decode_recycle_rss_bytes,
+        )
 
     def load(self) -> None:
         """Load and verify every checkpoint; any failure stops startup with the reason."""
@@ -52,7 +59,9 @@ class ClassifierPool:
         device = resolve_device(self.settings.device)
         for folder in self.settings.checkpoints:
             loaded = load_checkpoint(folder, device)
-            classifier = Classifier(loaded, device, self.settings, self.decode_pool, self.metrics)
+            classifier = Classifier(
+                loaded, device, self.settings, self.decode_pool, self.metrics, self.decode_workers
+            )
             if classifier.name in self.classifiers:
                 raise StartupError(f"two checkpoints are named {classifier.name!r}")
             self.classifiers[classifier.name] = classifier
@@ -98,6 +107,7 @@ class ClassifierPool:
         for classifier in self.classifiers.values():
             await classifier.batcher.stop()
         self.decode_pool.shutdown(wait=True)
+        await self.decode_workers.stop()
 
     def get(self, name: str | None) -> Classifier:
         """The named model (default when ``None``), once the pool is ready to serve it."""
