@@ -3,6 +3,7 @@
 A fresh interpreter (no torch) that reads requests on stdin and answers on stdout,
 one at a time:
 
+    at start: {"ready": true}
     request:  one JSON line {"size": N, "policy": {...}}, then N bytes of the upload
     answer:   one JSON line {"ok": true, "facts": {...}, "shape": [C, H, W], "recycle": b},
               then C*H*W bytes (the model input as 8-bit levels); or
@@ -32,6 +33,8 @@ from service.imaging import ImagePolicy, decode_image
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO, recycle_rss_bytes: int) -> None:
+    stdout.write(READY)  # imports are done: the service's deadline starts with each task
+    stdout.flush()
     while True:
         line = stdin.readline()
         if not line:
@@ -46,6 +49,9 @@ def serve(stdin: BinaryIO, stdout: BinaryIO, recycle_rss_bytes: int) -> None:
         stdout.flush()
         if header["recycle"]:
             return
+
+
+READY = b'{"ready": true}\n'
 
 
 def _decode(data: bytes, policy: ImagePolicy) -> tuple[dict, bytes]:

@@ -53,6 +53,7 @@ _ERRORS: dict[str, type[ServiceError]] = {
         UnsupportedFormat,
     )
 }
+WORKER_START_SECONDS = 120.0
 # The answer's JSON line is small; a longer one means the worker is not ours any more.
 _MAX_HEADER_BYTES = 64 * 1024
 
@@ -106,7 +107,10 @@ class DecodeWorkers:
         """Decode in a worker within the budget; waiting for a free worker is bounded
         by the caller's own deadline."""
         async with self._free:
-            worker = self._idle.pop() if self._idle else await self._spawn()
+            try:
+                worker = self._idle.pop() if self._idle else await self._spawn()
+            except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                raise RuntimeError(f"could not start a decode worker: {exc!r}") from exc
             healthy = False
             try:
                 async with asyncio.timeout(self.timeout_seconds):
@@ -161,6 +165,16 @@ class DecodeWorkers:
         )
         worker = _Worker(process)
         self._all.add(worker)
+        try:
+            # Starting an interpreter is not the upload's fault: not part of its deadline.
+            async with asyncio.timeout(WORKER_START_SECONDS):
+                ready = await process.stdout.readuntil(b"\n")  # type: ignore[union-attr]
+            if json.loads(ready) != {"ready": True}:
+                raise ValueError(f"unexpected first line from a decode worker: {ready[:80]!r}")
+        except BaseException:
+            self._all.discard(worker)
+            worker.kill()
+            raise
         return worker
 
     def pids(self) -> list[int]:

@@ -40,7 +40,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from service.errors import CorruptImage, ImageTooLarge, ServiceError, UnsupportedFormat
+from service.errors import (
+    CorruptImage,
+    DecodeBudgetExceeded,
+    ImageTooLarge,
+    ServiceError,
+    UnsupportedFormat,
+)
 from service.integrity import Limits, check_size, check_structure
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
@@ -62,7 +68,7 @@ class ImagePolicy:
     max_side: int
     resize_policy: str = "letterbox"
     background: int = 0
-    max_jpeg_scans: int = 64
+    max_jpeg_scans: int = 32
 
     @property
     def limits(self) -> Limits:
@@ -139,6 +145,8 @@ def _decoder_errors(fmt: str) -> Iterator[None]:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from None
+    except MemoryError as exc:  # the decode worker's memory cap
+        raise DecodeBudgetExceeded(f"{fmt} decode ran out of memory: {exc}") from None
     except Exception as exc:
         # Decoders signal bad input with many exception types (OSError, SyntaxError,
         # ValueError, struct.error, EOFError, ...); all mean the bytes are not a

@@ -69,7 +69,7 @@ class ServiceSettings(BaseSettings):
     decode_max_memory_bytes: int = Field(1024 * MiB, ge=256 * MiB)
     # A decode worker whose resident memory passes this after a task is replaced.
     decode_recycle_rss_bytes: int = Field(256 * MiB, ge=64 * MiB)
-    max_jpeg_scans: int = Field(64, ge=1, le=10_000)
+    max_jpeg_scans: int = Field(32, ge=1, le=10_000)
 
     # Batching and load shedding.
     max_batch_size: int = Field(32, ge=1, le=4096)
