@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import BodyReadTimeout, BodyTooLarge, ClientDisconnected, EmptyBody
+from service.errors import (
+    BodyReadTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
+    EmptyBody,
+    Overloaded,
+)
 from service.multipart import read_file_part
 
 # Multipart framing (boundaries, part headers, small fields) on top of the file itself.
@@ -29,6 +35,41 @@ class Upload:
     data: bytes
     declared_type: str
     via: str  # "raw" or "multipart"
+
+
+class BodyBudget:
+    """Bytes of request bodies held at once, over every connection.
+
+    Bodies are read before admission (so that a slow one holds nothing shared), which
+    makes their memory a shared resource of its own: each request takes what actually
+    arrived, as it arrives, and gives it back when it finishes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def reserve(self) -> Reservation:
+        return Reservation(self)
+
+
+class Reservation:
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.budget.used + size > self.budget.limit:
+            raise Overloaded(f"body buffers full ({self.budget.used} of {self.budget.limit} bytes)")
+        self.budget.used += size
+        self.held += size
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.budget.used -= self.held
+        self.held = 0
 
 
 @dataclass
@@ -74,8 +115,11 @@ def declared_length(request: Request) -> int | None:
         return None  # the server would have refused it; the running count still applies
 
 
-async def bounded_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """Yield the body's chunks, raising ``BodyTooLarge`` once more than ``limit`` arrived."""
+async def bounded_chunks(
+    request: Request, limit: int, reservation: Reservation | None = None
+) -> AsyncIterator[bytes]:
+    """Yield the body's chunks, raising ``BodyTooLarge`` once more than ``limit`` arrived
+    (and ``Overloaded`` when ``reservation``'s budget cannot hold the next chunk)."""
     length = declared_length(request)
     if length is not None and length > limit:
         raise BodyTooLarge(f"Content-Length {length} exceeds the limit of {limit} bytes")
@@ -85,6 +129,8 @@ async def bounded_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
             received += len(chunk)
             if received > limit:
                 raise BodyTooLarge(f"body passed the limit of {limit} bytes while streaming")
+            if reservation is not None:
+                reservation.take(len(chunk))
             yield chunk
     except ClientDisconnect:
         raise ClientDisconnected("client disconnected while sending the body") from None
@@ -97,6 +143,7 @@ async def read_bounded(
     *,
     min_rate: float = 0.0,
     grace_seconds: float = 0.0,
+    reservation: Reservation | None = None,
 ) -> bytes:
     """Read the whole body (at most ``limit`` bytes) within ``timeout_seconds``, and at
     ``min_rate`` bytes per second or faster once ``grace_seconds`` have passed."""
@@ -104,7 +151,7 @@ async def read_bounded(
     parts: list[bytes] = []
     try:
         async with asyncio.timeout_at(pace.start()) as window:
-            async for chunk in paced(bounded_chunks(request, limit), window, pace):
+            async for chunk in paced(bounded_chunks(request, limit, reservation), window, pace):
                 parts.append(chunk)
     except TimeoutError:
         raise BodyReadTimeout(_too_slow(pace, sum(map(len, parts)))) from None
@@ -130,14 +177,20 @@ async def read_image_upload(
     *,
     min_rate: float = 0.0,
     grace_seconds: float = 0.0,
+    reservation: Reservation | None = None,
 ) -> Upload:
     """Read an image sent either as the raw body or as the ``file`` part of a form."""
     pace = BodyPace(timeout_seconds, min_rate, grace_seconds)
     if is_multipart(request):
-        upload = await _read_multipart(request, limit, pace)
+        upload = await _read_multipart(request, limit, pace, reservation)
     else:
         data = await read_bounded(
-            request, limit, timeout_seconds, min_rate=min_rate, grace_seconds=grace_seconds
+            request,
+            limit,
+            timeout_seconds,
+            min_rate=min_rate,
+            grace_seconds=grace_seconds,
+            reservation=reservation,
         )
         upload = Upload(data, request.headers.get("content-type", ""), "raw")
     if not upload.data:
@@ -145,8 +198,10 @@ async def read_image_upload(
     return upload
 
 
-async def _read_multipart(request: Request, limit: int, pace: BodyPace) -> Upload:
-    chunks = bounded_chunks(request, limit + MULTIPART_SLACK_BYTES)
+async def _read_multipart(
+    request: Request, limit: int, pace: BodyPace, reservation: Reservation | None
+) -> Upload:
+    chunks = bounded_chunks(request, limit + MULTIPART_SLACK_BYTES, reservation)
     try:
         async with asyncio.timeout_at(pace.start()) as window:
             content_type = request.headers["content-type"]

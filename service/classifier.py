@@ -29,7 +29,7 @@ from starlette.requests import Request
 from models.checkpoint import LoadedCheckpoint
 from models.quantizers import InputQuantizer, hard_staircase
 from service.batching import MicroBatcher
-from service.body import Upload, read_image_upload
+from service.body import Reservation, Upload, read_image_upload
 from service.decoding import DecodeWorkers
 from service.errors import InferenceTimeout
 from service.imaging import (
@@ -115,13 +115,14 @@ class Classifier:
 
     # --- stages -------------------------------------------------------------------------
 
-    async def read(self, request: Request) -> Upload:
+    async def read(self, request: Request, reservation: Reservation | None = None) -> Upload:
         return await read_image_upload(
             request,
             self.settings.max_body_bytes,
             self.settings.body_read_timeout_seconds,
             min_rate=self.settings.body_min_rate_bytes_per_second,
             grace_seconds=self.settings.body_min_rate_grace_seconds,
+            reservation=reservation,
         )
 
     def identify(self, data: bytes) -> OpenedImage:
@@ -203,12 +204,14 @@ class Classifier:
         request: Request,
         include_quantized: bool = False,
         admit: Callable[[], AbstractContextManager[None]] = nullcontext,
+        reservation: Reservation | None = None,
     ) -> dict[str, Any]:
         """The whole path for one upload. ``admit`` is entered once the body has been read,
-        so a client that sends its body slowly holds its own connection and nothing else."""
+        so a client that sends its body slowly holds its own connection and the bytes it
+        sent (taken from ``reservation``'s budget), nothing else."""
         started = time.perf_counter()
         with self._upstream_slot():
-            upload = await self.read(request)  # bounded by its own pace and timeout
+            upload = await self.read(request, reservation)  # bounded by its pace and timeout
         with admit():
             return await self._classify_upload(upload, started, include_quantized)
 

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
         server_header=False,
-        http=guarded_protocol(connection_limits(settings, app.state.metrics)),
+        http=guarded_protocol(connection_limits(settings, app)),
     )
     ensure_file_descriptors(settings.max_connections)
     server = uvicorn.Server(config)
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if server.started else 3
 
 
-def connection_limits(settings: ServiceSettings, metrics) -> ConnectionLimits:
+def connection_limits(settings: ServiceSettings, app) -> ConnectionLimits:
+    metrics = app.state.metrics
     return ConnectionLimits(
         max_connections=settings.max_connections,
         max_header_bytes=settings.max_header_bytes,
@@ -107,7 +108,21 @@ def connection_limits(settings: ServiceSettings, metrics) -> ConnectionLimits:
         header_timeout_seconds=settings.request_header_timeout_seconds,
         retry_after_seconds=settings.retry_after_seconds,
         on_refusal=lambda reason: metrics.rejections.labels(reason=reason).inc(),
+        shed=lambda method, target: (
+            method == "POST" and pool_overloaded(app) and is_inference(target)
+        ),
     )
+
+
+def pool_overloaded(app) -> bool:
+    pool = app.state.pool
+    return pool is not None and pool.in_flight >= pool.settings.max_in_flight
+
+
+def is_inference(target: bytes) -> bool:
+    """/classify and /v2/models/{name}/infer: the routes the in-flight limit admits."""
+    path = target.split(b"?", 1)[0]
+    return path == b"/classify" or (path.startswith(b"/v2/models/") and path.endswith(b"/infer"))
 
 
 # Files the process needs besides its connections: models, logs, the job database, pipes

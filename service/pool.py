@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import torch
 
 from models.checkpoint import load_checkpoint
+from service.body import BodyBudget
 from service.classifier import Classifier
 from service.decoding import DecodeWorkers
 from service.errors import NotReady, Overloaded, UnknownModel
@@ -42,6 +43,7 @@ class ClassifierPool:
         self.ready = False
         self.failure: str | None = None  # why warm-up failed; liveness reports it
         self.in_flight = 0
+        self.body_budget = BodyBudget(settings.max_buffered_body_bytes)
         self.decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )

@@ -18,7 +18,12 @@ error body:
 * a new connection beyond ``max_connections``: the oldest connection that is
   waiting for a request head is closed to make room; when every connection is in
   the middle of a request, the newcomer gets 503 ``too_many_connections``;
-* anything the parser refuses: 400 ``bad_http_request``.
+* anything the parser refuses: 400 ``bad_http_request``;
+* while the service is overloaded (``shed`` says so for the request's path), an
+  inference request gets the 503 ``overloaded`` answer straight from here, with
+  ``Retry-After``, before any routing, middleware or logging: under overload the
+  refusals must cost next to nothing, or they eat the capacity of the requests
+  being served. The connection stays open and the unread body is discarded.
 
 Everything else (keep-alive, pipelining, flow control, the request cycle) is
 uvicorn's own code, so the hot path stays what it was.
@@ -57,6 +62,24 @@ class ConnectionLimits:
     retry_after_seconds: int = 1
     # Told each refusal's reason code (the service counts them in its metrics).
     on_refusal: Callable[[str], None] = lambda reason: None
+    # Given a request's method and raw target, true when it should be refused as overloaded.
+    shed: Callable[[str, bytes], bool] = lambda method, target: False
+
+
+def overloaded_app(retry_after: int, on_refusal: Callable[[str], None]) -> Any:
+    """A minimal ASGI app answering 503 ``overloaded`` (JSON, keep-alive) without reading."""
+    prefix = b'{"error": "too many requests in flight, retry later", "reason": "overloaded", '
+    headers = [(b"content-type", b"application/json"), (b"retry-after", b"%d" % retry_after)]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        on_refusal("overloaded")
+        request_id = new_request_id(None).encode("ascii")
+        body = prefix + b'"request_id": "' + request_id + b'"}'
+        extra = [(b"content-length", b"%d" % len(body)), (b"x-request-id", request_id)]
+        await send({"type": "http.response.start", "status": 503, "headers": headers + extra})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return app
 
 
 def refusal_bytes(reason: str, retry_after: int | None = None) -> bytes:
@@ -78,11 +101,16 @@ def refusal_bytes(reason: str, retry_after: int | None = None) -> bytes:
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
     """A protocol class for ``uvicorn.Config(http=...)`` bound to these limits."""
-    return type("BoundGuardedHttpProtocol", (GuardedHttpProtocol,), {"limits": limits})
+    attributes = {
+        "limits": limits,
+        "shed_app": staticmethod(overloaded_app(limits.retry_after_seconds, limits.on_refusal)),
+    }
+    return type("BoundGuardedHttpProtocol", (GuardedHttpProtocol,), attributes)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
     limits: ConnectionLimits
+    shed_app: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -187,7 +215,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.awaiting_head = False
         self._cancel_head_timer()
-        super().on_headers_complete()
+        if not self.limits.shed(self.parser.get_method().decode("ascii", "replace"), self.url):
+            super().on_headers_complete()
+            return
+        app, self.app = self.app, self.shed_app  # uvicorn starts the cycle with self.app
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

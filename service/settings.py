@@ -52,6 +52,8 @@ class ServiceSettings(BaseSettings):
     # cut off (408): a client trickling bytes holds its own connection for seconds, not 30 s.
     body_min_rate_bytes_per_second: float = Field(1024.0, ge=0)
     body_min_rate_grace_seconds: float = Field(5.0, gt=0)
+    # Bodies are read before admission; together they may hold at most this many bytes.
+    max_buffered_body_bytes: int = Field(256 * MiB, ge=1024 * 1024)
 
     # Connections (enforced by service.protocol, below the app).
     max_connections: int = Field(1024, ge=1, le=1_000_000)
@@ -74,8 +76,10 @@ class ServiceSettings(BaseSettings):
     # Batching and load shedding.
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_batch_wait_seconds: float = Field(0.002, ge=0, le=1.0)
-    queue_size: int = Field(256, ge=1)
-    max_in_flight: int = Field(128, ge=1)
+    queue_size: int = Field(512, ge=1)
+    # Requests admitted past their body read (decoding, queued or running); closed-loop
+    # clients up to this many are all served, beyond it refusals are cheap (service.protocol).
+    max_in_flight: int = Field(512, ge=1)
     request_timeout_seconds: float = Field(10.0, gt=0)
     retry_after_seconds: int = Field(1, ge=1, le=3600)
     decode_threads: int = Field(2, ge=1, le=64)  # tensor parsing and quantizing off the loop

@@ -47,5 +47,8 @@ async def classify(
 ) -> JSONResponse:
     classifier = pool.get(model)
     pool.check_capacity()  # refused before a byte of the body is read
-    body = await classifier.classify(request, include_quantized, admit=pool.admit)
+    with pool.body_budget.reserve() as reservation:
+        body = await classifier.classify(
+            request, include_quantized, admit=pool.admit, reservation=reservation
+        )
     return JSONResponse(body)

@@ -54,20 +54,22 @@ async def model_ready(name: str, pool: Pool) -> JSONResponse:
 async def infer(name: str, request: Request, pool: Pool, settings: Settings) -> JSONResponse:
     classifier = pool.get(name)
     pool.check_capacity()  # refused before a byte of the body is read
-    body = await read_bounded(
-        request,
-        settings.max_body_bytes,
-        settings.body_read_timeout_seconds,
-        min_rate=settings.body_min_rate_bytes_per_second,
-        grace_seconds=settings.body_min_rate_grace_seconds,
-    )
-    with pool.admit():  # counted only once the body is in
-        call = await asyncio.get_running_loop().run_in_executor(
-            pool.decode_pool,
-            parse_infer_request,
-            body,
-            classifier.input_shape,
-            settings.max_infer_rows,
+    with pool.body_budget.reserve() as reservation:
+        body = await read_bounded(
+            request,
+            settings.max_body_bytes,
+            settings.body_read_timeout_seconds,
+            min_rate=settings.body_min_rate_bytes_per_second,
+            grace_seconds=settings.body_min_rate_grace_seconds,
+            reservation=reservation,
         )
-        probabilities = await classifier.infer(call.rows)
+        with pool.admit():  # counted only once the body is in
+            call = await asyncio.get_running_loop().run_in_executor(
+                pool.decode_pool,
+                parse_infer_request,
+                body,
+                classifier.input_shape,
+                settings.max_infer_rows,
+            )
+            probabilities = await classifier.infer(call.rows)
     return JSONResponse(infer_response(classifier, call, probabilities))
