@@ -115,8 +115,11 @@ def connection_limits(settings: ServiceSettings, app) -> ConnectionLimits:
 
 
 def pool_overloaded(app) -> bool:
+    """Shed from 7/8 of the in-flight limit on: requests whose heads arrive in one burst all
+    pass this check before any of them is admitted, and the slack keeps them from being
+    refused later, after their bodies were read, on the app's much dearer path."""
     pool = app.state.pool
-    return pool is not None and pool.in_flight >= pool.settings.max_in_flight
+    return pool is not None and pool.in_flight * 8 >= pool.settings.max_in_flight * 7
 
 
 def is_inference(target: bytes) -> bool:
