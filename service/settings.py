@@ -108,6 +108,10 @@ class ServiceSettings(BaseSettings):
     robustness_keep_finished_jobs: int = Field(200, ge=1, le=1_000_000)
     robustness_max_samples: int = Field(1000, ge=1, le=100_000)
     robustness_max_epsilons: int = Field(8, ge=1, le=64)  # per norm
+    # Estimated model evaluations of one image (service/jobs/cost.py) one check may take,
+    # and all queued and running checks together; ~0.15 ms each for the MNIST CNN on a CPU.
+    robustness_max_cost: int = Field(20_000_000, ge=1)
+    robustness_max_queued_cost: int = Field(50_000_000, ge=1)
     robustness_max_upload_bytes: int = Field(16 * MiB, ge=1024, le=1024 * MiB)
     robustness_max_upload_images: int = Field(10_000, ge=1, le=1_000_000)
     # The default and the largest per-job time budget; a job may ask for less.

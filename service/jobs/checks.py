@@ -21,6 +21,7 @@ from robustness.presets import PRESETS
 from robustness.request import SuiteRequest
 from robustness.threats import THREAT_MODELS, applies
 from service.errors import InvalidJobRequest
+from service.jobs.cost import estimate_cost
 from service.settings import ServiceSettings
 
 # Cheap bounded L-inf attacks, one gradient-free floor: minutes on 1,000 MNIST images.
@@ -80,6 +81,7 @@ class JobSpec:
     eval_set: str | None  # None: the sample set uploaded with the job
     request: dict
     time_budget_seconds: float
+    cost: int = 0  # estimated model evaluations of one image (service.jobs.cost)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "input_shape": list(self.input_shape)}
@@ -131,6 +133,13 @@ def plan_job(
         request.validate()
     except ValueError as exc:  # the suite's own messages name the offending value
         _refuse(str(exc))
+    cost = estimate_cost(request, target.quantized)
+    if cost > settings.robustness_max_cost:
+        _refuse(
+            f"the check would take up to {cost:,} model evaluations (attacks x threat models x "
+            f"radii x samples x iterations); the limit is {settings.robustness_max_cost:,} "
+            "(QUSEC_ROBUSTNESS_MAX_COST)"
+        )
     return JobSpec(
         model=target.name,
         checkpoint=str(target.checkpoint),
@@ -141,6 +150,7 @@ def plan_job(
         eval_set=None if upload else str(target.eval_set),
         request=request.as_dict(),
         time_budget_seconds=budget,
+        cost=cost,
     )
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ class JobManager:
         self._deadline: _Deadline | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._submitting = threading.Lock()
 
     @classmethod
     def open(
@@ -120,15 +122,30 @@ class JobManager:
         else:
             available = target.eval_set_size
         spec = plan_job(body, target, available, upload is not None, self.settings)
-        try:
-            job = self.store.submit(
-                target.name, spec.as_dict(), upload, self.settings.robustness_queue_size + 1
-            )
-        except QueueFullError as exc:
-            raise JobQueueFull(str(exc)) from None
+        with self._submitting:  # the queued-cost check and the insert, as one step
+            self._check_queued_cost(spec.cost)
+            try:
+                job = self.store.submit(
+                    target.name, spec.as_dict(), upload, self.settings.robustness_queue_size + 1
+                )
+            except QueueFullError as exc:
+                raise JobQueueFull(str(exc)) from None
         log.info("job %s queued", job["id"], extra={"job_id": job["id"], "model": target.name})
         self._count_active()
         return job
+
+    def _check_queued_cost(self, cost: int) -> None:
+        """Refuse a job that would take the queued and running checks past the cost limit."""
+        limit = self.settings.robustness_max_queued_cost
+        active = self.store.recent(self.settings.robustness_queue_size + 1, QUEUED)
+        active += self.store.recent(1, RUNNING)
+        waiting = sum(int(job["spec"].get("cost", 0)) for job in active)
+        if waiting + cost > limit:
+            message = (
+                f"queued and running checks would cost {waiting + cost:,} model evaluations, "
+                f"over QUSEC_ROBUSTNESS_MAX_QUEUED_COST ({limit:,})"
+            )
+            raise JobQueueFull(message, message=message)
 
     def get(self, job_id: str) -> dict:
         job = self.store.get(job_id)
@@ -349,6 +366,7 @@ def public_job(job: dict[str, Any], with_report: bool) -> dict[str, Any]:
         "samples": "uploaded" if spec["eval_set"] is None else Path(spec["eval_set"]).name,
         "request": spec["request"],
         "time_budget_seconds": spec["time_budget_seconds"],
+        "estimated_cost": spec.get("cost"),
         "created_at": _iso(job["created_at"]),
         "started_at": _iso(job["started_at"]),
         "finished_at": _iso(job["finished_at"]),
