@@ -109,7 +109,7 @@ class ServiceSettings(BaseSettings):
     robustness_max_samples: int = Field(1000, ge=1, le=100_000)
     robustness_max_epsilons: int = Field(8, ge=1, le=64)  # per norm
     # Estimated model evaluations of one image (service/jobs/cost.py) one check may take,
-    # and all queued and running checks together; ~0.15 ms each for the MNIST CNN on a CPU.
+    # and all queued and running checks together.
     robustness_max_cost: int = Field(20_000_000, ge=1)
     robustness_max_queued_cost: int = Field(50_000_000, ge=1)
     robustness_max_upload_bytes: int = Field(16 * MiB, ge=1024, le=1024 * MiB)
