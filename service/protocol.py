@@ -117,6 +117,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.awaiting_head = True  # between requests, or part-way through a request head
         self.head_bytes = 0
         self.header_count = 0
+        self.heads_completed = 0
         self.idle_since = 0.0
         self._head_timer: Any = None
         self._refusal: str | None = None
@@ -141,6 +142,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             for other in self.connections
             if other is not self
             and getattr(other, "awaiting_head", False)
+            and (other.cycle is None or other.cycle.response_complete)  # never a request
             and not other.transport.is_closing()
         ]
         if not waiting:
@@ -193,13 +195,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         # Only part of this chunk may still be head; the parser decides where the head ends.
         self.head_bytes += room
+        heads = self.heads_completed
         super().data_received(data[:room])
         if self.transport.is_closing():
             return
-        if self.awaiting_head:
+        if self.heads_completed == heads:
             self.refuse("headers_too_large")
             return
-        super().data_received(data[room:])
+        self.data_received(data[room:])  # the rest: a body, or the next request's head
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -214,6 +217,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.awaiting_head = False
+        self.heads_completed += 1
         self._cancel_head_timer()
         if not self.limits.shed(self.parser.get_method().decode("ascii", "replace"), self.url):
             super().on_headers_complete()

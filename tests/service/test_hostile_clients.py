@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 MAX_IN_FLIGHT = 16
 MAX_CONNECTIONS = 64
+SHED_AT = MAX_IN_FLIGHT * 7 // 8  # the connection layer refuses from 7/8 of the limit on
 DECODE_PROCESSES = 2
 PNG = encode(digit(), "PNG")  # tiny: decoded inline
 NEEDS_A_WORKER = encode(Image.new("L", (1000, 1000)), "PNG")  # small body, many pixels
@@ -245,6 +247,16 @@ def test_a_huge_header_is_cut_off_instead_of_buffered(server: Server) -> None:
     assert resident_bytes(server.process.pid) - before < 32 << 20
 
 
+def test_pipelined_requests_longer_than_the_head_limit_together_are_served(server) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (100, 100), dtype=np.uint8)
+    body = encode(Image.fromarray(noise), "PNG")  # about 10 KB, the limit is 16 KiB
+    request = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with connect(server) as sock:
+        sock.sendall((request + body) * 2)  # one write: the second head starts past 16 KiB
+        answers = [read_response(sock) for _ in range(2)]
+    assert [status for status, _, _ in answers] == [200, 200]
+
+
 def test_a_malformed_request_gets_a_json_400(server: Server) -> None:
     with connect(server) as sock:
         sock.sendall(b"THIS IS NOT HTTP\r\n\r\n")
@@ -296,7 +308,7 @@ def test_a_trickled_request_head_is_cut_off(server: Server) -> None:
 
 
 def test_overload_is_refused_at_once_with_retry_after(server: Server) -> None:
-    with ThreadPoolExecutor(MAX_IN_FLIGHT) as threads:
+    with ThreadPoolExecutor(SHED_AT) as threads:
         # Two uploads that hold the decode workers until the deadline (admitted first, so
         # they have the workers), then enough uploads waiting for a worker to fill every slot.
         held = [threads.submit(classify, server, EXPENSIVE) for _ in range(DECODE_PROCESSES)]
@@ -306,11 +318,11 @@ def test_overload_is_refused_at_once_with_retry_after(server: Server) -> None:
         )
         held += [
             threads.submit(classify, server, NEEDS_A_WORKER)
-            for _ in range(MAX_IN_FLIGHT - DECODE_PROCESSES)
+            for _ in range(SHED_AT - DECODE_PROCESSES)
         ]
         wait_for(
-            lambda: metric(server, "qusec_in_flight_requests") == MAX_IN_FLIGHT,
-            "every in-flight slot taken",
+            lambda: metric(server, "qusec_in_flight_requests") == SHED_AT,
+            "in-flight requests at the point where refusals start",
         )
         with ThreadPoolExecutor(25) as clients:  # at once, well inside the deadline's window
             refused = list(
@@ -321,6 +333,6 @@ def test_overload_is_refused_at_once_with_retry_after(server: Server) -> None:
     assert {r.headers["retry-after"] for r in refused} == {"1"}
     assert (
         sorted(r.status_code for r in results)
-        == [200] * (MAX_IN_FLIGHT - DECODE_PROCESSES) + [413] * DECODE_PROCESSES
+        == [200] * (SHED_AT - DECODE_PROCESSES) + [413] * DECODE_PROCESSES
     )
     assert classify(server).status_code == 200
