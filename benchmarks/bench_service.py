@@ -5,21 +5,31 @@ until /readyz answers 200, drives each endpoint with concurrent keep-alive
 clients, and prints requests/s and p50/p99 latency per scenario, the ratio of
 /classify to the naive endpoint, and the server's peak RSS.
 
+``--peer litserve`` adds a peer: the same checkpoint served by LitServe 0.2.19 with
+dynamic batching (``benchmarks/litserve_peer.py``; install the benchmark-only
+extra with ``pip install -e '.[bench]'``), sent the same PNG base64-encoded in
+JSON, which is what LitServe reads.
+
 The load generator is a minimal HTTP/1.1 client over asyncio streams rather
 than a full client library, so that on a small machine the client spends as
-little CPU as possible and the numbers describe the server.
+little CPU as possible and the numbers describe the server; ``--wrk`` drives
+every scenario with wrk instead (one PNG per scenario, ``benchmarks/overload.lua``).
 
-    .venv/bin/python benchmarks/bench_service.py --checkpoint checkpoints/mnist-tq2
+    .venv/bin/python benchmarks/bench_service.py --checkpoint checkpoints/mnist-tq2 \
+        [--peer litserve] [--wrk]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
+import json
 import logging
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -44,6 +54,8 @@ class Scenario:
     name: str
     path: str
     multipart: bool
+    json_body: bool = False  # {"image": base64 PNG}, for the LitServe peer
+    server: str = "service"  # or "litserve"
 
 
 SCENARIOS = (
@@ -51,6 +63,8 @@ SCENARIOS = (
     Scenario("/classify multipart", "/classify", multipart=True),
     Scenario("naive multipart", "/naive/classify", multipart=True),
 )
+LITSERVE = Scenario("LitServe JSON", "/predict", False, json_body=True, server="litserve")
+WRK_SCRIPT = Path(__file__).resolve().parent / "overload.lua"
 
 
 @dataclass
@@ -61,6 +75,7 @@ class Result:
     concurrency: int
     rates: list[float] = field(default_factory=list)  # requests/s of each round
     latencies: list[float] = field(default_factory=list)
+    round_percentiles: list[tuple[float, float]] = field(default_factory=list)  # wrk: p50, p99
     requests: int = 0
     errors: int = 0
     server_cpu_seconds: float = 0.0
@@ -74,6 +89,8 @@ class Result:
         return 1000.0 * self.server_cpu_seconds / self.requests
 
     def percentile(self, q: float) -> float:
+        if self.round_percentiles:  # wrk reports percentiles per run: the median of rounds
+            return statistics.median(p[0] if q == 50 else p[1] for p in self.round_percentiles)
         return float(np.percentile(self.latencies, q)) * 1000.0
 
 
@@ -102,21 +119,26 @@ def sample_pngs(count: int) -> list[bytes]:
     return encoded
 
 
+def request_body(scenario: Scenario, png: bytes) -> tuple[bytes, str]:
+    if scenario.json_body:
+        return json.dumps({"image": base64.b64encode(png).decode()}).encode(), "application/json"
+    if not scenario.multipart:
+        return png, "image/png"
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="digit.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 def build_request(scenario: Scenario, port: int, png: bytes) -> bytes:
-    if scenario.multipart:
-        boundary = uuid.uuid4().hex
-        body = (
-            (
-                f"--{boundary}\r\n"
-                'Content-Disposition: form-data; name="file"; filename="digit.png"\r\n'
-                "Content-Type: image/png\r\n\r\n"
-            ).encode()
-            + png
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
-        content_type = f"multipart/form-data; boundary={boundary}"
-    else:
-        body, content_type = png, "image/png"
+    body, content_type = request_body(scenario, png)
     head = (
         f"POST {scenario.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -176,6 +198,40 @@ def run_round(
     result.errors += errors
 
 
+def run_wrk_round(
+    result: Result, port: int, pid: int, body_file: Path, content_type: str, seconds: float
+) -> None:
+    """One unmeasured second, then ``seconds`` measured, both with wrk."""
+    url = f"http://127.0.0.1:{port}{result.scenario.path}"
+    wrk(url, body_file, content_type, result.concurrency, 1.0)
+    cpu_before = tree_cpu_seconds(pid)
+    fields = wrk(url, body_file, content_type, result.concurrency, seconds)
+    result.server_cpu_seconds += tree_cpu_seconds(pid) - cpu_before
+    ok, failed = int(fields["ok"]), int(fields["refused"]) + int(fields["other"])
+    result.rates.append(ok / float(fields["seconds"]))
+    result.requests += ok + failed
+    result.errors += failed + int(fields["socket_errors"])
+    result.round_percentiles.append((int(fields["p50_us"]) / 1000, int(fields["p99_us"]) / 1000))
+
+
+def wrk(url: str, body_file: Path, content_type: str, connections: int, seconds: float) -> dict:
+    command = [
+        "wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s",
+        "-s", str(WRK_SCRIPT), url, "--", str(body_file), content_type,
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return dict(re.findall(r"(\w+)=([\d.]+)", output.split("QUSEC", 1)[1]))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants (decode workers, LitServe's workers)."""
+    total = process_cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += tree_cpu_seconds(int(child))
+    return total
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -200,10 +256,26 @@ def start_server(checkpoint: Path, port: int, log_path: Path) -> tuple[subproces
     raise RuntimeError(f"server not ready after 120 s; see {log_path}")
 
 
-def _ready(port: int) -> bool:
+def start_litserve(checkpoint: Path, port: int, log_path: Path) -> subprocess.Popen:
+    command = [sys.executable, str(ROOT / "benchmarks" / "litserve_peer.py")]
+    command += ["--checkpoint", str(checkpoint), "--port", str(port)]
+    with open(log_path, "wb") as log_file:
+        peer = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=log_file)
+    deadline = time.perf_counter() + 180
+    while time.perf_counter() < deadline:
+        if peer.poll() is not None:
+            raise RuntimeError(f"LitServe exited with {peer.returncode}; see {log_path}")
+        if _ready(port, "/health"):
+            return peer
+        time.sleep(0.1)
+    peer.kill()
+    raise RuntimeError(f"LitServe not ready after 180 s; see {log_path}")
+
+
+def _ready(port: int, path: str = "/readyz") -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
             return sock.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
@@ -252,15 +324,18 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
             f"{r.cpu_ms_per_request:.2f} |"
         )
     by_name = {r.scenario.name: r for r in results}
-    naive = by_name["naive multipart"]
     print()
-    for name in ("/classify raw body", "/classify multipart"):
-        r = by_name[name]
-        print(
-            f"{name} vs naive multipart: throughput x{r.rate / naive.rate:.2f}, "
-            f"p99 {r.percentile(99):.1f} ms vs {naive.percentile(99):.1f} ms, "
-            f"server CPU per request x{naive.cpu_ms_per_request / r.cpu_ms_per_request:.2f} less"
-        )
+    for other in ("naive multipart", LITSERVE.name):
+        if other not in by_name:
+            continue
+        base = by_name[other]
+        for name in ("/classify raw body", "/classify multipart"):
+            r = by_name[name]
+            print(
+                f"{name} vs {other}: throughput x{r.rate / base.rate:.2f}, "
+                f"p99 {r.percentile(99):.1f} ms vs {base.percentile(99):.1f} ms, "
+                f"server CPU per request x{base.cpu_ms_per_request / r.cpu_ms_per_request:.2f} less"
+            )
     for r in results:
         print(f"{r.scenario.name} req/s per round: {', '.join(f'{x:.0f}' for x in r.rates)}")
 
@@ -276,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=5, help="scenarios run interleaved this many times"
     )
+    parser.add_argument("--peer", choices=["none", "litserve"], default="none")
+    parser.add_argument("--wrk", action="store_true", help="drive every scenario with wrk")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per round, with --wrk")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -287,20 +365,44 @@ def main(argv: list[str] | None = None) -> int:
         pngs = sample_pngs(256)
         port = free_port()
         server, ready_seconds = start_server(checkpoint, port, Path(scratch) / "server.log")
-        results = [Result(scenario, args.concurrency) for scenario in SCENARIOS]
+        scenarios = SCENARIOS + ((LITSERVE,) if args.peer == "litserve" else ())
+        results = [Result(scenario, args.concurrency) for scenario in scenarios]
+        ports, pids = {"service": port}, {"service": server.pid}
+        peer = None
         try:
+            if args.peer == "litserve":
+                ports["litserve"] = free_port()
+                peer = start_litserve(checkpoint, ports["litserve"], Path(scratch) / "peer.log")
+                pids["litserve"] = peer.pid
             # Interleaved rounds, so a neighbour's load on a shared machine hits all alike.
             for _ in range(args.rounds):
                 for result in results:
-                    run_round(result, port, server.pid, pngs, args.requests, args.warmup)
+                    where = result.scenario.server
+                    if args.wrk:
+                        body, content_type = request_body(result.scenario, pngs[0])
+                        body_file = Path(scratch) / f"{where}-{len(body)}.body"
+                        body_file.write_bytes(body)
+                        run_wrk_round(
+                            result, ports[where], pids[where], body_file, content_type,
+                            args.seconds,
+                        )  # fmt: skip
+                    else:
+                        run_round(
+                            result, ports[where], pids[where], pngs, args.requests, args.warmup
+                        )
             rss = peak_rss_mib(server.pid)
         finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=60)
+            for process in (server, peer):
+                if process is not None:
+                    process.send_signal(signal.SIGINT)
+                    process.wait(timeout=60)
+    if args.wrk:
+        each = f"{args.seconds:g} s of wrk per scenario, each after 1 s unmeasured"
+    else:
+        each = f"{args.requests} requests per scenario, each after {args.warmup} unmeasured"
     note = (
         f"checkpoint {checkpoint.name}; {os.cpu_count()} CPUs ({platform.machine()}); "
-        f"{args.rounds} interleaved rounds of {args.requests} requests per scenario, "
-        f"each after {args.warmup} unmeasured"
+        f"{args.rounds} interleaved rounds of {each}"
     )
     print_table(results, ready_seconds, rss, note)
     return 0

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,7 +29,8 @@ from starlette.requests import Request
 from models.checkpoint import LoadedCheckpoint
 from models.quantizers import InputQuantizer, hard_staircase
 from service.batching import MicroBatcher
-from service.body import Upload, read_image_upload
+from service.body import Reservation, Upload, read_image_upload
+from service.decoding import DecodeWorkers
 from service.errors import InferenceTimeout
 from service.imaging import (
     DecodedImage,
@@ -67,6 +68,7 @@ class Classifier:
         settings: ServiceSettings,
         decode_pool: Executor,
         metrics: ServiceMetrics,
+        decode_workers: DecodeWorkers,
     ) -> None:
         self.manifest = loaded.manifest
         self.name = loaded.manifest.name or loaded.path.name
@@ -78,12 +80,14 @@ class Classifier:
         self.settings = settings
         self.metrics = metrics
         self._decode_pool = decode_pool
+        self._decode_workers = decode_workers
         self.policy = ImagePolicy(
             input_shape=self.input_shape,
             max_pixels=settings.max_image_pixels,
             max_side=settings.max_image_side,
             resize_policy=settings.resize_policy,
             background=settings.background,
+            max_jpeg_scans=settings.max_jpeg_scans,
         )
         # Fixed at load: the model is in eval mode and never trained here, and TQ derives
         # its thresholds through a softmax that would otherwise run on every request.
@@ -111,9 +115,14 @@ class Classifier:
 
     # --- stages -------------------------------------------------------------------------
 
-    async def read(self, request: Request) -> Upload:
+    async def read(self, request: Request, reservation: Reservation | None = None) -> Upload:
         return await read_image_upload(
-            request, self.settings.max_body_bytes, self.settings.body_read_timeout_seconds
+            request,
+            self.settings.max_body_bytes,
+            self.settings.body_read_timeout_seconds,
+            min_rate=self.settings.body_min_rate_bytes_per_second,
+            grace_seconds=self.settings.body_min_rate_grace_seconds,
+            reservation=reservation,
         )
 
     def identify(self, data: bytes) -> OpenedImage:
@@ -168,20 +177,22 @@ class Classifier:
         return self._finish(self.identify(data), started)
 
     async def _prepare(self, data: bytes) -> Prepared:
-        """Small images are decoded on the event loop, the rest on the decode pool.
+        """Small images are decoded on the event loop, the rest in the decode workers.
 
         An MNIST-sized PNG decodes in tens of microseconds, less than handing it to a
-        thread and back costs. Only a small body whose header claims few pixels stays
-        inline, so no upload can hold the event loop for more than about a millisecond.
+        process and back costs. Only a small body whose header claims few pixels stays
+        inline, so no upload can hold the event loop for more than about a millisecond;
+        everything else is decoded within the decode budget (``service.decoding``).
         """
-        loop = asyncio.get_running_loop()
-        if len(data) > INLINE_DECODE_MAX_BYTES:
-            return await loop.run_in_executor(self._decode_pool, self.prepare, data)
         started = time.perf_counter()
-        opened = self.identify(data)
-        if opened.pixel_count > INLINE_DECODE_MAX_PIXELS:
-            return await loop.run_in_executor(self._decode_pool, self._finish, opened, started)
-        return self._finish(opened, started)
+        if len(data) <= INLINE_DECODE_MAX_BYTES:
+            opened = self.identify(data)
+            if opened.pixel_count <= INLINE_DECODE_MAX_PIXELS:
+                return self._finish(opened, started)
+        decoded = await self._decode_workers.decode(data, self.policy)
+        decoded_at = time.perf_counter()
+        quantized = self.quantize(torch.from_numpy(decoded.pixels)[None])
+        return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
 
     def _finish(self, opened: OpenedImage, started: float) -> Prepared:
         decoded = self.decode(opened)
@@ -190,15 +201,30 @@ class Classifier:
         return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
 
     async def classify(
-        self, request: Request, include_quantized: bool = False, include_input: bool = False
+        self,
+        request: Request,
+        include_quantized: bool = False,
+        include_input: bool = False,
+        admit: Callable[[], AbstractContextManager[None]] = nullcontext,
+        reservation: Reservation | None = None,
     ) -> dict[str, Any]:
+        """The whole path for one upload. ``admit`` is entered once the body has been read,
+        so a client that sends its body slowly holds its own connection and the bytes it
+        sent (taken from ``reservation``'s budget), nothing else."""
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
         with self._upstream_slot():
-            upload = await self.read(request)  # bounded by its own body-read timeout
-            read_done = time.perf_counter()
-            self.metrics.body_size.observe(len(upload.data))
-            deadline = loop.time() + self.settings.request_timeout_seconds
+            upload = await self.read(request, reservation)  # bounded by its pace and timeout
+        with admit():
+            return await self._classify_upload(upload, started, include_quantized, include_input)
+
+    async def _classify_upload(
+        self, upload: Upload, started: float, include_quantized: bool, include_input: bool
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        read_done = time.perf_counter()
+        self.metrics.body_size.observe(len(upload.data))
+        deadline = loop.time() + self.settings.request_timeout_seconds
+        with self._upstream_slot():
             async with self._deadline(deadline):
                 prepared = await self._prepare(upload.data)
         async with self._deadline(deadline):

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.logs import current_request_id
+from service.protocol import PROTOCOL_REFUSALS
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,19 @@ class MissingFile(ServiceError):
 
 class CorruptImage(ServiceError):
     status, reason, message = 400, "corrupt_image", "the image is truncated or corrupt"
+
+
+class BadChecksum(ServiceError):
+    status, reason, message = 400, "bad_checksum", "a chunk of the image fails its checksum"
+
+
+class InconsistentFrame(ServiceError):
+    status, reason = 400, "inconsistent_frame"
+    message = "the image's frame header disagrees with its data"
+
+
+class TrailingData(ServiceError):
+    status, reason, message = 400, "trailing_data", "the upload has data after the image's end"
 
 
 class InvalidJson(ServiceError):
@@ -96,6 +110,15 @@ class BodyTooLarge(ServiceError):
 
 class ImageTooLarge(ServiceError):
     status, reason, message = 413, "image_too_large", "the image dimensions exceed the limit"
+
+
+class TooManyScans(ServiceError):
+    status, reason, message = 413, "too_many_scans", "the JPEG has more scans than allowed"
+
+
+class DecodeBudgetExceeded(ServiceError):
+    status, reason = 413, "decode_budget_exceeded"
+    message = "decoding the image exceeds the time or memory budget"
 
 
 class UnsupportedFormat(ServiceError):
@@ -158,6 +181,9 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     BadMultipart,
     MissingFile,
     CorruptImage,
+    BadChecksum,
+    InconsistentFrame,
+    TrailingData,
     InvalidJson,
     BadContentEncoding,
     ClientDisconnected,
@@ -169,6 +195,8 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     JobFinished,
     BodyTooLarge,
     ImageTooLarge,
+    TooManyScans,
+    DecodeBudgetExceeded,
     UnsupportedFormat,
     UnsupportedContentEncoding,
     InvalidTensor,
@@ -185,6 +213,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
 # Every reason a rejection can carry, known up front so the metric starts at zero.
 REJECTION_REASONS: tuple[str, ...] = (
     *(t.reason for t in REJECTION_TYPES),
+    *PROTOCOL_REFUSALS,  # refused below the app, by service.protocol
     "not_found",
     "method_not_allowed",
     "http_error",

@@ -5,12 +5,15 @@ The order matters for safety:
 1. The format comes from the leading bytes, never from the declared type, and
    only PNG, JPEG, BMP, GIF and WebP pass (415 otherwise). Pillow is then told
    to try that one format only, so no other decoder ever sees the bytes.
-2. Width and height come from the header, which Pillow parses without
+2. The container's structure is walked (``service.integrity``): chunk CRCs,
+   JPEG frame and scan consistency, the number of JPEG scans, nothing after the
+   end marker. Width and height come from the header, which Pillow parses without
    allocating pixels; anything over the side or pixel limit is refused (413)
    before decoding, which is what stops decompression bombs.
 3. Only then are pixels decoded: the first frame of animations; JPEGs at the
-   smallest DCT scale that still covers the target size. Truncated or corrupt
-   data fails here (400).
+   smallest DCT scale that still covers the target size; anything larger than
+   a few times the target is reduced in its own mode first, so later copies are
+   small. Truncated or corrupt data fails here (400).
 
 Normalisation policy (documented in docs/service.md):
 
@@ -37,11 +40,20 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from service.errors import CorruptImage, ImageTooLarge, ServiceError, UnsupportedFormat
+from service.errors import (
+    CorruptImage,
+    DecodeBudgetExceeded,
+    ImageTooLarge,
+    ServiceError,
+    UnsupportedFormat,
+)
+from service.integrity import Limits, check_size, check_structure
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+# Modes Image.reduce handles and whose box average means the same thing after conversion.
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
 # JPEG draft keeps at least this many times the target size before the final filter.
 _DRAFT_OVERSAMPLE = 4
 _EXIF_ORIENTATION = 0x0112
@@ -56,6 +68,11 @@ class ImagePolicy:
     max_side: int
     resize_policy: str = "letterbox"
     background: int = 0
+    max_jpeg_scans: int = 32
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_side, self.max_pixels, self.max_jpeg_scans)
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,7 @@ def decode_image(data: bytes, policy: ImagePolicy) -> DecodedImage:
 def open_image(data: bytes, policy: ImagePolicy) -> OpenedImage:
     """Identify the format and check the header's dimensions (steps 1 and 2)."""
     fmt = identify_format(data)
+    check_structure(data, fmt, policy.limits)
     with _decoder_errors(fmt):
         return _open_checked(data, fmt, policy)
 
@@ -127,6 +145,8 @@ def _decoder_errors(fmt: str) -> Iterator[None]:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from None
+    except MemoryError as exc:  # the decode worker's memory cap
+        raise DecodeBudgetExceeded(f"{fmt} decode ran out of memory: {exc}") from None
     except Exception as exc:
         # Decoders signal bad input with many exception types (OSError, SyntaxError,
         # ValueError, struct.error, EOFError, ...); all mean the bytes are not a
@@ -138,14 +158,7 @@ def _open_checked(data: bytes, fmt: str, policy: ImagePolicy) -> OpenedImage:
     """Parse the header only and refuse oversized images before any pixel is allocated."""
     image = Image.open(io.BytesIO(data), formats=[fmt])
     width, height = image.size
-    if width < 1 or height < 1:
-        raise CorruptImage(f"{fmt} header claims {width}x{height}")
-    if width > policy.max_side or height > policy.max_side:
-        raise ImageTooLarge(f"{fmt} {width}x{height} exceeds the side limit {policy.max_side}")
-    if width * height > policy.max_pixels:
-        raise ImageTooLarge(
-            f"{fmt} {width}x{height} = {width * height} pixels exceeds {policy.max_pixels}"
-        )
+    check_size(fmt, width, height, policy.limits)
     facts = {
         "format": fmt,
         "width": width,
@@ -163,7 +176,22 @@ def _load_first_frame(image: Image.Image, policy: ImagePolicy) -> Image.Image:
         # Orientation may swap the axes later, so ask for a square that covers both.
         image.draft(image.mode, (side, side))
     image.load()
-    return image
+    return _reduce_early(image, policy)
+
+
+def _reduce_early(image: Image.Image, policy: ImagePolicy) -> Image.Image:
+    """Shrink a large decoded frame by an integer factor in its own mode (box filter), so
+    that conversion and resizing copy a few times the model's input, not the file's claim."""
+    _, height, width = policy.input_shape
+    factor = min(
+        image.width // (width * _DRAFT_OVERSAMPLE), image.height // (height * _DRAFT_OVERSAMPLE)
+    )
+    if factor < 2 or image.mode not in _REDUCIBLE_MODES:
+        return image
+    info = image.info
+    reduced = image.reduce(factor)
+    reduced.info = info  # keeps transparency and EXIF for the later steps
+    return reduced
 
 
 def _orientation(image: Image.Image) -> int:
@@ -174,9 +202,11 @@ def _orientation(image: Image.Image) -> int:
 def _flatten(image: Image.Image, channels: int, background: int) -> Image.Image:
     """Any mode -> 8-bit "L" (1 channel) or "RGB" (3 channels), transparency composited."""
     if image.mode in _WIDE_GREY_MODES:
-        wide = np.asarray(image).astype(np.int64)
         # The top 8 bits of a 16-bit sample; Pillow's own conversion would clip instead.
-        image = Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8))
+        wide = np.asarray(image)
+        if wide.dtype != np.uint16:  # mode "I": 32-bit signed, clip into 16 bits first
+            wide = np.clip(wide, 0, 65535).astype(np.uint16)
+        image = Image.fromarray((wide >> 8).astype(np.uint8))
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
         backdrop = Image.new("RGBA", rgba.size, (background, background, background, 255))

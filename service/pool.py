@@ -12,7 +12,9 @@ from contextlib import contextmanager
 import torch
 
 from models.checkpoint import load_checkpoint
+from service.body import BodyBudget
 from service.classifier import Classifier
+from service.decoding import DecodeWorkers
 from service.errors import NotReady, Overloaded, UnknownModel
 from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
@@ -41,8 +43,15 @@ class ClassifierPool:
         self.ready = False
         self.failure: str | None = None  # why warm-up failed; liveness reports it
         self.in_flight = 0
+        self.body_budget = BodyBudget(settings.max_buffered_body_bytes)
         self.decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
+        )
+        self.decode_workers = DecodeWorkers(
+            settings.decode_processes,
+            settings.decode_timeout_seconds,
+            settings.decode_max_memory_bytes,
+            settings.decode_recycle_rss_bytes,
         )
 
     def load(self) -> None:
@@ -52,7 +61,9 @@ class ClassifierPool:
         device = resolve_device(self.settings.device)
         for folder in self.settings.checkpoints:
             loaded = load_checkpoint(folder, device)
-            classifier = Classifier(loaded, device, self.settings, self.decode_pool, self.metrics)
+            classifier = Classifier(
+                loaded, device, self.settings, self.decode_pool, self.metrics, self.decode_workers
+            )
             if classifier.name in self.classifiers:
                 raise StartupError(f"two checkpoints are named {classifier.name!r}")
             self.classifiers[classifier.name] = classifier
@@ -98,6 +109,7 @@ class ClassifierPool:
         for classifier in self.classifiers.values():
             await classifier.batcher.stop()
         self.decode_pool.shutdown(wait=True)
+        await self.decode_workers.stop()
 
     def get(self, name: str | None) -> Classifier:
         """The named model (default when ``None``), once the pool is ready to serve it."""
@@ -115,11 +127,16 @@ class ClassifierPool:
                 f"model {name!r} requested; loaded: {', '.join(self.classifiers)}"
             ) from None
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold an in-flight slot for one inference request; refuse when none is free."""
+    def check_capacity(self) -> None:
+        """Refuse at once when every in-flight slot is taken (before reading a body)."""
         if self.in_flight >= self.settings.max_in_flight:
             raise Overloaded(f"{self.in_flight} requests in flight")
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold an in-flight slot for one inference request whose body has been read;
+        refuse when none is free."""
+        self.check_capacity()
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
         try:

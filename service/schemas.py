@@ -227,6 +227,9 @@ class RobustnessJob(BaseModel):
     samples: str = Field(description="the bundled set's file name, or 'uploaded'")
     request: dict[str, Any]
     time_budget_seconds: float
+    estimated_cost: int | None = Field(
+        description="model evaluations of one image the check may take (service.jobs.cost)"
+    )
     created_at: str | None
     started_at: str | None
     finished_at: str | None

@@ -56,15 +56,41 @@ class ServiceSettings(BaseSettings):
     background: int = Field(0, ge=0, le=255)
     max_infer_rows: int = Field(256, ge=1, le=65536)
     body_read_timeout_seconds: float = Field(30.0, gt=0)
+    # After this grace period a body must keep arriving at the minimum rate, or it is
+    # cut off (408): a client trickling bytes holds its own connection for seconds, not 30 s.
+    body_min_rate_bytes_per_second: float = Field(1024.0, ge=0)
+    body_min_rate_grace_seconds: float = Field(5.0, gt=0)
+    # Bodies are read before admission; together they may hold at most this many bytes.
+    max_buffered_body_bytes: int = Field(256 * MiB, ge=1024 * 1024)
+
+    # Connections (enforced by service.protocol, below the app).
+    max_connections: int = Field(1024, ge=1, le=1_000_000)
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)  # request line + headers
+    max_header_count: int = Field(100, ge=8, le=10_000)
+    # A connection must send a complete request head within this long of connecting or of
+    # its previous response; the keep-alive timeout closes idle ones sooner.
+    request_header_timeout_seconds: float = Field(10.0, gt=0)
+    keep_alive_timeout_seconds: int = Field(5, ge=1, le=3600)
+
+    # Decode budget: uploads that are not tiny are decoded in worker processes, each killed
+    # (and replaced) when a decode passes the deadline or its memory cap.
+    decode_processes: int = Field(2, ge=1, le=64)
+    decode_timeout_seconds: float = Field(3.0, gt=0)
+    decode_max_memory_bytes: int = Field(1024 * MiB, ge=256 * MiB)
+    # A decode worker whose resident memory passes this after a task is replaced.
+    decode_recycle_rss_bytes: int = Field(256 * MiB, ge=64 * MiB)
+    max_jpeg_scans: int = Field(32, ge=1, le=10_000)
 
     # Batching and load shedding.
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_batch_wait_seconds: float = Field(0.002, ge=0, le=1.0)
-    queue_size: int = Field(256, ge=1)
-    max_in_flight: int = Field(128, ge=1)
+    queue_size: int = Field(512, ge=1)
+    # Requests admitted past their body read (decoding, queued or running); closed-loop
+    # clients up to this many are all served, beyond it refusals are cheap (service.protocol).
+    max_in_flight: int = Field(512, ge=1)
     request_timeout_seconds: float = Field(10.0, gt=0)
     retry_after_seconds: int = Field(1, ge=1, le=3600)
-    decode_threads: int = Field(2, ge=1, le=64)
+    decode_threads: int = Field(2, ge=1, le=64)  # tensor parsing and quantizing off the loop
 
     # Operations.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -102,6 +128,10 @@ class ServiceSettings(BaseSettings):
     robustness_keep_finished_jobs: int = Field(200, ge=1, le=1_000_000)
     robustness_max_samples: int = Field(1000, ge=1, le=100_000)
     robustness_max_epsilons: int = Field(8, ge=1, le=64)  # per norm
+    # Estimated model evaluations of one image (service/jobs/cost.py) one check may take,
+    # and all queued and running checks together.
+    robustness_max_cost: int = Field(20_000_000, ge=1)
+    robustness_max_queued_cost: int = Field(50_000_000, ge=1)
     robustness_max_upload_bytes: int = Field(16 * MiB, ge=1024, le=1024 * MiB)
     robustness_max_upload_images: int = Field(10_000, ge=1, le=1_000_000)
     # The default and the largest per-job time budget; a job may ask for less.

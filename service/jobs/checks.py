@@ -19,6 +19,7 @@ from robustness.attacks import ATTACKS
 from robustness.request import SubjectFacts, SuiteRequest, applicable_threat_models, default_radii
 from robustness.threats import THREAT_MODELS
 from service.errors import InvalidJobRequest
+from service.jobs.cost import estimate_cost
 from service.jobs.spec import JobSpec
 from service.settings import ServiceSettings
 
@@ -120,6 +121,13 @@ def plan_job(
     budget = body.time_budget_seconds or settings.robustness_time_budget_seconds
     if budget > settings.robustness_time_budget_seconds:
         _refuse(f"time_budget_seconds is at most {settings.robustness_time_budget_seconds:g}")
+    cost = estimate_cost(request, target.quantized)
+    if cost > settings.robustness_max_cost:
+        _refuse(
+            f"the check would take up to {cost:,} model evaluations (attacks x threat models x "
+            f"radii x samples x iterations); the limit is {settings.robustness_max_cost:,} "
+            "(QUSEC_ROBUSTNESS_MAX_COST)"
+        )
     return JobSpec(
         model=target.name,
         checkpoint=str(target.checkpoint),
@@ -130,6 +138,7 @@ def plan_job(
         eval_set=None if upload else str(target.eval_set),
         request=request.as_dict(),
         time_budget_seconds=budget,
+        cost=cost,
     )
 
 

@@ -23,6 +23,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -102,6 +103,7 @@ class JobManager:
         self._deadline: _Deadline | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._submitting = threading.Lock()
 
     @classmethod
     def open(
@@ -171,19 +173,34 @@ class JobManager:
         if self.settings.robustness_split_units:
             model = self.pool.lookup(target.name).model
             parts = split.plan_parts(spec, target.dataset, model)
-        try:
-            job = self.store.submit(
-                target.name,
-                spec.as_dict(),
-                upload,
-                self.settings.robustness_queue_size + 1,
-                parts=[part.as_dict() for part in parts] if parts else None,
-            )
-        except QueueFullError as exc:
-            raise JobQueueFull(str(exc)) from None
+        with self._submitting:  # the queued-cost check and the insert, as one step
+            self._check_queued_cost(spec.cost)
+            try:
+                job = self.store.submit(
+                    target.name,
+                    spec.as_dict(),
+                    upload,
+                    self.settings.robustness_queue_size + 1,
+                    parts=[part.as_dict() for part in parts] if parts else None,
+                )
+            except QueueFullError as exc:
+                raise JobQueueFull(str(exc)) from None
         log.info("job %s queued", job["id"], extra={"job_id": job["id"], "model": target.name})
         self.gauges.count_active()
         return job
+
+    def _check_queued_cost(self, cost: int) -> None:
+        """Refuse a job that would take the queued and running checks past the cost limit."""
+        limit = self.settings.robustness_max_queued_cost
+        active = self.store.recent(self.settings.robustness_queue_size + 1, QUEUED)
+        active += self.store.recent(1, RUNNING)
+        waiting = sum(int(job["spec"].get("cost", 0)) for job in active)
+        if waiting + cost > limit:
+            message = (
+                f"queued and running checks would cost {waiting + cost:,} model evaluations, "
+                f"over QUSEC_ROBUSTNESS_MAX_QUEUED_COST ({limit:,})"
+            )
+            raise JobQueueFull(message, message=message)
 
     @_guarded
     def get(self, job_id: str) -> dict:

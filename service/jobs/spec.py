@@ -26,6 +26,7 @@ class JobSpec:
     eval_set: str | None  # None: the sample set uploaded with the job
     request: dict
     time_budget_seconds: float
+    cost: int = 0  # estimated model evaluations of one image (service.jobs.cost)
     # A part of a split check: the positions in the suite's plan this job runs.
     units: tuple[int, ...] | None = None
 

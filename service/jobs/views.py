@@ -17,6 +17,7 @@ def public_job(job: dict[str, Any], with_report: bool) -> dict[str, Any]:
         "samples": "uploaded" if spec["eval_set"] is None else Path(spec["eval_set"]).name,
         "request": spec["request"],
         "time_budget_seconds": spec["time_budget_seconds"],
+        "estimated_cost": spec.get("cost"),
         "created_at": _iso(job["created_at"]),
         "started_at": _iso(job["started_at"]),
         "finished_at": _iso(job["finished_at"]),

@@ -59,8 +59,13 @@ async def classify(
     ] = False,
 ) -> JSONResponse:
     classifier = pool.get(model)
-    with pool.admit():
+    pool.check_capacity()  # refused before a byte of the body is read
+    with pool.body_budget.reserve() as reservation:
         body = await classifier.classify(
-            request, include_quantized=include_quantized, include_input=include_input
+            request,
+            include_quantized,
+            include_input,
+            admit=pool.admit,
+            reservation=reservation,
         )
     return JSONResponse(body)

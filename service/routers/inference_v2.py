@@ -200,15 +200,21 @@ async def _infer(
     settings: Settings,
     header_length: int | None,
 ) -> Response:
-    with pool.admit():
+    pool.check_capacity()  # refused before a byte of the body is read
+    with pool.body_budget.reserve() as reservation:
         body = await read_bounded(
-            request, settings.max_body_bytes, settings.body_read_timeout_seconds
+            request,
+            settings.max_body_bytes,
+            settings.body_read_timeout_seconds,
+            min_rate=settings.body_min_rate_bytes_per_second,
+            grace_seconds=settings.body_min_rate_grace_seconds,
+            reservation=reservation,
         )
-        loop = asyncio.get_running_loop()
-        call = await loop.run_in_executor(
-            pool.decode_pool, _parse, request, body, classifier, settings, header_length
-        )
-        probabilities = await classifier.infer(call.rows)
+        with pool.admit():  # counted only once the body is in
+            call = await asyncio.get_running_loop().run_in_executor(
+                pool.decode_pool, _parse, request, body, classifier, settings, header_length
+            )
+            probabilities = await classifier.infer(call.rows)
     reply, binary = infer_response(classifier, call, probabilities)
     if not binary:
         return JSONResponse(reply)

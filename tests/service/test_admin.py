@@ -307,7 +307,12 @@ def test_a_job_that_ignores_its_budget_is_killed(admin) -> None:
 def test_a_job_past_its_memory_cap_fails_cleanly_and_the_service_serves_on(
     admin, checkpoints
 ) -> None:
-    client = admin(robustness_max_memory_bytes=1024 * 2**20)
+    # The cost estimate would refuse this request up front; lifted, so the memory cap acts.
+    client = admin(
+        robustness_max_memory_bytes=1024 * 2**20,
+        robustness_max_cost=10**12,
+        robustness_max_queued_cost=10**12,
+    )
     # Labels the model gets right, so the attack has something to attack.
     images = np.random.default_rng(0).integers(0, 256, (5, 1, 28, 28), dtype=np.uint8)
     model = load_checkpoint(checkpoints["mnist-tq2"]).model

@@ -1,0 +1,65 @@
+"""What a robustness check would cost, estimated before it is queued.
+
+Every field of a request can be within its own limit while the whole asks for days
+of work (every attack, every threat model, many radii, every sample, a huge
+``nb_iter``). The estimate here counts model evaluations of one image (a forward
+pass, or a forward and backward pass for gradient attacks):
+
+    sum over the units the suite will run (attack x threat model x radius, as
+    ``robustness.runner.plan_units`` plans them, plus the sanity runs)
+    of samples x evaluations per sample
+
+where an attack's evaluations per sample is the product of its iteration-like
+parameters (``nb_iter``, ``restarts``, ``max_iterations``, ``binary_search_steps``,
+``spsa_samples``, ``spsa_iters``, ``num_iterations``, ``max_num_evals``), with the
+request's overrides applied: an upper bound for attacks that stop early. The
+service refuses a check whose estimate passes ``QUSEC_ROBUSTNESS_MAX_COST`` (422)
+and a queue whose waiting and running checks together would pass
+``QUSEC_ROBUSTNESS_MAX_QUEUED_COST`` (429).
+"""
+
+from __future__ import annotations
+
+import math
+
+from robustness.attacks import Attack, get_attack
+from robustness.request import SuiteRequest
+from robustness.threats import applies
+
+_ITERATION_FIELDS = (
+    "nb_iter",
+    "restarts",
+    "binary_search_steps",
+    "max_iterations",
+    "spsa_samples",
+    "spsa_iters",
+    "num_iterations",
+    "max_num_evals",
+)
+# The suite's sanity run: BIM with its defaults under each white-box threat model.
+_SANITY_ATTACK = "bim"
+_WHITE_BOX = ("naive", "bpda")
+
+
+def evaluations_per_sample(attack: Attack) -> int:
+    """Model evaluations one crafted example costs at most."""
+    counts = (getattr(attack, name) for name in _ITERATION_FIELDS if hasattr(attack, name))
+    return max(1, math.prod(int(count) for count in counts))
+
+
+def estimate_cost(request: SuiteRequest, quantized: bool = True) -> int:
+    """Model evaluations of one image the whole check may take (see the module doc)."""
+    total = 0
+    for name, attack in request.resolved_attacks().items():
+        radii = request.epsilons if attack.norm == "linf" else request.l2_epsilons
+        threats = [t for t in request.threat_models if applies(t, attack)]
+        units = len(threats) * (1 if attack.minimal else len(radii))
+        total += units * request.samples_for(name) * evaluations_per_sample(attack)
+    if request.sanity_epsilon is not None:
+        threats = [t for t in _WHITE_BOX if t in request.threat_models]
+        if not quantized:
+            threats = [t for t in threats if t == "naive"]
+        samples = min(request.samples, request.sanity_samples)
+        sanity = evaluations_per_sample(get_attack(_SANITY_ATTACK))
+        total += len(threats) * samples * sanity
+    return total
