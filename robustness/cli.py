@@ -84,10 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     merge = sub.add_parser(
         "merge",
         help="replace a report's rows for the attacks a later run of the same model, "
-        "evaluation set and seed ran",
+        "evaluation set and seed ran (no parts: derive the headline and flags again)",
     )
     merge.add_argument("base", type=Path, help="the report JSON to start from")
-    merge.add_argument("parts", nargs="+", type=Path, help="later report JSONs; later wins")
+    merge.add_argument("parts", nargs="*", type=Path, help="later report JSONs; later wins")
     merge.add_argument(
         "--out", required=True, type=Path, help="merged report JSON (.md and .png beside it)"
     )

@@ -198,7 +198,9 @@ def plan_units(
         for threat in request.threat_models:
             if not applies(threat, attack):
                 continue
-            reason = _not_applicable(threat, target, surrogate)
+            reason = _no_level_space(attack, target) or _not_applicable(
+                threat, target, surrogate
+            )
             if reason is None and not attack.minimal and not radii:
                 reason = f"no {attack.norm} epsilons requested"
             if reason is not None:
@@ -231,6 +233,12 @@ def _not_applicable(threat: str, target: Subject, surrogate: Subject | None) -> 
             return f"surrogate is a {surrogate.dataset} model, target is {target.dataset}"
     if threat == "bpda" and target.model.quantizer is None:
         return "no quantizer: BPDA equals naive white-box"
+    return None
+
+
+def _no_level_space(attack: Attack, target: Subject) -> str | None:
+    if attack.access == "model" and target.model.quantizer is None:
+        return "no quantizer: no level space (APGD and PGD attack the input directly)"
     return None
 
 
@@ -337,7 +345,8 @@ def _craft(ctx: _Context, unit: Unit, attack: Attack) -> tuple[torch.Tensor, int
         else ctx.clean_correct[: unit.samples]
     )
     adv = x.clone()
-    surface = ctx.surfaces[unit.threat_model]
+    # An exact attack gets the deployed model itself; the others their threat's surface.
+    surface = ctx.target if attack.access == "model" else ctx.surfaces[unit.threat_model]
     step = ctx.request.batch_size
     for start in range(0, unit.samples, step):
         if ctx.should_stop():
@@ -361,7 +370,7 @@ def _craft(ctx: _Context, unit: Unit, attack: Attack) -> tuple[torch.Tensor, int
 
 
 def _craft_batch(attack: Attack, surface, x, y, eps: float | None) -> torch.Tensor:
-    if attack.access == "gradients":
+    if attack.access in ("gradients", "model"):
         adv = attack.craft(surface, x, y, eps)
     else:
         with torch.no_grad():

@@ -18,6 +18,14 @@ TINY_PARAMS = {
     "cw_l2": {"binary_search_steps": 2, "max_iterations": 30},
     "spsa": {"nb_iter": 20, "spsa_samples": 32},
     "hsj": {"num_iterations": 5, "initial_num_evals": 20, "max_num_evals": 100},
+    "apgd_ce": {"steps": 10},
+    "apgd_ce_l2": {"steps": 10},
+    "apgd_t": {"steps": 10, "target_classes": 2},
+    "apgd_t_l2": {"steps": 10, "target_classes": 2},
+    "square": {"queries": 300},
+    "square_l2": {"queries": 300},
+    "level": {"steps": 10, "restarts": 1, "greedy_steps": 10},
+    "level_8bit": {"steps": 10, "restarts": 1, "greedy_steps": 10},
 }
 # Uniform noise is the floor: at 0.3 it barely dents even an undefended model, so it is
 # tested at the largest radius and only asked to lower accuracy at all; real attacks must
@@ -30,7 +38,7 @@ REQUIRED_DROP = {"noise": 0.05}
 def tiny_request(name: str, samples: int = 24) -> SuiteRequest:
     return SuiteRequest(
         attacks=(name,),
-        threat_models=("naive", "gradient_free"),
+        threat_models=("naive", "bpda", "gradient_free"),
         epsilons=(LINF_EPS.get(name, 0.3),),
         l2_epsilons=(L2_EPS,),
         samples=samples,
@@ -40,10 +48,16 @@ def tiny_request(name: str, samples: int = 24) -> SuiteRequest:
     )
 
 
+def _subject(attack, undefended, masked):
+    # Level-space attacks need a quantizer: they attack the CQ model, whose synthetic
+    # pixels all lie within 0.3 of its threshold, as gradient attacks do through BPDA.
+    return masked if attack.access == "model" else undefended
+
+
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_every_attack_lowers_accuracy_on_an_undefended_model(name, undefended, eval_set):
+def test_every_attack_lowers_accuracy_on_an_undefended_model(name, undefended, masked, eval_set):
     attack = ATTACKS[name]
-    report = run_suite(undefended, eval_set, tiny_request(name))
+    report = run_suite(_subject(attack, undefended, masked), eval_set, tiny_request(name))
 
     assert report["status"] == "complete"
     assert report["clean_accuracy"] > 0.9
@@ -58,12 +72,12 @@ def test_every_attack_lowers_accuracy_on_an_undefended_model(name, undefended, e
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_attack_output_is_an_image_batch_in_range(name, undefended_model, eval_set):
+def test_attack_output_is_an_image_batch_in_range(name, undefended, masked, eval_set):
     attack = with_params(get_attack(name), TINY_PARAMS.get(name, {}))
     x, y = eval_set.images[:4], eval_set.labels[:4]
     eps = None if attack.minimal else 0.2
     with torch.enable_grad():
-        adv = attack.craft(undefended_model, x, y, eps)
+        adv = attack.craft(_subject(attack, undefended, masked).model, x, y, eps)
     assert adv.shape == x.shape
     assert torch.isfinite(adv).all()
     assert adv.min() >= -1e-6 and adv.max() <= 1 + 1e-6
@@ -73,7 +87,7 @@ def test_attacks_are_frozen_parameter_records():
     for attack in ATTACKS.values():
         assert dataclasses.is_dataclass(attack)
         assert attack.norm in ("linf", "l2")
-        assert attack.access in ("gradients", "queries", "none")
+        assert attack.access in ("gradients", "queries", "none", "model")
         with pytest.raises(dataclasses.FrozenInstanceError):
             attack.__setattr__("x", 1)
 

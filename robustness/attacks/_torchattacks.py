@@ -1,0 +1,18 @@
+"""Glue for the attacks that call torchattacks 3.5.1 (APGD, APGD-T, Square).
+
+torchattacks reseeds torch's global generator with the attack's ``seed`` on every call, so
+each call gets a seed drawn from the generator the runner seeded for the unit: batches
+differ, and a unit's result still depends on the request's seed alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Our norm names and torchattacks'.
+NORM_NAMES = {"linf": "Linf", "l2": "L2"}
+
+
+def next_seed() -> int:
+    """A seed for one torchattacks call, from torch's global generator."""
+    return int(torch.randint(0, 2**31 - 1, ()))
