@@ -244,6 +244,12 @@ def print_summary(report: dict, paths: list[Path]) -> None:
             f"{100 * w['robust_accuracy']:5.1f}%  ({w['attack']} / {w['threat_model']}, "
             f"n={w['samples']})"
         )
+    for w in report.get("worst_case_8bit") or []:
+        print(
+            f"  8-bit grid {w['norm']:4} eps={format_eps(w['epsilon']):>7}: "
+            f"{100 * w['robust_accuracy']:5.1f}%  ({w['attack']} / {w['threat_model']}, "
+            f"n={w['samples']})"
+        )
     print(f"  masking flags fired: {', '.join(fired_flags(report)) or 'none'}")
     for path in paths:
         print(f"  wrote {path}")
@@ -298,5 +304,5 @@ def _list(args: argparse.Namespace) -> int:
     for name, attack in ATTACKS.items():
         kind = "minimal" if attack.minimal else "bounded"
         params = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(attack).items()) or "-"
-        print(f"{name:7} {attack.norm:4} {attack.access:9} {kind:8} {params}")
+        print(f"{name:10} {attack.norm:4} {attack.access:9} {kind:8} {params}")
     return 0

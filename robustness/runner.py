@@ -198,9 +198,7 @@ def plan_units(
         for threat in request.threat_models:
             if not applies(threat, attack):
                 continue
-            reason = _no_level_space(attack, target) or _not_applicable(
-                threat, target, surrogate
-            )
+            reason = _no_level_space(attack, target) or _not_applicable(threat, target, surrogate)
             if reason is None and not attack.minimal and not radii:
                 reason = f"no {attack.norm} epsilons requested"
             if reason is not None:

@@ -11,8 +11,8 @@ s = floor(255 * eps), and a level counts only through the grid values it holds.
 
 ``realize`` maps levels back to a real input: per pixel, the point of the level's interval
 inside the budget nearest to x, kept ``EDGE`` inside the budget and away from a threshold
-so float rounding in a later projection cannot push it across either; ``verified`` keeps only what the deployed model,
-fed that input exactly, gets wrong.
+so float rounding in a later projection cannot push it across either; ``verified`` keeps
+only what the deployed model, fed that input exactly, gets wrong.
 """
 
 from __future__ import annotations
@@ -153,9 +153,7 @@ def verified(
     ``model`` exactly as served (hard staircase, the image as given)."""
     if box.grid:  # whole steps: k/255 - j/255 can land a float32 hair above eps
         moved = torch.round(candidate * GRID_STEPS) - torch.round(box.x * GRID_STEPS)
-        within = ((moved.abs() <= grid_steps(box.eps)) & on_grid(candidate)) | (
-            candidate == box.x
-        )
+        within = ((moved.abs() <= grid_steps(box.eps)) & on_grid(candidate)) | (candidate == box.x)
     else:
         within = (candidate - box.x).abs() <= box.eps
     within = within.flatten(1).all(1)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from robustness.render import format_eps, to_markdown, write_report
-from robustness.report import worst_case
+from robustness.report import derived_from_rows, worst_case
 from robustness.request import SuiteRequest
 from robustness.runner import run_suite
 from robustness.summary import write_summary
@@ -79,6 +79,32 @@ def test_worst_case_per_attack_takes_the_minimum_over_threat_models():
         "bpda",
         0.2,
     )
+
+
+def test_the_8bit_headline_takes_only_attacks_that_send_8bit_images():
+    def row(attack, accuracy):
+        return {
+            "attack": attack,
+            "threat_model": "bpda",
+            "norm": "linf",
+            "epsilon": 0.3,
+            "sanity": False,
+            "robust_accuracy": accuracy,
+            "clean_accuracy": 0.9,
+            "samples": 10,
+            "complete": True,
+        }
+
+    derived = derived_from_rows(
+        [row("pgd", 0.5), row("level", 0.3), row("level_8bit", 0.4)], {"naive": _PROBE}
+    )
+    assert [(w["attack"], w["robust_accuracy"]) for w in derived["worst_case"]] == [("level", 0.3)]
+    assert [(w["attack"], w["robust_accuracy"]) for w in derived["worst_case_8bit"]] == [
+        ("level_8bit", 0.4)
+    ]
+
+
+_PROBE = {"status": "ok", "zero_fraction": 0.0, "mean_abs": 1e-3}
 
 
 def test_files_are_written_and_markdown_leads_with_the_worst_case(report, tmp_path):
