@@ -150,7 +150,24 @@ def test_bad_arguments_are_reported_not_raised(workspace, capsys):
 def test_list_shows_every_attack(capsys):
     assert main(["list"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == ["noise", "fgsm", "bim", "pgd", "pgd_l2", "cw_l2", "spsa", "hsj"]
+    assert names == [
+        "noise",
+        "fgsm",
+        "bim",
+        "pgd",
+        "pgd_l2",
+        "apgd_ce",
+        "apgd_ce_l2",
+        "level",
+        "level_8bit",
+        "apgd_t",
+        "apgd_t_l2",
+        "cw_l2",
+        "square",
+        "square_l2",
+        "spsa",
+        "hsj",
+    ]
 
 
 def test_argument_parsers():
