@@ -133,3 +133,16 @@ def test_summary_puts_every_model_in_one_table(report, tmp_path):
 )
 def test_radii_print_as_people_write_them(eps, text):
     assert format_eps(eps) == text
+
+
+def test_markdown_and_summary_show_the_8bit_headline(report, tmp_path):
+    with_grid = {
+        **report,
+        "worst_case_8bit": [
+            {**report["worst_case"][0], "attack": "level_8bit", "threat_model": "bpda"}
+        ],
+    }
+    assert "On the 8-bit grid" in to_markdown(with_grid)
+    assert "On the 8-bit grid" not in to_markdown({**report, "worst_case_8bit": []})
+    md, _ = write_summary([with_grid], tmp_path, "synthetic")
+    assert "level_8bit/bpda" in md.read_text()
