@@ -52,10 +52,6 @@ class LevelBox:
             self.x[index], self.eps, self.thresholds, self.low[index], self.high[index], self.grid
         )
 
-    def flippable(self) -> torch.Tensor:
-        """(N,) how many pixels can change level."""
-        return (self.high > self.low).flatten(1).sum(1)
-
 
 def levels_of(x: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """The level index of every pixel (what ``hard_staircase`` computes, times L-1)."""
