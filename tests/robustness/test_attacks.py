@@ -105,3 +105,24 @@ def test_every_attack_module_names_its_paper_norm_and_range():
 def test_unknown_attack_lists_the_valid_names():
     with pytest.raises(ValueError, match="valid attacks: noise, fgsm"):
         get_attack("deepfool")
+
+
+def test_apgd_and_square_reach_through_the_quantizer(masked, eval_set):
+    """Through BPDA (APGD) and by queries alone (Square) on the masked model, whose
+    synthetic pixels all lie within 0.3 of its threshold. Naive APGD sees a zero gradient and
+keeps only what its random start happens to flip."""
+    request = SuiteRequest(
+        attacks=("apgd_ce", "square"),
+        threat_models=("naive", "bpda", "gradient_free"),
+        epsilons=(0.3,),
+        samples=24,
+        batch_size=12,
+        attack_params={"apgd_ce": TINY_PARAMS["apgd_ce"], "square": TINY_PARAMS["square"]},
+        sanity_epsilon=None,
+    )
+    report = run_suite(masked, eval_set, request)
+    rows = {(r["attack"], r["threat_model"]): r["robust_accuracy"] for r in report["results"]}
+    clean = report["clean_accuracy"]
+    assert rows["apgd_ce", "bpda"] <= clean - 0.3, rows
+    assert rows["apgd_ce", "naive"] >= rows["apgd_ce", "bpda"] + 0.5, rows
+    assert rows["square", "gradient_free"] < clean, rows
