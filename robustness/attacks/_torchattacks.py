@@ -3,9 +3,15 @@
 torchattacks reseeds torch's global generator with the attack's ``seed`` on every call, so
 each call gets a seed drawn from the generator the runner seeded for the unit: batches
 differ, and a unit's result still depends on the request's seed alone.
+
+torchattacks is imported on first use, not with the attack table: importing it loads
+scipy.stats (seconds on a busy CPU), which the service and every job would otherwise pay
+at startup whether or not they run these attacks.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import torch
 
@@ -16,3 +22,8 @@ NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 def next_seed() -> int:
     """A seed for one torchattacks call, from torch's global generator."""
     return int(torch.randint(0, 2**31 - 1, ()))
+
+
+def torchattacks_attack(name: str) -> type:
+    """The torchattacks attack class ``name``, importing the library on first use."""
+    return getattr(importlib.import_module("torchattacks"), name)

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torchattacks
 
-from robustness.attacks._torchattacks import NORM_NAMES, next_seed
+from robustness.attacks._torchattacks import NORM_NAMES, next_seed, torchattacks_attack
 from robustness.attacks.base import ModelFn
 
 
@@ -33,7 +32,7 @@ class APGDCE:
     loss: ClassVar[str] = "ce"
 
     def craft(self, model_fn: ModelFn, x: torch.Tensor, y: torch.Tensor, eps: float | None):
-        attack = torchattacks.APGD(
+        attack = torchattacks_attack("APGD")(
             model_fn,
             norm=NORM_NAMES[self.norm],
             eps=eps,

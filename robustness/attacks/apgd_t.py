@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torchattacks
 
-from robustness.attacks._torchattacks import NORM_NAMES, next_seed
+from robustness.attacks._torchattacks import NORM_NAMES, next_seed, torchattacks_attack
 from robustness.attacks.base import ModelFn
 
 
@@ -39,7 +38,7 @@ class APGDT:
             n_classes = model_fn(x[:1]).shape[1]
         if not 1 <= self.target_classes < n_classes:
             raise ValueError(f"target_classes must lie in [1, {n_classes - 1}]")
-        attack = torchattacks.APGDT(
+        attack = torchattacks_attack("APGDT")(
             model_fn,
             norm=NORM_NAMES[self.norm],
             eps=eps,

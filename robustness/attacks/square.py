@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torchattacks
 
-from robustness.attacks._torchattacks import NORM_NAMES, next_seed
+from robustness.attacks._torchattacks import NORM_NAMES, next_seed, torchattacks_attack
 from robustness.attacks.base import ModelFn
 
 
@@ -34,7 +33,7 @@ class Square:
     minimal: ClassVar[bool] = False
 
     def craft(self, model_fn: ModelFn, x: torch.Tensor, y: torch.Tensor, eps: float | None):
-        attack = torchattacks.Square(
+        attack = torchattacks_attack("Square")(
             model_fn,
             norm=NORM_NAMES[self.norm],
             eps=eps,
