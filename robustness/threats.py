@@ -74,6 +74,7 @@ class ZeroGradientBridge(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.train(model.training)  # a wrapper's mode is its model's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
@@ -111,6 +112,7 @@ class BPDAClassifier(nn.Module):
             raise ValueError(f"unknown BPDA backward {backward!r}; valid: 'identity', 'soft'")
         self.model = model
         self.backward_mode = backward
+        self.train(model.training)  # a wrapper's mode is its model's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         quantizer = self.model.quantizer

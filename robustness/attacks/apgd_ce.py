@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 
-from robustness.attacks._torchattacks import NORM_NAMES, next_seed, torchattacks_attack
+from robustness.attacks._torchattacks import NORM_NAMES, call, next_seed, torchattacks_attack
 from robustness.attacks.base import ModelFn
 
 
@@ -42,4 +42,4 @@ class APGDCE:
             loss=self.loss,
             rho=self.rho,
         )
-        return attack(x, y)
+        return call(attack, model_fn, x, y)

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from robustness.attacks._torchattacks import NORM_NAMES, next_seed, torchattacks_attack
+from robustness.attacks._torchattacks import NORM_NAMES, call, next_seed, torchattacks_attack
 from robustness.attacks.base import ModelFn
 
 
@@ -49,4 +49,4 @@ class APGDT:
             n_classes=n_classes,
         )
         attack.n_target_classes = self.target_classes  # the runner-up classes to try
-        return attack(x, y)
+        return call(attack, model_fn, x, y)

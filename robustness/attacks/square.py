@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from robustness.attacks._torchattacks import NORM_NAMES, next_seed, torchattacks_attack
+from robustness.attacks._torchattacks import NORM_NAMES, call, next_seed, torchattacks_attack
 from robustness.attacks.base import ModelFn
 
 
@@ -44,4 +44,4 @@ class Square:
             resc_schedule=True,
             seed=next_seed(),
         )
-        return attack(x, y)
+        return call(attack, model_fn, x, y)

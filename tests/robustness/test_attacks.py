@@ -10,6 +10,7 @@ import torch
 from robustness.attacks import ATTACKS, get_attack
 from robustness.request import SuiteRequest, with_params
 from robustness.runner import run_suite
+from robustness.threats import BPDAClassifier, ZeroGradientBridge, frozen_copy
 
 # Small budgets so the whole table runs in seconds; the defaults are for real runs.
 TINY_PARAMS = {
@@ -109,8 +110,8 @@ def test_unknown_attack_lists_the_valid_names():
 
 def test_apgd_and_square_reach_through_the_quantizer(masked, eval_set):
     """Through BPDA (APGD) and by queries alone (Square) on the masked model, whose
-    synthetic pixels all lie within 0.3 of its threshold. Naive APGD sees a zero gradient and
-keeps only what its random start happens to flip."""
+        synthetic pixels all lie within 0.3 of its threshold. Naive APGD sees a zero gradient and
+    keeps only what its random start happens to flip."""
     request = SuiteRequest(
         attacks=("apgd_ce", "square"),
         threat_models=("naive", "bpda", "gradient_free"),
@@ -126,3 +127,19 @@ keeps only what its random start happens to flip."""
     assert rows["apgd_ce", "bpda"] <= clean - 0.3, rows
     assert rows["apgd_ce", "naive"] >= rows["apgd_ce", "bpda"] + 0.5, rows
     assert rows["square", "gradient_free"] < clean, rows
+
+
+@pytest.mark.parametrize("name", ["apgd_ce", "apgd_t", "square"])
+def test_torchattacks_attacks_leave_the_deployed_model_in_eval_mode(name, masked_model, eval_set):
+    """torchattacks calls ``train()`` on a model it found training; through a wrapper that
+    would switch the deployed model (a TQ model: to its soft staircase) for every later
+    judgement. Wrappers take their model's mode, and every submodule keeps its own."""
+    model = frozen_copy(masked_model)
+    attack = with_params(get_attack(name), TINY_PARAMS[name])
+    surface = model if attack.access == "queries" else BPDAClassifier(model)
+    assert not surface.training and not ZeroGradientBridge(model).training
+    surface.train()  # even a surface left training must not leak its mode into the model
+    model.eval()
+    x, y = eval_set.images[:4], eval_set.labels[:4]
+    attack.craft(surface, x, y, 0.2)
+    assert not any(m.training for m in model.modules())
