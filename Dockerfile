@@ -6,7 +6,8 @@
 #                       --build-arg TORCH_PIP_ARGS="--index-url <a CUDA wheel index>" -t qusec:cuda .
 #
 # Installs as the README does: torch==2.13.0 first (TORCH_PIP_ARGS picks the wheel
-# source), cleverhans 4.0.0 without its TensorFlow metadata, then the project itself,
+# source), cleverhans 4.0.0 without its TensorFlow metadata and torchattacks 3.5.1
+# without its torchvision metadata (the admin jobs' attacks), then the project itself,
 # without the test extras. The bundled checkpoints are copied in; compose mounts them
 # read-only over the same path instead.
 
@@ -40,7 +41,7 @@ RUN python3.11 -m venv /opt/venv
 # hadolint reads it as an unpinned package.
 # hadolint ignore=SC2086,DL3013
 RUN pip install ${TORCH_PIP_ARGS} torch==2.13.0 \
-    && pip install --no-deps cleverhans==4.0.0
+    && pip install --no-deps cleverhans==4.0.0 torchattacks==3.5.1
 
 COPY pyproject.toml README.md ./
 COPY models ./models

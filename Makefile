@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
 	# cleverhans 4.0.0's metadata drags in TensorFlow packages its PyTorch attacks never import.
 	$(PY) -m pip install --quiet --no-deps cleverhans==4.0.0
-	# torchattacks is a test-only cross-check; its metadata would pull torchvision.
+	# torchattacks runs APGD, APGD-T and Square (and the PGD cross-check); its metadata would
+	# pull torchvision, but its attacks only import torch, numpy and scipy.
 	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@

@@ -89,10 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     merge = sub.add_parser(
         "merge",
         help="replace a report's rows for the attacks a later run of the same model, "
-        "evaluation set and seed ran",
+        "evaluation set and seed ran (no parts: derive the headline and flags again)",
     )
     merge.add_argument("base", type=Path, help="the report JSON to start from")
-    merge.add_argument("parts", nargs="+", type=Path, help="later report JSONs; later wins")
+    merge.add_argument("parts", nargs="*", type=Path, help="later report JSONs; later wins")
     merge.add_argument(
         "--out", required=True, type=Path, help="merged report JSON (.md and .png beside it)"
     )
@@ -189,5 +189,5 @@ def _list(args: argparse.Namespace) -> int:
     for name, attack in ATTACKS.items():
         kind = "minimal" if attack.minimal else "bounded"
         params = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(attack).items()) or "-"
-        print(f"{name:7} {attack.norm:4} {attack.access:9} {kind:8} {params}")
+        print(f"{name:10} {attack.norm:4} {attack.access:9} {kind:8} {params}")
     return 0

@@ -38,12 +38,15 @@ def print_summary(report: dict, paths: list[Path]) -> None:
         f"{report['model']['name']}: status {report['status']}, "
         f"clean accuracy {100 * report['clean_accuracy']:.1f}% on {report['samples']} images"
     )
-    for w in report["worst_case"]:
-        print(
-            f"  worst case {w['norm']:4} eps={format_eps(w['epsilon']):>7}: "
-            f"{100 * w['robust_accuracy']:5.1f}%  ({w['attack']} / {w['threat_model']}, "
-            f"n={w['samples']})"
-        )
+    headlines = [("worst case", report["worst_case"])]
+    headlines.append(("8-bit grid", report.get("worst_case_8bit") or []))
+    for title, rows in headlines:
+        for w in rows:
+            print(
+                f"  {title} {w['norm']:4} eps={format_eps(w['epsilon']):>7}: "
+                f"{100 * w['robust_accuracy']:5.1f}%  ({w['attack']} / {w['threat_model']}, "
+                f"n={w['samples']})"
+            )
     print(f"  masking flags fired: {', '.join(fired_flags(report)) or 'none'}")
     for path in paths:
         print(f"  wrote {path}")

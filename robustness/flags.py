@@ -20,6 +20,11 @@ GRADIENT_FREE_AHEAD = 0.05
 LARGE_EPSILON_ACCURACY = 0.10
 RISE_TOLERANCE = 0.03
 FLAT_TOLERANCE = 0.01
+STRONGER_AHEAD = 0.03
+# BPDA-PGD, the attack the masking story rests on, per norm; and the attacks that should
+# not beat it by much if its straight-through gradient finds what there is to find.
+BPDA_PGD = {"linf": "pgd", "l2": "pgd_l2"}
+STRONGER_THAN_PGD = ("apgd_ce", "apgd_ce_l2", "apgd_t", "apgd_t_l2", "level", "level_8bit")
 
 
 def masking_flags(rows: list[dict], probes: dict[str, dict]) -> list[dict]:
@@ -30,6 +35,7 @@ def masking_flags(rows: list[dict], probes: dict[str, dict]) -> list[dict]:
         _gradient_free_ahead(graded),
         _not_falling_at_large_epsilon([r for r in rows if r["sanity"]]),
         _not_falling_with_epsilon(graded),
+        _stronger_than_bpda_pgd(graded),
     ]
 
 
@@ -144,7 +150,10 @@ def _not_falling_with_epsilon(rows: list[dict]) -> dict:
                     f"eps={high['epsilon']:g}"
                 )
         last = points[-1]
-        white_box_gradient = ATTACKS[attack].access == "gradients" and threat in ("naive", "bpda")
+        white_box_gradient = ATTACKS[attack].access in ("gradients", "model") and threat in (
+            "naive",
+            "bpda",
+        )
         if (
             white_box_gradient
             and last["robust_accuracy"] >= last["clean_accuracy"] - FLAT_TOLERANCE
@@ -159,6 +168,31 @@ def _not_falling_with_epsilon(rows: list[dict]) -> dict:
         "should have some effect at the largest radius",
         evidence,
         checked=bool(series),
+    )
+
+
+def _stronger_than_bpda_pgd(rows: list[dict]) -> dict:
+    bpda = [r for r in rows if r["threat_model"] == "bpda"]
+    pgd = {(r["norm"], r["epsilon"]): r for r in bpda if r["attack"] == BPDA_PGD.get(r["norm"])}
+    evidence, compared = [], False
+    for row in bpda:
+        reference = pgd.get((row["norm"], row["epsilon"]))
+        if row["attack"] not in STRONGER_THAN_PGD or reference is None:
+            continue
+        compared = True
+        if row["robust_accuracy"] < reference["robust_accuracy"] - STRONGER_AHEAD:
+            evidence.append(
+                f"{row['norm']} eps={row['epsilon']:g}: {row['attack']} "
+                f"{row['robust_accuracy']:.1%} vs BPDA {reference['attack']} "
+                f"{reference['robust_accuracy']:.1%}"
+            )
+    return _flag(
+        "stronger_attack_beats_bpda_pgd",
+        f"APGD or the exact level-space attack leaves more than {100 * STRONGER_AHEAD:.0f} "
+        "points less accuracy than PGD through BPDA: the straight-through gradient misses "
+        "adversarial examples, so numbers resting on BPDA-PGD alone are too high",
+        evidence,
+        checked=compared,
     )
 
 

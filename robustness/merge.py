@@ -4,7 +4,9 @@ The runner seeds each (attack, threat model, epsilon) unit from the request's se
 so a unit's rows do not depend on what else ran in the same process. A report assembled
 from two runs of the same model, evaluation set, seed and radii therefore holds the rows
 one run would have produced; only wall-clock times differ. ``merge_reports`` checks that
-premise field by field and refuses when it does not hold.
+premise field by field and refuses when it does not hold. Library versions must agree
+where both runs record one; a run of attacks from a library the other did not use (say
+torchattacks) adds its version.
 
 The later run's (attack, threat model) pairs replace the earlier report's rows for those
 pairs, whole (a minimal attack has a row per radius), and the rows keep the runner's
@@ -22,7 +24,7 @@ from robustness.report import SCHEMA_VERSION, derived_from_rows
 from robustness.threats import THREAT_MODELS
 
 # Fields that must agree for the rows of two runs to belong in one report.
-_SAME_REPORT = ("schema_version", "samples", "seed", "clean_accuracy", "versions")
+_SAME_REPORT = ("schema_version", "samples", "seed", "clean_accuracy")
 _SAME_REQUEST = ("epsilons", "l2_epsilons", "batch_size", "bpda_backward")
 
 
@@ -32,7 +34,8 @@ class MergeError(ValueError):
 
 def merge_reports(base: dict, *parts: dict) -> dict:
     """``base`` with each part's rows in place of its rows for the same (attack, threat
-    model); later parts win. Neither input is modified."""
+    model); later parts win. Neither input is modified. With no parts, ``base`` with its
+    derived fields computed again by today's code."""
     if base.get("schema_version") != SCHEMA_VERSION:
         raise MergeError(f"base report has schema {base.get('schema_version')!r}")
     merged = {**base, "merged_from": base.get("merged_from") or [_provenance(base)]}
@@ -84,6 +87,10 @@ def assemble_parts(parts: list[dict]) -> dict:
 def _check_compatible(base: dict, part: dict) -> None:
     for key in _SAME_REPORT:
         _same(key, base.get(key), part.get(key))
+    # A library one run did not record (it had none of its attacks) cannot disagree.
+    ours, theirs = base.get("versions") or {}, part.get("versions") or {}
+    shared = set(ours) & set(theirs)
+    _same("versions", {k: ours[k] for k in shared}, {k: theirs[k] for k in shared})
     _same("model sha256", base["model"]["sha256"], part["model"]["sha256"])
     _same("model quantizer", base["model"]["quantizer"], part["model"]["quantizer"])
     _same("evaluation set sha256", base["eval_set"]["sha256"], part["eval_set"]["sha256"])
@@ -130,6 +137,7 @@ def _fold(base: dict, part: dict) -> dict:
         "surrogate": base.get("surrogate") or part.get("surrogate"),
         "request": request,
         "attack_params": base["attack_params"] | part["attack_params"],
+        "versions": base["versions"] | part["versions"],
         "results": rows,
         "skipped": skipped,
         "merged_from": base["merged_from"] + [_provenance(part)],

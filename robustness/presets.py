@@ -31,12 +31,32 @@ def preset(dataset: str) -> DatasetPreset:
         ) from None
 
 
-# The paper's attacks (FGSM, BIM, PGD, CW-L2) and both gradient-free ones, plus the noise
-# floor; PGD-L2 is left to ``evaluate``.
-REPRODUCTION_ATTACKS = ("noise", "fgsm", "bim", "pgd", "cw_l2", "spsa", "hsj")
+# The paper's attacks (FGSM, BIM, PGD, CW-L2), both cleverhans gradient-free ones, the
+# noise floor, and the stronger attacks: AutoAttack's APGD-CE, APGD-T and Square (L-inf and
+# L2) and the exact level-space attack (continuous and 8-bit). PGD-L2 is left to
+# ``evaluate``.
+REPRODUCTION_ATTACKS = (
+    "noise",
+    "fgsm",
+    "bim",
+    "pgd",
+    "apgd_ce",
+    "apgd_ce_l2",
+    "level",
+    "level_8bit",
+    "apgd_t",
+    "apgd_t_l2",
+    "cw_l2",
+    "square",
+    "square_l2",
+    "spsa",
+    "hsj",
+)
 # Every attack runs on every sample. The query attacks are most of the cost: on a 2-core
 # CPU, SPSA takes 0.6 s (idle, 2 threads) to 1.8 s (shared, 1 thread) per image and
-# radius, HopSkipJump about 1.5 s per image (shared, 1 thread). ``--limit`` caps them
-# (the first k samples) for a quicker look; report rows state their sample counts.
+# radius, HopSkipJump about 1.5 s per image (shared, 1 thread), Square about 3.5 s per
+# image and radius (shared, 1 thread; the level-space attacks and APGD-T about 1 s).
+# ``--limit`` caps them (the first k samples) for a quicker look; report rows state their
+# sample counts.
 REPRODUCTION_SAMPLE_LIMITS: dict[str, int] = {}
 REPRODUCTION_ATTACK_PARAMS: dict[str, dict] = {}

@@ -64,6 +64,7 @@ def to_markdown(report: dict, plot_name: str | None = None) -> str:
             for w in report["worst_case"]
         ],
     )
+    lines += _headline_8bit(report)
     if plot_name:
         lines += ["", f"![accuracy vs epsilon]({plot_name})"]
     lines += ["", "## Gradient-masking flags", ""] + _flags(report)
@@ -79,6 +80,28 @@ def to_markdown(report: dict, plot_name: str | None = None) -> str:
     lines += ["", "## Attack parameters", ""]
     lines += [f"- {name}: {json.dumps(p)}" for name, p in report["attack_params"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _headline_8bit(report: dict) -> list[str]:
+    """The L-inf headline again for an attacker who can only send 8-bit images."""
+    entries = report.get("worst_case_8bit") or []
+    if not entries:
+        return []
+    lines = ["", "On the 8-bit grid (whole intensity steps, what the service receives):", ""]
+    return lines + _table(
+        ["norm", "epsilon", "worst-case robust accuracy", "attack", "threat model", "samples"],
+        [
+            [
+                w["norm"],
+                format_eps(w["epsilon"]),
+                f"**{_pct(w['robust_accuracy'])}**",
+                w["attack"],
+                w["threat_model"],
+                f"{w['samples']}" + ("" if w["complete"] else "*"),
+            ]
+            for w in entries
+        ],
+    )
 
 
 def _summary(report: dict) -> list[str]:

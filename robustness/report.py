@@ -1,8 +1,10 @@
 """The report: a JSON-ready dict with the rows, the worst case per radius, and the flags.
 
 The headline is ``worst_case``: for each norm and radius, the lowest robust accuracy over
-every attack and threat model that ran. ``worst_case_per_attack`` is the same minimum
-taken per attack (over threat models), for a job runner to export as gauges.
+every attack and threat model that ran. ``worst_case_8bit`` is the same minimum over the
+attacks whose images are 8-bit images (``level_8bit``), what an attacker who can only send
+the service 8-bit images achieves. ``worst_case_per_attack`` is the minimum taken per
+attack (over threat models), for a job runner to export as gauges.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from robustness.flags import masking_flags
 from robustness.request import SuiteRequest
 
 SCHEMA_VERSION = 1
-_LIBRARIES = ("torch", "cleverhans", "numpy", "scipy")
+_LIBRARIES = ("torch", "cleverhans", "torchattacks", "numpy", "scipy")
 
 
 def build_report(
@@ -67,9 +69,15 @@ def derived_from_rows(rows: list[dict], probes: dict[str, dict]) -> dict:
     the masking flags (a merge of several runs computes them again)."""
     return {
         "worst_case": worst_case(rows),
+        "worst_case_8bit": worst_case([r for r in rows if _on_8bit_grid(r)]),
         "worst_case_per_attack": worst_case(rows, per_attack=True),
         "masking_flags": masking_flags(rows, probes),
     }
+
+
+def _on_8bit_grid(row: dict) -> bool:
+    """Rows whose crafted images are 8-bit images, as the service receives them."""
+    return getattr(ATTACKS[row["attack"]], "grid", False)
 
 
 def worst_case(rows: list[dict], per_attack: bool = False) -> list[dict]:

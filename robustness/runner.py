@@ -209,7 +209,7 @@ def plan_units(
         for threat in request.threat_models:
             if not applies(threat, attack):
                 continue
-            reason = _not_applicable(threat, target, surrogate)
+            reason = _no_level_space(attack, target) or _not_applicable(threat, target, surrogate)
             if reason is None and not attack.minimal and not radii:
                 reason = f"no {attack.norm} epsilons requested"
             if reason is not None:
@@ -248,6 +248,12 @@ def subject_facts(
         surrogate.dataset if surrogate is not None else "",
     )
     return SubjectFacts(target.dataset, input_shape, target.model.quantizer is not None, problem)
+
+
+def _no_level_space(attack: Attack, target: Subject) -> str | None:
+    if attack.access == "model" and target.model.quantizer is None:
+        return "no quantizer: no level space (APGD and PGD attack the input directly)"
+    return None
 
 
 def _skip(unit: Unit, reason: str) -> dict:
@@ -363,7 +369,8 @@ def _craft(ctx: _Context, unit: Unit, attack: Attack) -> tuple[torch.Tensor, int
         else ctx.clean_correct[: unit.samples]
     )
     adv = x.clone()
-    surface = ctx.surfaces[unit.threat_model]
+    # An exact attack gets the deployed model itself; the others their threat's surface.
+    surface = ctx.target if attack.access == "model" else ctx.surfaces[unit.threat_model]
     step = ctx.request.batch_size
     for start in range(0, unit.samples, step):
         if ctx.should_stop():
@@ -387,7 +394,7 @@ def _craft(ctx: _Context, unit: Unit, attack: Attack) -> tuple[torch.Tensor, int
 
 
 def _craft_batch(attack: Attack, surface, x, y, eps: float | None) -> torch.Tensor:
-    if attack.access == "gradients":
+    if attack.access in ("gradients", "model"):
         adv = attack.craft(surface, x, y, eps)
     else:
         with torch.no_grad():

@@ -56,6 +56,16 @@ def summary_markdown(reports: list[dict], dataset: str, plot_name: str | None = 
             for rep in reports
         ],
     )
+    if any(rep.get("worst_case_8bit") for rep in reports):
+        lines += ["", "## Worst case on the 8-bit grid (attacks that send 8-bit images)", ""]
+        lines += _table(
+            head,
+            [
+                [rep["model"]["name"], f"{100 * rep['clean_accuracy']:.1f}%"]
+                + [_worst_cell(rep, eps, "worst_case_8bit") for eps in radii]
+                for rep in reports
+            ],
+        )
     lines += ["", "## Lowest accuracy per threat model (minimum over attacks)", ""]
     lines += _table(
         ["model", "threat model"] + head[2:],
@@ -90,9 +100,10 @@ def summary_markdown(reports: list[dict], dataset: str, plot_name: str | None = 
     return "\n".join(lines) + "\n"
 
 
-def _worst_cell(report: dict, eps: float) -> str:
+def _worst_cell(report: dict, eps: float, field: str = "worst_case") -> str:
     entry = next(
-        (w for w in report["worst_case"] if w["norm"] == "linf" and w["epsilon"] == eps), None
+        (w for w in report.get(field) or [] if w["norm"] == "linf" and w["epsilon"] == eps),
+        None,
     )
     if entry is None:
         return "-"

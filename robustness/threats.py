@@ -9,8 +9,12 @@
 * ``bpda``: Backward Pass Differentiable Approximation (Athalye, Carlini and Wagner,
   arXiv 1802.00420): hard staircase forward, straight-through identity (or the soft
   staircase's derivative) backward.
-* ``gradient_free``: query-only attacks (SPSA, HopSkipJump) and the noise floor on the
-  deployed model.
+* ``gradient_free``: query-only attacks (SPSA, Square, HopSkipJump) and the noise floor on
+  the deployed model.
+
+Attacks that need the model itself (the level-space attack) are exact white-box attacks:
+they get the deployed model, not a surface, and run once, under ``bpda`` (the adaptive
+white-box row); a model without a quantizer has no level space.
 
 Every threat model is judged the same way: the deployed model, hard staircase, classifies
 the crafted images.
@@ -47,11 +51,14 @@ def frozen_copy(model: QuantizedClassifier) -> QuantizedClassifier:
 
 
 def applies(threat_model: str, attack: Attack) -> bool:
-    """Gradient attacks run under transfer and the white-box models; the rest query only."""
+    """Gradient attacks run under transfer and the white-box models, model-access attacks
+    under BPDA; the rest query only."""
     if threat_model not in THREAT_MODELS:
         raise ValueError(
             f"unknown threat model {threat_model!r}; valid: {', '.join(THREAT_MODELS)}"
         )
+    if attack.access == "model":
+        return threat_model == "bpda"
     if attack.access == "gradients":
         return threat_model != "gradient_free"
     return threat_model == "gradient_free"
@@ -67,6 +74,7 @@ class ZeroGradientBridge(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.train(model.training)  # a wrapper's mode is its model's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
@@ -104,6 +112,7 @@ class BPDAClassifier(nn.Module):
             raise ValueError(f"unknown BPDA backward {backward!r}; valid: 'identity', 'soft'")
         self.model = model
         self.backward_mode = backward
+        self.train(model.training)  # a wrapper's mode is its model's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         quantizer = self.model.quantizer

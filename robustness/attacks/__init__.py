@@ -6,15 +6,23 @@ short by its time budget still has the cheap attacks done.
 
 from __future__ import annotations
 
+from robustness.attacks.apgd_ce import APGDCE
+from robustness.attacks.apgd_ce_l2 import APGDCEL2
+from robustness.attacks.apgd_t import APGDT
+from robustness.attacks.apgd_t_l2 import APGDTL2
 from robustness.attacks.base import Attack, Norm
 from robustness.attacks.bim import BIM
 from robustness.attacks.cw_l2 import CarliniWagnerL2
 from robustness.attacks.fgsm import FGSM
 from robustness.attacks.hop_skip_jump import HopSkipJump
+from robustness.attacks.level_space import LevelSpace
+from robustness.attacks.level_space_8bit import LevelSpace8Bit
 from robustness.attacks.noise import UniformNoise
 from robustness.attacks.pgd import PGD
 from robustness.attacks.pgd_l2 import PGDL2
 from robustness.attacks.spsa import SPSA
+from robustness.attacks.square import Square
+from robustness.attacks.square_l2 import SquareL2
 
 ATTACKS: dict[str, Attack] = {
     attack.name: attack
@@ -24,7 +32,15 @@ ATTACKS: dict[str, Attack] = {
         BIM(),
         PGD(),
         PGDL2(),
+        APGDCE(),
+        APGDCEL2(),
+        LevelSpace(),
+        LevelSpace8Bit(),
+        APGDT(),
+        APGDTL2(),
         CarliniWagnerL2(),
+        Square(),
+        SquareL2(),
         SPSA(),
         HopSkipJump(),
     )

@@ -8,8 +8,9 @@ from typing import ClassVar, Literal, Protocol
 import torch
 
 Norm = Literal["linf", "l2"]
-# What the attacker needs from the model: gradients, only its decisions/logits, or nothing.
-Access = Literal["gradients", "queries", "none"]
+# What the attacker needs from the model: gradients, only its decisions/logits, nothing,
+# or the model itself (its quantizer's thresholds and the CNN behind it: an exact attack).
+Access = Literal["gradients", "queries", "none", "model"]
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
 # Every attack works on images in [0, 1]; the runner clamps again after each attack.

@@ -25,6 +25,18 @@ from service.settings import ServiceSettings
 
 # Cheap bounded L-inf attacks, one gradient-free floor: minutes on 1,000 MNIST images.
 DEFAULT_ATTACKS = ("noise", "fgsm", "bim", "pgd")
+# The costly attacks run on the first N samples unless the request sets their limit, so a
+# check that names them still fits the default time budget on a 2-core CPU: per 1,000 MNIST
+# images and radius, one loaded thread, APGD-T and the level-space attacks take about
+# 1,000-1,100 s and Square about 3,500 s (benchmarks/bench_attacks.py, docs/results.md).
+DEFAULT_SAMPLE_LIMITS = {
+    "level": 200,
+    "level_8bit": 200,
+    "apgd_t": 200,
+    "apgd_t_l2": 200,
+    "square": 50,
+    "square_l2": 50,
+}
 ParamValue = StrictBool | StrictInt | StrictFloat
 
 
@@ -106,7 +118,10 @@ def plan_job(
         batch_size=body.batch_size,
         seed=body.seed,
         attack_params=body.attack_params,
-        sample_limits=body.sample_limits,
+        sample_limits={
+            **{a: n for a, n in DEFAULT_SAMPLE_LIMITS.items() if a in attacks},
+            **body.sample_limits,
+        },
         sanity_epsilon=body.sanity_epsilon,
         sanity_samples=body.sanity_samples,
         bpda_backward=body.bpda_backward,

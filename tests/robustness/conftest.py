@@ -73,6 +73,13 @@ def eval_set() -> EvalSet:
 
 
 @pytest.fixture(scope="session")
+def eval_set_8bit(eval_set) -> EvalSet:
+    """The same images on the 8-bit grid, as an 8-bit image file would load."""
+    images = torch.round(eval_set.images * 255) / 255
+    return EvalSet("synthetic-digits-8bit", images, eval_set.labels, "synthetic-8bit")
+
+
+@pytest.fixture(scope="session")
 def undefended(undefended_model) -> Subject:
     return Subject("tiny-undefended", "synthetic", "sha-undefended", undefended_model)
 

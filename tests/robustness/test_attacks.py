@@ -10,6 +10,7 @@ import torch
 from robustness.attacks import ATTACKS, get_attack
 from robustness.request import SuiteRequest, with_params
 from robustness.runner import run_suite
+from robustness.threats import BPDAClassifier, ZeroGradientBridge, frozen_copy
 
 # Small budgets so the whole table runs in seconds; the defaults are for real runs.
 TINY_PARAMS = {
@@ -18,6 +19,14 @@ TINY_PARAMS = {
     "cw_l2": {"binary_search_steps": 2, "max_iterations": 30},
     "spsa": {"nb_iter": 20, "spsa_samples": 32},
     "hsj": {"num_iterations": 5, "initial_num_evals": 20, "max_num_evals": 100},
+    "apgd_ce": {"steps": 10},
+    "apgd_ce_l2": {"steps": 10},
+    "apgd_t": {"steps": 10, "target_classes": 2},
+    "apgd_t_l2": {"steps": 10, "target_classes": 2},
+    "square": {"queries": 300},
+    "square_l2": {"queries": 300},
+    "level": {"steps": 10, "restarts": 1, "greedy_steps": 10},
+    "level_8bit": {"steps": 10, "restarts": 1, "greedy_steps": 10},
 }
 # Uniform noise is the floor: at 0.3 it barely dents even an undefended model, so it is
 # tested at the largest radius and only asked to lower accuracy at all; real attacks must
@@ -30,7 +39,7 @@ REQUIRED_DROP = {"noise": 0.05}
 def tiny_request(name: str, samples: int = 24) -> SuiteRequest:
     return SuiteRequest(
         attacks=(name,),
-        threat_models=("naive", "gradient_free"),
+        threat_models=("naive", "bpda", "gradient_free"),
         epsilons=(LINF_EPS.get(name, 0.3),),
         l2_epsilons=(L2_EPS,),
         samples=samples,
@@ -40,10 +49,20 @@ def tiny_request(name: str, samples: int = 24) -> SuiteRequest:
     )
 
 
+def _subject(attack, undefended, masked):
+    # Level-space attacks need a quantizer: they attack the CQ model, whose synthetic
+    # pixels all lie within 0.3 of its threshold, as gradient attacks do through BPDA.
+    return masked if attack.access == "model" else undefended
+
+
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_every_attack_lowers_accuracy_on_an_undefended_model(name, undefended, eval_set):
+def test_every_attack_lowers_accuracy_on_an_undefended_model(
+    name, undefended, masked, eval_set, eval_set_8bit
+):
     attack = ATTACKS[name]
-    report = run_suite(undefended, eval_set, tiny_request(name))
+    # The 8-bit level attack only moves pixels of 8-bit images.
+    images = eval_set_8bit if getattr(attack, "grid", False) else eval_set
+    report = run_suite(_subject(attack, undefended, masked), images, tiny_request(name))
 
     assert report["status"] == "complete"
     assert report["clean_accuracy"] > 0.9
@@ -58,12 +77,12 @@ def test_every_attack_lowers_accuracy_on_an_undefended_model(name, undefended, e
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_attack_output_is_an_image_batch_in_range(name, undefended_model, eval_set):
+def test_attack_output_is_an_image_batch_in_range(name, undefended, masked, eval_set):
     attack = with_params(get_attack(name), TINY_PARAMS.get(name, {}))
     x, y = eval_set.images[:4], eval_set.labels[:4]
     eps = None if attack.minimal else 0.2
     with torch.enable_grad():
-        adv = attack.craft(undefended_model, x, y, eps)
+        adv = attack.craft(_subject(attack, undefended, masked).model, x, y, eps)
     assert adv.shape == x.shape
     assert torch.isfinite(adv).all()
     assert adv.min() >= -1e-6 and adv.max() <= 1 + 1e-6
@@ -73,7 +92,7 @@ def test_attacks_are_frozen_parameter_records():
     for attack in ATTACKS.values():
         assert dataclasses.is_dataclass(attack)
         assert attack.norm in ("linf", "l2")
-        assert attack.access in ("gradients", "queries", "none")
+        assert attack.access in ("gradients", "queries", "none", "model")
         with pytest.raises(dataclasses.FrozenInstanceError):
             attack.__setattr__("x", 1)
 
@@ -87,3 +106,40 @@ def test_every_attack_module_names_its_paper_norm_and_range():
 def test_unknown_attack_lists_the_valid_names():
     with pytest.raises(ValueError, match="valid attacks: noise, fgsm"):
         get_attack("deepfool")
+
+
+def test_apgd_and_square_reach_through_the_quantizer(masked, eval_set):
+    """Through BPDA (APGD) and by queries alone (Square) on the masked model, whose
+        synthetic pixels all lie within 0.3 of its threshold. Naive APGD sees a zero gradient and
+    keeps only what its random start happens to flip."""
+    request = SuiteRequest(
+        attacks=("apgd_ce", "square"),
+        threat_models=("naive", "bpda", "gradient_free"),
+        epsilons=(0.3,),
+        samples=24,
+        batch_size=12,
+        attack_params={"apgd_ce": TINY_PARAMS["apgd_ce"], "square": TINY_PARAMS["square"]},
+        sanity_epsilon=None,
+    )
+    report = run_suite(masked, eval_set, request)
+    rows = {(r["attack"], r["threat_model"]): r["robust_accuracy"] for r in report["results"]}
+    clean = report["clean_accuracy"]
+    assert rows["apgd_ce", "bpda"] <= clean - 0.3, rows
+    assert rows["apgd_ce", "naive"] >= rows["apgd_ce", "bpda"] + 0.5, rows
+    assert rows["square", "gradient_free"] < clean, rows
+
+
+@pytest.mark.parametrize("name", ["apgd_ce", "apgd_t", "square"])
+def test_torchattacks_attacks_leave_the_deployed_model_in_eval_mode(name, masked_model, eval_set):
+    """torchattacks calls ``train()`` on a model it found training; through a wrapper that
+    would switch the deployed model (a TQ model: to its soft staircase) for every later
+    judgement. Wrappers take their model's mode, and every submodule keeps its own."""
+    model = frozen_copy(masked_model)
+    attack = with_params(get_attack(name), TINY_PARAMS[name])
+    surface = model if attack.access == "queries" else BPDAClassifier(model)
+    assert not surface.training and not ZeroGradientBridge(model).training
+    surface.train()  # even a surface left training must not leak its mode into the model
+    model.eval()
+    x, y = eval_set.images[:4], eval_set.labels[:4]
+    attack.craft(surface, x, y, 0.2)
+    assert not any(m.training for m in model.modules())

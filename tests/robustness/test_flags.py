@@ -131,3 +131,16 @@ def test_missing_gradient_probe_fires():
     probes = {"naive": {"status": "none", "zero_fraction": 1.0, "mean_abs": 0.0}}
     assert _fired([], probes)["zero_or_missing_gradients"] is True
     assert _fired([])["zero_or_missing_gradients"] is False
+
+
+def test_stronger_attacks_beating_bpda_pgd_fire_beyond_a_few_points():
+    rows = [_row("pgd", "bpda", 0.3, 0.80), _row("level", "bpda", 0.3, 0.78)]
+    assert _fired(rows)["stronger_attack_beats_bpda_pgd"] is False
+    rows[1] = _row("apgd_t", "bpda", 0.3, 0.70)
+    flag = next(f for f in masking_flags(rows, OK_PROBES) if f["name"].startswith("stronger"))
+    assert flag["fired"] is True
+    assert flag["evidence"] == ["linf eps=0.3: apgd_t 70.0% vs BPDA pgd 80.0%"]
+    # L2 rows compare with PGD-L2, and without BPDA-PGD rows nothing is checked.
+    l2 = [_row("pgd_l2", "bpda", 2, 0.5, norm="l2"), _row("apgd_ce_l2", "bpda", 2, 0.3, norm="l2")]
+    assert _fired(l2)["stronger_attack_beats_bpda_pgd"] is True
+    assert _fired(rows[1:])["stronger_attack_beats_bpda_pgd"] is None

@@ -131,3 +131,23 @@ def test_parts_of_one_plan_assemble_into_the_one_run_report(runs, masked, undefe
     assert assembled["status"] == "complete" and assembled["parts"] == len(units)
     with pytest.raises(MergeError, match="seed"):
         assemble_parts([parts[0], {**parts[1], "seed": 1}])
+
+
+def test_merge_without_parts_derives_the_headline_and_flags_again(runs):
+    whole = copy.deepcopy(runs[0])
+    stale = {**whole, "worst_case": [], "masking_flags": whole["masking_flags"][:2]}
+    stale.pop("worst_case_8bit")
+    rederived = merge_reports(stale)
+    for key in ("worst_case", "worst_case_8bit", "worst_case_per_attack", "masking_flags"):
+        assert rederived[key] == whole[key], key
+    assert _rows(rederived) == _rows(whole)
+    assert rederived["seconds"] == whole["seconds"]
+
+
+def test_merge_accepts_a_library_only_one_run_recorded(runs):
+    first, rerun = copy.deepcopy(runs[1]), copy.deepcopy(runs[2])
+    first["versions"].pop("torchattacks")  # a report from before the library was used
+    merged = merge_reports(first, rerun)
+    assert merged["versions"] == rerun["versions"]
+    rerun["versions"]["torchattacks"] = "0"
+    assert merge_reports(first, rerun)["versions"]["torchattacks"] == "0"

@@ -14,7 +14,7 @@ import pytest
 
 from models.checkpoint import sha256_file
 from robustness.flags import masking_flags
-from robustness.report import worst_case
+from robustness.report import derived_from_rows, worst_case
 from robustness.threats import THREAT_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +60,8 @@ def test_report_covers_every_threat_model_on_1000_images(name):
 def test_headline_and_flags_follow_from_the_rows(name):
     report = _report(name)
     rows = report["results"]
+    derived = derived_from_rows(rows, report["gradient_probes"])
     assert report["worst_case"] == worst_case(rows)
     assert report["worst_case_per_attack"] == worst_case(rows, per_attack=True)
     assert report["masking_flags"] == masking_flags(rows, report["gradient_probes"])
+    assert {key: report[key] for key in derived} == derived

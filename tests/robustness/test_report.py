@@ -7,7 +7,7 @@ import json
 import pytest
 
 from robustness.render import format_eps, to_markdown, write_report
-from robustness.report import worst_case
+from robustness.report import derived_from_rows, worst_case
 from robustness.request import SuiteRequest
 from robustness.runner import run_suite
 from robustness.summary import write_summary
@@ -81,6 +81,32 @@ def test_worst_case_per_attack_takes_the_minimum_over_threat_models():
     )
 
 
+def test_the_8bit_headline_takes_only_attacks_that_send_8bit_images():
+    def row(attack, accuracy):
+        return {
+            "attack": attack,
+            "threat_model": "bpda",
+            "norm": "linf",
+            "epsilon": 0.3,
+            "sanity": False,
+            "robust_accuracy": accuracy,
+            "clean_accuracy": 0.9,
+            "samples": 10,
+            "complete": True,
+        }
+
+    derived = derived_from_rows(
+        [row("pgd", 0.5), row("level", 0.3), row("level_8bit", 0.4)], {"naive": _PROBE}
+    )
+    assert [(w["attack"], w["robust_accuracy"]) for w in derived["worst_case"]] == [("level", 0.3)]
+    assert [(w["attack"], w["robust_accuracy"]) for w in derived["worst_case_8bit"]] == [
+        ("level_8bit", 0.4)
+    ]
+
+
+_PROBE = {"status": "ok", "zero_fraction": 0.0, "mean_abs": 1e-3}
+
+
 def test_files_are_written_and_markdown_leads_with_the_worst_case(report, tmp_path):
     paths = write_report(report, tmp_path, "tiny")
     assert [p.name for p in paths] == ["tiny.json", "tiny.md", "tiny.png"]
@@ -107,3 +133,16 @@ def test_summary_puts_every_model_in_one_table(report, tmp_path):
 )
 def test_radii_print_as_people_write_them(eps, text):
     assert format_eps(eps) == text
+
+
+def test_markdown_and_summary_show_the_8bit_headline(report, tmp_path):
+    with_grid = {
+        **report,
+        "worst_case_8bit": [
+            {**report["worst_case"][0], "attack": "level_8bit", "threat_model": "bpda"}
+        ],
+    }
+    assert "On the 8-bit grid" in to_markdown(with_grid)
+    assert "On the 8-bit grid" not in to_markdown({**report, "worst_case_8bit": []})
+    md, _ = write_summary([with_grid], tmp_path, "synthetic")
+    assert "level_8bit/bpda" in md.read_text()

@@ -85,13 +85,16 @@ def test_compose_files_are_valid(files: list[str]) -> None:
 
 def test_image_installs_as_the_readme_does() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    for pin in re.findall(r"\b(torch==[\w.]+|cleverhans==[\w.]+)", makefile):
+    for pin in re.findall(r"\b(torch==[\w.]+|cleverhans==[\w.]+|torchattacks==[\w.]+)", makefile):
         assert pin in DOCKERFILE, f"{pin} from the Makefile is not what the image installs"
     torch_at = DOCKERFILE.index("torch==")
     cleverhans_at = DOCKERFILE.index("--no-deps cleverhans==")
     project_at = DOCKERFILE.index("pip install .")
     assert torch_at < cleverhans_at < project_at
-    assert "[test]" not in DOCKERFILE and "torchattacks" not in DOCKERFILE
+    # torchattacks runs the admin jobs' APGD and Square attacks, installed like cleverhans.
+    assert torch_at < DOCKERFILE.index("torchattacks==") < project_at
+    assert "--no-deps cleverhans==4.0.0 torchattacks==" in DOCKERFILE
+    assert "[test]" not in DOCKERFILE
     assert "ARG TORCH_PIP_ARGS" in DOCKERFILE and "${TORCH_PIP_ARGS}" in DOCKERFILE
     assert "://" not in DOCKERFILE.replace("http://127.0.0.1", "")  # no index hosts baked in
 
