@@ -53,6 +53,11 @@ class LevelSpace:
     minimal: ClassVar[bool] = False
     grid: ClassVar[bool] = False
 
+    @property
+    def evaluations_per_sample(self) -> int:
+        """Model evaluations one image costs at most: the PGD runs, then the greedy moves."""
+        return self.steps * self.restarts + self.greedy_steps * self.candidates
+
     def craft(
         self, model_fn: QuantizedClassifier, x: torch.Tensor, y: torch.Tensor, eps: float | None
     ) -> torch.Tensor:

@@ -9,10 +9,12 @@ pass, or a forward and backward pass for gradient attacks):
     ``robustness.runner.plan_units`` plans them, plus the sanity runs)
     of samples x evaluations per sample
 
-where an attack's evaluations per sample is the product of its iteration-like
-parameters (``nb_iter``, ``restarts``, ``max_iterations``, ``binary_search_steps``,
-``spsa_samples``, ``spsa_iters``, ``num_iterations``, ``max_num_evals``), with the
-request's overrides applied: an upper bound for attacks that stop early. The
+where an attack's evaluations per sample is its own ``evaluations_per_sample`` where it
+states one (the level-space attacks: PGD runs plus greedy moves), else the product of its
+iteration-like parameters (``nb_iter``, ``steps``, ``restarts``, ``target_classes``,
+``queries``, ``max_iterations``, ``binary_search_steps``, ``spsa_samples``, ``spsa_iters``,
+``num_iterations``, ``max_num_evals``), with the request's overrides applied: an upper bound
+for attacks that stop early. The
 service refuses a check whose estimate passes ``QUSEC_ROBUSTNESS_MAX_COST`` (422)
 and a queue whose waiting and running checks together would pass
 ``QUSEC_ROBUSTNESS_MAX_QUEUED_COST`` (429).
@@ -28,6 +30,9 @@ from robustness.threats import applies
 
 _ITERATION_FIELDS = (
     "nb_iter",
+    "steps",
+    "target_classes",
+    "queries",
     "restarts",
     "binary_search_steps",
     "max_iterations",
@@ -43,6 +48,9 @@ _WHITE_BOX = ("naive", "bpda")
 
 def evaluations_per_sample(attack: Attack) -> int:
     """Model evaluations one crafted example costs at most."""
+    stated = getattr(attack, "evaluations_per_sample", None)
+    if stated is not None:
+        return max(1, int(stated))
     counts = (getattr(attack, name) for name in _ITERATION_FIELDS if hasattr(attack, name))
     return max(1, math.prod(int(count) for count in counts))
 

@@ -15,6 +15,17 @@ def test_evaluations_per_sample_follow_the_iteration_parameters() -> None:
     assert evaluations_per_sample(get_attack("pgd")) == 40  # nb_iter x restarts
     request = SuiteRequest(attacks=("pgd",), attack_params={"pgd": {"nb_iter": 7, "restarts": 3}})
     assert evaluations_per_sample(request.resolved_attacks()["pgd"]) == 21
+    assert evaluations_per_sample(get_attack("apgd_t")) == 50 * 3 * 1  # steps x targets x restarts
+    assert evaluations_per_sample(get_attack("square")) == 1000  # queries x restarts
+    # The level-space attack states its own: PGD runs, then greedy moves among candidates.
+    assert evaluations_per_sample(get_attack("level")) == 50 * 3 + 40 * 16
+
+
+def test_every_attack_has_a_cost_above_one_evaluation_unless_it_is_single_step() -> None:
+    single_step = {"noise", "fgsm"}
+    for name in ATTACKS:
+        cost = evaluations_per_sample(get_attack(name))
+        assert (cost == 1) == (name in single_step), (name, cost)
 
 
 def test_the_cost_counts_units_samples_and_iterations() -> None:
