@@ -10,7 +10,7 @@ CHECKPOINT ?= checkpoints/mnist-tq2
 # Extra pip options for installing torch (for example an index of CPU-only wheels).
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv serve test lint train-mnist bench-train
+.PHONY: venv serve test lint train-mnist train-cifar10 bench-train
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ train-mnist: venv
 	$(PY) -m training train --dataset mnist --defense none --data-dir ../shared/data/mnist --out checkpoints/mnist-undefended
 	$(PY) -m training train --dataset mnist --defense cq --levels 2 --data-dir ../shared/data/mnist --out checkpoints/mnist-cq2
 	$(PY) -m training train --dataset mnist --defense tq --levels 2 --data-dir ../shared/data/mnist --out checkpoints/mnist-tq2
+
+# CIFAR-10: the undefended CNN from scratch, then CQ and TQ fine-tuned from it (docs/training.md).
+CIFAR_DATA ?= ../shared/data/cifar10
+CIFAR_LEVELS ?= 4
+CIFAR_FINETUNE = --init-from checkpoints/cifar10-undefended --augment --epochs 10 --lr 5e-4 \
+	--schedule cosine --data-dir $(CIFAR_DATA)
+
+train-cifar10: venv
+	$(PY) -m training train --dataset cifar10 --defense none --augment --epochs 40 --schedule cosine --data-dir $(CIFAR_DATA) --out checkpoints/cifar10-undefended
+	$(PY) -m training train --dataset cifar10 --defense cq --levels $(CIFAR_LEVELS) $(CIFAR_FINETUNE) --out checkpoints/cifar10-cq$(CIFAR_LEVELS)
+	$(PY) -m training train --dataset cifar10 --defense tq --levels $(CIFAR_LEVELS) $(CIFAR_FINETUNE) --out checkpoints/cifar10-tq$(CIFAR_LEVELS)
 
 bench-train: venv
 	$(PY) benchmarks/train_throughput.py
