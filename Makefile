@@ -10,7 +10,7 @@ CHECKPOINT ?= checkpoints/mnist-tq2
 # Extra pip options for installing torch (for example an index of CPU-only wheels).
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv serve test lint train-mnist train-cifar10 bench-train
+.PHONY: venv serve test lint train-mnist train-cifar10 train-cifar10-sweep bench-train
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ train-cifar10: venv
 	$(PY) -m training train --dataset cifar10 --defense none --augment --epochs 40 --schedule cosine --data-dir $(CIFAR_DATA) --out checkpoints/cifar10-undefended
 	$(PY) -m training train --dataset cifar10 --defense cq --levels $(CIFAR_LEVELS) $(CIFAR_FINETUNE) --out checkpoints/cifar10-cq$(CIFAR_LEVELS)
 	$(PY) -m training train --dataset cifar10 --defense tq --levels $(CIFAR_LEVELS) $(CIFAR_FINETUNE) --out checkpoints/cifar10-tq$(CIFAR_LEVELS)
+
+# The level sweep behind the choice of CIFAR_LEVELS: CQ and TQ at L = 2, 4, 8, fine-tuned alike.
+train-cifar10-sweep: venv
+	for defense in cq tq; do for levels in 2 4 8; do \
+	  $(PY) -m training train --dataset cifar10 --defense $$defense --levels $$levels $(CIFAR_FINETUNE) \
+	    --out checkpoints/sweep/cifar10-$$defense$$levels || exit 1; \
+	done; done
 
 bench-train: venv
 	$(PY) benchmarks/train_throughput.py

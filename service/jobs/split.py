@@ -16,7 +16,6 @@ import logging
 from dataclasses import replace
 
 from models.checkpoint import load_checkpoint
-from robustness.merge import assemble_parts
 from robustness.request import SuiteRequest
 from robustness.runner import Subject, plan_units
 from service.jobs.spec import JobSpec
@@ -46,6 +45,10 @@ def plan_parts(spec: JobSpec, dataset: str, model) -> list[JobSpec] | None:
 
 def assemble(parts: list[dict]) -> tuple[str, dict | None, str | None]:
     """(status, report, error) of a split check from its finished parts, in plan order."""
+    # Only a replica that settles a split check needs the merge rules; the serving process
+    # otherwise never loads them (tests/service/test_operations.py).
+    from robustness.merge import assemble_parts
+
     statuses = [part["status"] for part in parts]
     reports = [part["report"] for part in parts if part.get("report") is not None]
     if all(status == "done" for status in statuses):
