@@ -19,7 +19,7 @@ from service.jobs.manager import JobManager
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.pool import ClassifierPool
-from service.routers import include_routers
+from service.routers import fast_routes, include_routers
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.admin_token = None
     app.state.jobs_problem = None
     install_error_handlers(app, settings.retry_after_seconds)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     include_routers(app, settings)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, fast_routes=fast_routes())
     return app

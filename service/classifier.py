@@ -27,7 +27,7 @@ import torch
 from starlette.requests import Request
 
 from models.checkpoint import LoadedCheckpoint
-from models.quantizers import InputQuantizer, hard_staircase
+from models.quantizers import InputQuantizer, StaircaseTable
 from service.batching import MicroBatcher
 from service.body import Reservation, Upload, read_image_upload
 from service.decoding import DecodeWorkers
@@ -92,6 +92,7 @@ class Classifier:
         # Fixed at load: the model is in eval mode and never trained here, and TQ derives
         # its thresholds through a softmax that would otherwise run on every request.
         self.thresholds = _thresholds(loaded.model.quantizer)
+        self._staircase = StaircaseTable(self.thresholds) if self.thresholds is not None else None
         self.batcher = MicroBatcher(
             self.name,
             lambda batch: self.predict(batch),  # looked up per call, so tests can patch it
@@ -135,10 +136,9 @@ class Classifier:
 
     def quantize(self, rows: torch.Tensor) -> torch.Tensor:
         """(n, C, H, W) in [0, 1] -> the staircase output the CNN sees."""
-        if self.thresholds is None:
+        if self._staircase is None:
             return rows
-        with torch.inference_mode():
-            return hard_staircase(rows, self.thresholds)
+        return torch.from_numpy(self._staircase(rows.numpy()))
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """Quantized (N, C, H, W) -> probabilities (N, K) on the CPU; runs on the worker thread."""

@@ -9,6 +9,8 @@ status and a stable ``reason`` code. Clients get ``{"error", "reason",
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -246,31 +248,42 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+def service_error_response(request: Request, exc: ServiceError, retry_after: int) -> JSONResponse:
+    """A ``ServiceError`` as the client sees it: logged, counted, answered in JSON."""
+    log.info("rejected %s: %s", exc.reason, exc.detail, extra={"reason": exc.reason})
+    _count(request, exc.reason)
+    retry = retry_after if exc.retryable else None
+    return error_response(exc.status, exc.reason, exc.message, retry, exc.headers)
+
+
+def validation_error_response(request: Request, errors: Sequence[Any]) -> JSONResponse:
+    """Invalid parameters (pydantic's error list, ``loc`` naming where) as a 422."""
+    first = errors[0] if errors else {}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    log.info("rejected invalid_request: %s", errors, extra={"reason": "invalid_request"})
+    _count(request, "invalid_request")
+    message = f"invalid {where}: {first.get('msg', 'invalid value')}" if where else "invalid"
+    return error_response(422, "invalid_request", message)
+
+
+def _count(request: Request, reason: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.rejections.labels(reason=reason).inc()
+
+
 def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     """Map every exception to the short JSON error; the one place statuses are decided."""
 
-    def count(request: Request, reason: str) -> None:
-        metrics = getattr(request.app.state, "metrics", None)
-        if metrics is not None:
-            metrics.rejections.labels(reason=reason).inc()
-
     async def on_service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        log.info("rejected %s: %s", exc.reason, exc.detail, extra={"reason": exc.reason})
-        count(request, exc.reason)
-        retry = retry_after_seconds if exc.retryable else None
-        return error_response(exc.status, exc.reason, exc.message, retry, exc.headers)
+        return service_error_response(request, exc, retry_after_seconds)
 
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        log.info("rejected invalid_request: %s", exc.errors(), extra={"reason": "invalid_request"})
-        count(request, "invalid_request")
-        message = f"invalid {where}: {first.get('msg', 'invalid value')}" if where else "invalid"
-        return error_response(422, "invalid_request", message)
+        return validation_error_response(request, exc.errors())
 
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        count(request, reason)
+        _count(request, reason)
         response = error_response(exc.status_code, reason, reason.replace("_", " "))
         if exc.headers:
             response.headers.update(exc.headers)
@@ -282,7 +295,7 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The safety net: the traceback goes to the log, never to the client.
         log.error("unhandled %s", type(exc).__name__, exc_info=exc)
-        count(request, "internal_error")
+        _count(request, "internal_error")
         return error_response(500, "internal_error", "internal error")
 
     app.add_exception_handler(ServiceError, on_service_error)

@@ -3,6 +3,10 @@
 A plain ASGI middleware (not ``BaseHTTPMiddleware``) so it adds no extra task
 or body buffering to the hot path. The route template, not the raw path, is
 the ``endpoint`` label, keeping metric cardinality fixed.
+
+``fast_routes`` maps (method, path) to a route served straight from here, past
+FastAPI's routing and dependency layers: ``POST /classify``, whose handler answers
+every error itself (``service.routers.classify.serve``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import time
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import bind_request_id, new_request_id
@@ -25,9 +30,15 @@ _QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/v2/health/live", 
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        fast_routes: dict[tuple[str, str], tuple[BaseRoute, ASGIApp]] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.fast_routes = fast_routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,8 +58,13 @@ class RequestContextMiddleware:
                 MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
             await send(message)
 
+        fast = self.fast_routes.get((scope["method"], _route_path(scope)))
         try:
-            await self.app(scope, receive, send_with_id)
+            if fast is None:
+                await self.app(scope, receive, send_with_id)
+            else:
+                scope["route"], endpoint = fast
+                await endpoint(scope, receive, send_with_id)
         finally:
             self._record(scope, status, time.perf_counter() - started)
 
@@ -69,3 +85,9 @@ class RequestContextMiddleware:
                 status,
                 extra={"status": status, "duration_seconds": round(seconds, 6)},
             )
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the routes see: without the ``root_path`` a proxy mounted us under."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path

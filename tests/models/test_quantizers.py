@@ -1,9 +1,11 @@
+import numpy as np
 import pytest
 import torch
 
 from models.quantizers import (
     MIN_GAP,
     ConstantQuantizer,
+    StaircaseTable,
     TrainableQuantizer,
     build_quantizer,
     hard_staircase,
@@ -31,6 +33,22 @@ def test_uniform_thresholds_round_to_nearest_level():
 def test_staircase_is_strictly_greater_than_threshold():
     thresholds = torch.tensor([0.5])
     assert hard_staircase(torch.tensor([0.5, 0.5001]), thresholds).tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4, 7, 8, 16])
+def test_the_numpy_staircase_equals_hard_staircase_bit_for_bit(levels):
+    generator = torch.Generator().manual_seed(levels)
+    thresholds = torch.sort(torch.rand(levels - 1, generator=generator)).values
+    x = torch.rand(4, 3, 32, 32, generator=generator)
+    # Pixels exactly on, and one float step either side of, every threshold.
+    edges = torch.cat([thresholds, torch.nextafter(thresholds, torch.ones_like(thresholds))])
+    edges = torch.cat([edges, torch.nextafter(thresholds, torch.zeros_like(thresholds))])
+    x.view(-1)[: edges.numel()] = edges
+    x.view(-1)[-3:] = torch.tensor([0.0, 1.0, 0.5])
+    expected = hard_staircase(x, thresholds)
+    got = StaircaseTable(thresholds)(x.numpy())
+    assert got.dtype == np.float32
+    assert np.array_equal(got.view(np.uint32), expected.numpy().view(np.uint32))
 
 
 def test_soft_approaches_hard_as_steepness_grows():
