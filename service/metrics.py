@@ -9,6 +9,8 @@ front are created at zero so dashboards and alerts see them before they happen.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -50,8 +52,10 @@ class ServiceMetrics:
         self._define_robustness_metrics(self.registry)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason=reason)
-        for stage in STAGES:
-            self.stage_duration.labels(stage=stage)
+        # The labelled children the hot path touches on every request, looked up once:
+        # ``labels()`` takes a lock and builds a key each time.
+        self._stages = {stage: self.stage_duration.labels(stage=stage) for stage in STAGES}
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def _define_http_metrics(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -162,8 +166,22 @@ class ServiceMetrics:
 
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():
-            if stage in STAGES:
-                self.stage_duration.labels(stage=stage).observe(seconds)
+            child = self._stages.get(stage)
+            if child is not None:
+                child.observe(seconds)
+
+    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """One answered request: its count by status, its latency by route."""
+        key = (endpoint, method, str(status))
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(endpoint=endpoint, method=method, status=key[2]),
+                self.request_duration.labels(endpoint=endpoint),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -73,8 +73,7 @@ class RequestContextMiddleware:
         endpoint = getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "")
         method = method if method in _METHODS else "OTHER"
-        self.metrics.requests.labels(endpoint=endpoint, method=method, status=str(status)).inc()
-        self.metrics.request_duration.labels(endpoint=endpoint).observe(seconds)
+        self.metrics.observe_request(endpoint, method, status, seconds)
         level = logging.DEBUG if scope.get("path") in _QUIET_PATHS else logging.INFO
         if access_log.isEnabledFor(level):
             access_log.log(

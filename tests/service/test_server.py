@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ from PIL import Image
 
 from models.checkpoint import load_checkpoint
 from service.imaging import ImagePolicy, decode_image
+from service.logs import iso_time
 from tests.service.hostile import TEST_BODY_LIMIT, all_cases, digit, encode
 
 pytestmark = pytest.mark.slow
@@ -178,7 +180,19 @@ def test_concurrent_requests_are_batched_and_match_direct_inference(server, chec
 def test_logs_are_json_with_request_ids(server: Server) -> None:
     httpx.post(f"{server.url}/classify", content=PNG, headers={"X-Request-ID": "trace-42"})
     access = [line for line in server.log_lines() if line.get("logger") == "service.access"]
-    assert any(line.get("request_id") == "trace-42" and line["status"] == 200 for line in access)
+    mine = [line for line in access if line.get("request_id") == "trace-42"]
+    assert [line["status"] for line in mine] == [200]
+    assert mine[0]["message"] == "POST /classify 200" and mine[0]["level"] == "info"
+    # The time stamp, written by hand for speed, reads as datetime's own ISO form.
+    stamp = datetime.fromisoformat(mine[0]["time"])
+    assert stamp.tzinfo is not None and stamp.utcoffset().total_seconds() == 0
+    assert stamp.isoformat(timespec="milliseconds") == mine[0]["time"]
+
+
+@pytest.mark.parametrize("created", [0.0, 1.0005, 1.9999996, 1629488006.504, 1764559999.9995])
+def test_log_time_stamps_match_datetime(created: float) -> None:
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert iso_time(created) == expected
 
 
 def test_graceful_shutdown_finishes_the_request_in_flight(checkpoints, tmp_path) -> None:
