@@ -47,8 +47,8 @@ from bench_service import (  # noqa: E402  (a sibling script, not a package)
     build_request,
     free_port,
     make_checkpoint,
-    process_cpu_seconds,
     sample_pngs,
+    tree_cpu_seconds,
 )
 
 log = logging.getLogger("bench_overload")
@@ -167,10 +167,16 @@ def probe_refusals(port: int, png: bytes, level: Level, stop: threading.Event) -
 
 
 def resident_mib(pid: int, key: str = "VmRSS:") -> float:
+    """A process's resident memory plus its descendants' (decode workers, a supervisor's
+    serving workers), summed."""
+    total = float("nan")
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total = int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += resident_mib(int(child), key)
+    return total
 
 
 def start_server(checkpoint: Path, port: int, log_path: Path, env: dict[str, str]):
@@ -243,12 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for level in levels:
                 asyncio.run(run_level(Level(level.concurrency), port, payloads, args.warmup))
-                cpu_before = process_cpu_seconds(server.pid)
+                cpu_before = tree_cpu_seconds(server.pid)
                 if args.client == "wrk":
                     run_wrk(level, port, png_file, args.seconds)
                 else:
                     asyncio.run(run_level(level, port, payloads, args.seconds))
-                level.cpu_seconds = process_cpu_seconds(server.pid) - cpu_before
+                level.cpu_seconds = tree_cpu_seconds(server.pid) - cpu_before
                 level.rss_mib = resident_mib(server.pid)
                 log.info("concurrency %d: %.0f 200s/s", level.concurrency, level.goodput)
             peak_rss = resident_mib(server.pid, "VmHWM:")

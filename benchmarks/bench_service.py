@@ -16,7 +16,7 @@ little CPU as possible and the numbers describe the server; ``--wrk`` drives
 every scenario with wrk instead (one PNG per scenario, ``benchmarks/overload.lua``).
 
     .venv/bin/python benchmarks/bench_service.py --checkpoint checkpoints/mnist-tq2 \
-        [--peer litserve] [--wrk]
+        [--peer litserve] [--wrk] [--workers 2]
 """
 
 from __future__ import annotations
@@ -189,9 +189,9 @@ def run_round(
 ) -> None:
     payloads = [build_request(result.scenario, port, png) for png in pngs]
     asyncio.run(drive(port, payloads, result.concurrency, warmup))
-    cpu_before = process_cpu_seconds(pid)
+    cpu_before = tree_cpu_seconds(pid)
     seconds, latencies, errors = asyncio.run(drive(port, payloads, result.concurrency, total))
-    result.server_cpu_seconds += process_cpu_seconds(pid) - cpu_before
+    result.server_cpu_seconds += tree_cpu_seconds(pid) - cpu_before
     result.rates.append(total / seconds)
     result.latencies += latencies
     result.requests += total
@@ -238,10 +238,12 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(checkpoint: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+def start_server(
+    checkpoint: Path, port: int, log_path: Path, workers: int = 1
+) -> tuple[subprocess.Popen, float]:
     env = {**os.environ, "QUSEC_ENABLE_NAIVE_ENDPOINT": "1"}
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--checkpoint", str(checkpoint)]
+    command += ["--checkpoint", str(checkpoint), "--workers", str(workers)]
     started = time.perf_counter()
     with open(log_path, "wb") as log_file:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=log_file)
@@ -282,10 +284,15 @@ def _ready(port: int, path: str = "/readyz") -> bool:
 
 
 def peak_rss_mib(pid: int) -> float:
+    """Peak RSS of a process and its descendants (a supervisor's workers), summed."""
+    total = float("nan")
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total = int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += peak_rss_mib(int(child))
+    return total
 
 
 def make_checkpoint(folder: Path) -> Path:
@@ -354,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", choices=["none", "litserve"], default="none")
     parser.add_argument("--wrk", action="store_true", help="drive every scenario with wrk")
     parser.add_argument("--seconds", type=float, default=5.0, help="per round, with --wrk")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="the service's serving processes (QUSEC_WORKERS)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -364,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = make_checkpoint(Path(scratch))
         pngs = sample_pngs(256)
         port = free_port()
-        server, ready_seconds = start_server(checkpoint, port, Path(scratch) / "server.log")
+        server, ready_seconds = start_server(
+            checkpoint, port, Path(scratch) / "server.log", args.workers
+        )
         scenarios = SCENARIOS + ((LITSERVE,) if args.peer == "litserve" else ())
         results = [Result(scenario, args.concurrency) for scenario in scenarios]
         ports, pids = {"service": port}, {"service": server.pid}
@@ -401,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         each = f"{args.requests} requests per scenario, each after {args.warmup} unmeasured"
     note = (
-        f"checkpoint {checkpoint.name}; {os.cpu_count()} CPUs ({platform.machine()}); "
+        f"checkpoint {checkpoint.name}, {args.workers} service worker(s); "
+        f"{os.cpu_count()} CPUs ({platform.machine()}); "
         f"{args.rounds} interleaved rounds of {each}"
     )
     print_table(results, ready_seconds, rss, note)

@@ -2,4 +2,6 @@
 
 from service.cli import main
 
-raise SystemExit(main())
+# Guarded: a supervisor's spawned workers import this module again, as ``__mp_main__``.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -83,7 +83,7 @@ async def _start_jobs(
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings if settings is not None else ServiceSettings()
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(multiprocess=settings.workers > 1)
     app = FastAPI(
         title="QuSec inference service",
         description="Image classifiers defended by QuSecNets input quantization.",

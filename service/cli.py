@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import resource
+import socket
 import sys
+from collections.abc import Callable
 
 import uvicorn
 from pydantic import ValidationError
@@ -44,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--torch-threads", type=int, help="QUSEC_TORCH_THREADS; default 1")
     parser.add_argument(
+        "--workers",
+        type=int,
+        help="serving processes sharing the port, one per core to use (QUSEC_WORKERS; default 1)",
+    )
+    parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="QUSEC_LOG_LEVEL"
     )
     return parser.parse_args(argv)
@@ -59,6 +66,7 @@ def build_settings(args: argparse.Namespace) -> ServiceSettings:
             "default_model": args.default_model,
             "device": args.device,
             "torch_threads": args.torch_threads,
+            "workers": args.workers,
             "log_level": args.log_level,
         }.items()
         if value is not None
@@ -90,6 +98,22 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"qusec-serve: refusing to start: {exc}\n")
         return 3
 
+    if settings.workers > 1:
+        from service.supervisor import supervise
+
+        return supervise(settings)
+    return serve(settings)
+
+
+def serve(
+    settings: ServiceSettings,
+    sockets: list[socket.socket] | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> int:
+    """Run one serving process until it is told to stop: 0, or 3 when startup failed.
+
+    ``sockets``: already bound (a supervisor's workers share one); else it binds its own.
+    """
     from service.app import create_app  # after logging is configured, so import logs are seen
 
     app = create_app(settings)
@@ -106,10 +130,23 @@ def main(argv: list[str] | None = None) -> int:
         http=guarded_protocol(connection_limits(settings, app)),
     )
     ensure_file_descriptors(settings.max_connections)
-    server = uvicorn.Server(config)
-    server.run()
+    server = _Server(config, on_started)
+    server.run(sockets=sockets)
     # uvicorn leaves started=False when startup failed (bad checkpoint, port in use).
     return 0 if server.started else 3
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling ``on_started`` once the app has started and it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
 
 
 def connection_limits(settings: ServiceSettings, app) -> ConnectionLimits:

@@ -45,8 +45,14 @@ def bind_request_id(request_id: str | None) -> None:
 
 
 class RequestIdFilter(logging.Filter):
+    def __init__(self, fields: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self.fields = dict(fields or {})
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = _request_id.get()
+        for key, value in self.fields.items():
+            setattr(record, key, value)
         return True
 
 
@@ -79,10 +85,14 @@ def iso_time(created: float) -> str:
     return f"{stamp}.{micros // 1000:03d}+00:00"
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Route the service's and uvicorn's loggers to one stderr handler."""
+def configure_logging(
+    level: str = "info", fmt: str = "json", fields: dict[str, object] | None = None
+) -> None:
+    """Route the service's and uvicorn's loggers to one stderr handler.
+
+    ``fields`` go on every line (a supervised worker adds its index)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RequestIdFilter(fields))
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -5,10 +5,21 @@ can create many apps in one process. Names carry base units (``_seconds``,
 ``_bytes``), counters end in ``_total``, labels are low-cardinality (route
 templates, stage names, reason codes, model names), and label values known up
 front are created at zero so dashboards and alerts see them before they happen.
+
+Under a supervisor (``QUSEC_WORKERS`` > 1, ``service.supervisor``) every worker
+writes its samples to the directory in ``PROMETHEUS_MULTIPROC_DIR`` and any worker's
+``/metrics`` reports them all: counters and histograms summed, each gauge by its
+``multiprocess_mode`` (in-flight and queue depth summed over live workers, readiness
+the minimum). ``process_*`` then describe the worker processes together. The job
+gauges are read from the job store, which every worker sees alike, so they are kept
+per process (``_StoreSnapshot``) and reported by whichever worker answers.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -21,6 +32,9 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from service.errors import REJECTION_REASONS
 
@@ -42,14 +56,25 @@ BODY_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 1677721
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Where each supervised worker leaves a file named after its pid (see WorkerGroupCollector).
+_WORKER_PIDS = "workers"
+
+
 class ServiceMetrics:
-    def __init__(self) -> None:
+    def __init__(self, multiprocess: bool = False) -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self.store_snapshot = _StoreSnapshot()
         self._define_http_metrics(self.registry)
         self._define_pipeline_metrics(self.registry)
         self._define_robustness_metrics(self.registry)
+        if multiprocess:
+            self._exposed = _multiprocess_registry(self.store_snapshot)
+        else:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            self.registry.register(self.store_snapshot)
+            self._exposed = self.registry
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason=reason)
         # The labelled children the hot path touches on every request, looked up once:
@@ -81,7 +106,10 @@ class ServiceMetrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "qusec_in_flight_requests", "Inference requests being served.", registry=r
+            "qusec_in_flight_requests",
+            "Inference requests being served.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
 
     def _define_pipeline_metrics(self, r: CollectorRegistry) -> None:
@@ -100,51 +128,40 @@ class ServiceMetrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "qusec_queue_depth", "Jobs waiting for the inference worker.", ["model"], registry=r
+            "qusec_queue_depth",
+            "Jobs waiting for the inference worker.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_info = Gauge(
             "qusec_model_info",
             "Loaded models (value 1) with their defence and weights digest.",
             ["model", "dataset", "architecture", "quantizer", "levels", "weights_sha256", "device"],
             registry=r,
+            multiprocess_mode="livemax",
         )
-        self.ready = Gauge("qusec_ready", "1 once models are loaded and warmed up.", registry=r)
+        self.ready = Gauge(
+            "qusec_ready",
+            "1 once models are loaded and warmed up (in every worker).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.startup_duration = Gauge(
             "qusec_startup_duration_seconds",
-            "Time from app start to ready (loading and warm-up).",
+            "Time from app start to ready (loading and warm-up; the slowest worker).",
             registry=r,
+            multiprocess_mode="livemax",
         )
 
     def _define_robustness_metrics(self, r: CollectorRegistry) -> None:
-        # Labels are bounded by the loaded models, the registered attacks and threat models
-        # (plus "worst"), two norms, and at most QUSEC_ROBUSTNESS_MAX_EPSILONS radii each.
-        self.robust_accuracy = Gauge(
-            "qusec_robust_accuracy_ratio",
-            "Robust accuracy in each model's last completed robustness check, per attack, "
-            'threat model, norm and radius; threat_model="worst" is the minimum over threat '
-            'models, attack="worst" the minimum over every attack (the headline).',
-            ["model", "attack", "threat_model", "norm", "epsilon"],
-            registry=r,
-        )
-        self.robustness_report_time = Gauge(
-            "qusec_robustness_report_timestamp_seconds",
-            "When each model's last completed robustness check finished (Unix time).",
-            ["model"],
-            registry=r,
-        )
+        # The report and queue gauges are the store snapshot's (see the module docstring).
         self.robustness_jobs = Counter(
             "qusec_robustness_jobs_total",
             "Robustness-check jobs that reached a final status, by status.",
             ["status"],
             registry=r,
         )
-        self.robustness_active_jobs = Gauge(
-            "qusec_robustness_active_jobs",
-            "Robustness-check jobs queued or running.",
-            ["status"],
-            registry=r,
-        )
-        self._robust_series: dict[str, set[tuple[str, ...]]] = {}
 
     def prepare_job_statuses(self, finished: tuple[str, ...], active: tuple[str, ...]) -> None:
         """Create the job-status series at zero; the job store, above this module, owns the
@@ -152,17 +169,15 @@ class ServiceMetrics:
         for status in finished:
             self.robustness_jobs.labels(status=status)
         for status in active:
-            self.robustness_active_jobs.labels(status=status)
+            self.store_snapshot.active_jobs.setdefault(status, 0)
 
     def publish_robustness_report(self, model: str, report: dict, finished_at: float) -> None:
         """Replace ``model``'s robust-accuracy series with those of ``report``."""
-        for labels in self._robust_series.pop(model, set()):
-            self.robust_accuracy.remove(model, *labels)
-        series = robust_accuracy_series(report)
-        for labels, value in series.items():
-            self.robust_accuracy.labels(model, *labels).set(value)
-        self._robust_series[model] = set(series)
-        self.robustness_report_time.labels(model=model).set(finished_at)
+        self.store_snapshot.robust_accuracy[model] = robust_accuracy_series(report)
+        self.store_snapshot.report_time[model] = finished_at
+
+    def set_active_jobs(self, status: str, count: int) -> None:
+        self.store_snapshot.active_jobs[status] = count
 
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():
@@ -184,7 +199,101 @@ class ServiceMetrics:
         children[1].observe(seconds)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
+
+
+class _StoreSnapshot(Collector):
+    """The job gauges: the last completed report of each model and the queue's counts,
+    as the job store last said (``service.jobs.gauges`` keeps them fresh)."""
+
+    def __init__(self) -> None:
+        # Labels are bounded by the loaded models, the registered attacks and threat models
+        # (plus "worst"), two norms, and at most QUSEC_ROBUSTNESS_MAX_EPSILONS radii each.
+        self.robust_accuracy: dict[str, dict[tuple[str, str, str, str], float]] = {}
+        self.report_time: dict[str, float] = {}
+        self.active_jobs: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        accuracy = GaugeMetricFamily(
+            "qusec_robust_accuracy_ratio",
+            "Robust accuracy in each model's last completed robustness check, per attack, "
+            'threat model, norm and radius; threat_model="worst" is the minimum over threat '
+            'models, attack="worst" the minimum over every attack (the headline).',
+            labels=["model", "attack", "threat_model", "norm", "epsilon"],
+        )
+        for model, series in list(self.robust_accuracy.items()):
+            for labels, value in series.items():
+                accuracy.add_metric([model, *labels], value)
+        report_time = GaugeMetricFamily(
+            "qusec_robustness_report_timestamp_seconds",
+            "When each model's last completed robustness check finished (Unix time).",
+            labels=["model"],
+        )
+        for model, finished_at in list(self.report_time.items()):
+            report_time.add_metric([model], finished_at)
+        active = GaugeMetricFamily(
+            "qusec_robustness_active_jobs",
+            "Robustness-check jobs queued or running.",
+            labels=["status"],
+        )
+        for status, count in list(self.active_jobs.items()):
+            active.add_metric([status], count)
+        yield from (accuracy, report_time, active)
+
+
+def _multiprocess_registry(snapshot: _StoreSnapshot) -> CollectorRegistry:
+    """What a supervised worker's ``/metrics`` reports: every worker's samples."""
+    directory = Path(os.environ[METRICS_DIR_ENV])
+    (directory / _WORKER_PIDS).mkdir(exist_ok=True)
+    (directory / _WORKER_PIDS / str(os.getpid())).touch()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    PlatformCollector(registry=registry)
+    registry.register(snapshot)
+    registry.register(WorkerGroupCollector(directory / _WORKER_PIDS))
+    return registry
+
+
+def forget_worker(directory: Path, pid: int) -> None:
+    """A worker died: its live gauges go, its counters stay in the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, str(directory))
+    (directory / _WORKER_PIDS / str(pid)).unlink(missing_ok=True)
+
+
+class WorkerGroupCollector(Collector):
+    """``process_*`` for the worker processes together (Linux ``/proc``): CPU time,
+    resident memory and open descriptors summed over the live workers."""
+
+    def __init__(self, pids_dir: Path) -> None:
+        self.pids_dir = pids_dir
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def collect(self) -> Iterator[Metric]:
+        cpu = rss = fds = workers = 0.0
+        for entry in self.pids_dir.iterdir():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+                fds += len(os.listdir(f"/proc/{entry.name}/fd"))
+            except (OSError, IndexError):
+                continue  # exited since it was listed
+            cpu += (int(stat[11]) + int(stat[12])) / self.ticks
+            rss += int(stat[21]) * self.page
+            workers += 1
+        yield CounterMetricFamily(
+            "process_cpu_seconds", "CPU time of the worker processes, summed.", value=cpu
+        )
+        yield GaugeMetricFamily(
+            "process_resident_memory_bytes",
+            "Resident memory of the worker processes, summed.",
+            value=rss,
+        )
+        yield GaugeMetricFamily(
+            "process_open_fds", "Open descriptors of the worker processes, summed.", value=fds
+        )
+        yield GaugeMetricFamily("qusec_workers", "Live serving processes.", value=workers)
 
 
 def robust_accuracy_series(report: dict) -> dict[tuple[str, str, str, str], float]:

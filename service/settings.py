@@ -47,6 +47,11 @@ class ServiceSettings(BaseSettings):
     # Listening (the CLI's --host/--port override these).
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # Serving processes sharing the port (service.supervisor). One event loop runs the
+    # request path of one process, so a host serves on as many cores as it has workers.
+    # Every per-process limit below (connections, in-flight, queues, decode workers)
+    # applies to each worker.
+    workers: int = Field(1, ge=1, le=64)
 
     # Input limits.
     max_body_bytes: int = Field(5 * MiB, ge=1024, le=256 * MiB)

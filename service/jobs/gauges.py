@@ -43,4 +43,4 @@ class StoreGauges:
 
     def count_active(self) -> None:
         for status, count in self.store.count_active().items():
-            self.metrics.robustness_active_jobs.labels(status=status).set(count)
+            self.metrics.set_active_jobs(status, count)

@@ -2,11 +2,13 @@
 
 The manager is built in the app's lifespan. At startup it opens the job store (SQLite,
 or PostgreSQL shared with other replicas and workers), marks jobs a crash left
-``running`` in a SQLite store as ``interrupted`` (its only owner just restarted),
+``running`` in a SQLite store as ``interrupted`` when it runs the jobs itself (their
+only runner just restarted; a serving-only process leaves them to the leases),
 republishes the gauges of each model's last completed report, and starts two tasks:
 
 - the scheduler (unless ``QUSEC_ROBUSTNESS_RUN_JOBS`` is false): it claims the oldest
-  queued job, starts a job process for it (``python -m service.jobs.worker``, a fresh
+  queued job (woken by a submit in this process, and looking every second for jobs
+  submitted elsewhere), starts a job process for it (``python -m service.jobs.worker``, a fresh
   interpreter) and watches it until it exits, killing it when it overruns its time
   budget (or a stop request) by more than the grace period;
 - the upkeep: every third of a lease it handles expired leases (jobs whose holder died,
@@ -17,6 +19,7 @@ republishes the gauges of each model's last completed report, and starts two tas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -46,6 +49,8 @@ from service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.2
+# How often an idle scheduler looks at the queue for jobs other processes submitted.
+QUEUE_LOOK_SECONDS = 1.0
 # Where ``service`` can be imported from, whatever the service's working directory.
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 INTERRUPTED_BY_CRASH = "the service stopped unexpectedly while the job ran"
@@ -118,7 +123,10 @@ class JobManager:
         with store_errors(store):
             store.initialise()
             log.info("job store: %s", store.describe())
-            if not store.shared:
+            # A job left running in a store this host alone uses was interrupted by a crash,
+            # unless another process runs the jobs (a supervised worker 0, a qusec-worker):
+            # only a process that runs jobs recovers them; the rest is the leases' work.
+            if not store.shared and settings.robustness_run_jobs:
                 for job_id in store.interrupt_running(INTERRUPTED_BY_CRASH):
                     log.warning("job %s was running when the service stopped", job_id)
                     metrics.robustness_jobs.labels(status="interrupted").inc()
@@ -251,7 +259,10 @@ class JobManager:
                 self.store.claim_next, self._holder, self.settings.robustness_lease_seconds
             )
             if job is None:
-                await self._wake.wait()
+                # Woken at once by a submit here; a job submitted to another process that
+                # shares the store (a serving-only replica or worker) is seen at the next look.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), QUEUE_LOOK_SECONDS)
                 continue
             if self._stopping:  # claimed while shutting down: it runs after the restart
                 await asyncio.to_thread(self.store.release, job["id"], job["lease"])

@@ -1,0 +1,174 @@
+"""``python -m service --workers 2``: two serving processes on one port, supervised.
+
+Real processes over real HTTP: every request is answered whichever worker takes it;
+``/metrics`` sums both workers; a robustness check submitted to either worker runs (on
+worker 0, the only one that runs jobs on SQLite); a worker killed with SIGKILL is
+replaced while the port keeps answering; a worker that cannot start stops the whole
+service with exit status 3; SIGTERM stops everything and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.test_admin import AUTH, FAST, TOKEN, finished
+from tests.service.test_admin_restart import poll, process_gone
+from tests.service.test_server import PNG, STOPPED_BY_SIGTERM, Server, start_server, stop
+
+pytestmark = pytest.mark.slow
+
+
+def metric(http: httpx.Client, name: str, labels: str = "") -> float:
+    pattern = re.compile(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", re.MULTILINE)
+    found = pattern.search(http.get("/metrics").text)
+    assert found, f"{name}{labels} not in /metrics"
+    return float(found.group(1))
+
+
+def worker_pids(server: Server) -> dict[int, int]:
+    """Worker index -> pid, from the workers' own 'Started server process' lines."""
+    pids: dict[int, int] = {}
+    for line in server.log_lines():
+        found = re.fullmatch(r"Started server process \[(\d+)\]", line.get("message", ""))
+        if found and "worker" in line:
+            pids[int(line["worker"])] = int(found.group(1))
+    return pids
+
+
+def wait_for(condition, what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not reached in {timeout} s: {what}")
+
+
+def classify(url: str) -> int:
+    try:
+        return httpx.post(f"{url}/classify", content=PNG, timeout=30).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def start_supervised(checkpoint: Path, folder: Path) -> Server:
+    environment = {
+        "QUSEC_CHECKPOINTS": str(checkpoint),
+        "QUSEC_ADMIN_TOKEN": TOKEN,
+        "QUSEC_ROBUSTNESS_DB": str(folder / "jobs.sqlite3"),
+    }
+    server = start_server(folder / "server.log", ["--workers", "2"], environment)
+    wait_for(lambda: len(worker_pids(server)) == 2, "both workers started")
+    return server
+
+
+@pytest.fixture(scope="module")
+def shared(checkpoints, tmp_path_factory) -> Iterator[Server]:
+    """For the tests that leave the workers as they found them."""
+    server = start_supervised(checkpoints["mnist-tq2"], tmp_path_factory.mktemp("shared"))
+    yield server
+    if server.process.poll() is None:
+        stop(server)
+
+
+@pytest.fixture
+def supervised(checkpoints, tmp_path) -> Iterator[Server]:
+    """For the tests that kill or stop workers."""
+    server = start_supervised(checkpoints["mnist-tq2"], tmp_path)
+    yield server
+    if server.process.poll() is None:
+        stop(server)
+
+
+def test_both_workers_serve_one_port_and_report_one_set_of_metrics(shared) -> None:
+    supervised = shared
+    served = '{endpoint="/classify",method="POST",status="200"}'
+    assert classify(supervised.url) == 200
+    with httpx.Client(base_url=supervised.url, timeout=30) as http:
+        assert metric(http, "qusec_workers") == 2
+        before = metric(http, "qusec_http_requests_total", served)
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(classify, [supervised.url] * 200))
+    assert statuses == [200] * 200
+    with httpx.Client(base_url=supervised.url, timeout=30) as http:
+        # Summed over both workers, whichever answers the scrape, every time.
+        for _ in range(6):
+            assert metric(http, "qusec_http_requests_total", served) - before == 200
+        assert metric(http, "qusec_ready") == 1
+        assert metric(http, "qusec_in_flight_requests") == 0
+        assert metric(http, "process_resident_memory_bytes") > 0
+    access = [line for line in supervised.log_lines() if line.get("logger") == "service.access"]
+    assert {line["worker"] for line in access} <= {0, 1}
+
+
+def test_a_check_submitted_to_any_worker_runs_on_worker_zero(shared) -> None:
+    supervised = shared
+    with httpx.Client(base_url=supervised.url, timeout=30) as http:
+        ids = [
+            http.post("/robustness-check", headers=AUTH, json=FAST).json()["id"] for _ in range(2)
+        ]
+        for job_id in ids:
+            job = poll(http, job_id, finished)
+            assert job["status"] == "done", job
+            # Every worker reads the same store: the same job, whichever answers.
+            assert all(
+                http.get(f"/robustness-check/{job_id}", headers=AUTH).json() == job
+                for _ in range(4)
+            )
+    runners = {
+        line.get("worker")
+        for line in supervised.log_lines()
+        if re.fullmatch(r"job \S+ running in process \d+", line.get("message", ""))
+    }
+    assert runners == {0}
+
+
+def test_a_killed_worker_is_replaced_while_the_port_keeps_answering(supervised) -> None:
+    old = worker_pids(supervised)
+    os.kill(old[1], signal.SIGKILL)
+    wait_for(lambda: worker_pids(supervised).get(1, old[1]) != old[1], "worker 1 restarted")
+    with httpx.Client(base_url=supervised.url, timeout=30) as http:
+        wait_for(lambda: metric(http, "qusec_workers") == 2, "two live workers again")
+    assert [classify(supervised.url) for _ in range(50)] == [200] * 50
+    assert process_gone(old[1])
+    assert worker_pids(supervised)[0] == old[0]  # the other worker served on throughout
+    restarts = [line for line in supervised.log_lines() if "exited with" in line.get("message", "")]
+    assert len(restarts) == 1 and "restarting it" in restarts[0]["message"]
+
+
+def test_sigterm_stops_every_worker_and_removes_the_metrics_directory(supervised) -> None:
+    pids = worker_pids(supervised)
+    metrics_dir = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+    directory = next(
+        Path(entry.split(b"=", 1)[1].decode())
+        for entry in metrics_dir
+        if entry.startswith(b"PROMETHEUS_MULTIPROC_DIR=")
+    )
+    assert directory.is_dir()
+    assert stop(supervised) in STOPPED_BY_SIGTERM
+    assert all(process_gone(pid) for pid in pids.values())
+    assert not directory.exists()
+
+
+def test_a_worker_that_cannot_start_stops_the_service_with_status_3(checkpoints, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in checkpoints["mnist-tq2"].iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    weights = broken / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # the manifest reads fine; the weights' digest no longer matches
+    weights.write_bytes(bytes(data))
+    with pytest.raises(AssertionError, match="server exited 3"):
+        start_server(
+            tmp_path / "server.log", ["--workers", "2"], {"QUSEC_CHECKPOINTS": str(broken)}
+        )
