@@ -68,7 +68,8 @@ ENV QUSEC_HOST=0.0.0.0 \
     QUSEC_CHECKPOINTS=/app/checkpoints/mnist-tq2 \
     QUSEC_EVAL_DIR=/app/data/eval \
     QUSEC_ROBUSTNESS_DB=/var/lib/qusec/robustness-jobs.sqlite3 \
-    QUSEC_DEVICE=auto
+    QUSEC_DEVICE=auto \
+    QUSEC_WORKERS=2
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "service.healthcheck"]

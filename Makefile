@@ -6,6 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Serving processes: one per core to serve on (docs/service.md, "Serving processes").
+WORKERS ?= 2
 CHECKPOINT ?= checkpoints/mnist-tq2
 # Extra pip options for installing torch (for example an index of CPU-only wheels).
 TORCH_PIP_ARGS ?=
@@ -28,7 +30,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 venv: $(VENV)/.installed
 
 serve: venv
-	$(PY) -m service --host $(HOST) --port $(PORT) --checkpoint $(CHECKPOINT)
+	$(PY) -m service --host $(HOST) --port $(PORT) --checkpoint $(CHECKPOINT) --workers $(WORKERS)
 
 test: venv
 	$(PY) -m ruff check .

@@ -6,9 +6,14 @@ clients, and prints requests/s and p50/p99 latency per scenario, the ratio of
 /classify to the naive endpoint, and the server's peak RSS.
 
 ``--peer litserve`` adds a peer: the same checkpoint served by LitServe 0.2.19 with
-dynamic batching (``benchmarks/litserve_peer.py``; install the benchmark-only
+dynamic batching (``--peer-api-servers`` HTTP processes, LitServe's ``num_api_servers``)
+(``benchmarks/litserve_peer.py``; install the benchmark-only
 extra with ``pip install -e '.[bench]'``), sent the same PNG base64-encoded in
 JSON, which is what LitServe reads.
+
+Only the server being measured runs: the others' process trees are paused (SIGSTOP)
+during its rounds, since an idle server is not always idle (LitServe's inference worker
+polls its queue, about a quarter of a core on the 2-core machine).
 
 The load generator is a minimal HTTP/1.1 client over asyncio streams rather
 than a full client library, so that on a small machine the client spends as
@@ -223,6 +228,23 @@ def wrk(url: str, body_file: Path, content_type: str, connections: int, seconds:
     return dict(re.findall(r"(\w+)=([\d.]+)", output.split("QUSEC", 1)[1]))
 
 
+def pause_all_but(pids: dict[str, int], running: str | None) -> None:
+    """SIGSTOP every server's process tree but ``running``'s (SIGCONT that one; all, when
+    None). An idle server is not idle everywhere: LitServe's inference worker polls its
+    queue (about a quarter of a core here), which would be taken from the server measured."""
+    for name, pid in pids.items():
+        for member in process_tree(pid):
+            os.kill(member, signal.SIGCONT if running in (None, name) else signal.SIGSTOP)
+
+
+def process_tree(pid: int) -> list[int]:
+    members = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            members += process_tree(int(child))
+    return members
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of a process and all its descendants (decode workers, LitServe's workers)."""
     total = process_cpu_seconds(pid)
@@ -258,9 +280,12 @@ def start_server(
     raise RuntimeError(f"server not ready after 120 s; see {log_path}")
 
 
-def start_litserve(checkpoint: Path, port: int, log_path: Path) -> subprocess.Popen:
+def start_litserve(
+    checkpoint: Path, port: int, log_path: Path, api_servers: int = 1
+) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / "benchmarks" / "litserve_peer.py")]
     command += ["--checkpoint", str(checkpoint), "--port", str(port)]
+    command += ["--api-servers", str(api_servers)]
     with open(log_path, "wb") as log_file:
         peer = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=log_file)
     deadline = time.perf_counter() + 180
@@ -362,7 +387,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk", action="store_true", help="drive every scenario with wrk")
     parser.add_argument("--seconds", type=float, default=5.0, help="per round, with --wrk")
     parser.add_argument(
-        "--workers", type=int, default=1, help="the service's serving processes (QUSEC_WORKERS)"
+        "--workers",
+        type=int,
+        default=1,
+        help="the service's serving processes (QUSEC_WORKERS)",
+    )
+    parser.add_argument(
+        "--peer-api-servers",
+        type=int,
+        default=1,
+        help="LitServe's HTTP processes (num_api_servers; its default, 1, was its fastest here)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -384,12 +418,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.peer == "litserve":
                 ports["litserve"] = free_port()
-                peer = start_litserve(checkpoint, ports["litserve"], Path(scratch) / "peer.log")
+                peer = start_litserve(
+                    checkpoint, ports["litserve"], Path(scratch) / "peer.log", args.peer_api_servers
+                )
                 pids["litserve"] = peer.pid
             # Interleaved rounds, so a neighbour's load on a shared machine hits all alike.
             for _ in range(args.rounds):
                 for result in results:
                     where = result.scenario.server
+                    pause_all_but(pids, where)
                     if args.wrk:
                         body, content_type = request_body(result.scenario, pngs[0])
                         body_file = Path(scratch) / f"{where}-{len(body)}.body"
@@ -404,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
             rss = peak_rss_mib(server.pid)
         finally:
+            pause_all_but(pids, None)
             for process in (server, peer):
                 if process is not None:
                     process.send_signal(signal.SIGINT)
@@ -413,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         each = f"{args.requests} requests per scenario, each after {args.warmup} unmeasured"
     note = (
-        f"checkpoint {checkpoint.name}, {args.workers} service worker(s); "
+        f"checkpoint {checkpoint.name}, {args.workers} service worker(s), "
+        f"{args.peer_api_servers} LitServe API server(s) when compared; "
         f"{os.cpu_count()} CPUs ({platform.machine()}); "
         f"{args.rounds} interleaved rounds of {each}"
     )

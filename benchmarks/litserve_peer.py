@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-timeout", type=float, default=0.002)
+    parser.add_argument(
+        "--api-servers", type=int, default=1, help="LitServe's HTTP processes (num_api_servers)"
+    )
     args = parser.parse_args(argv)
     api = DigitAPI(
         args.checkpoint, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     server.run(
         host="127.0.0.1",
         port=args.port,
-        num_api_servers=1,
+        num_api_servers=args.api_servers,
         log_level="warning",
         generate_client_file=False,
     )
