@@ -8,7 +8,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # Serving processes: one per core to serve on (docs/service.md, "Serving processes").
 WORKERS ?= 2
-CHECKPOINT ?= checkpoints/mnist-tq2
+# Empty: the bundled checkpoints (service/settings.py, BUNDLED_CHECKPOINTS); or one folder.
+CHECKPOINT ?=
 # Extra pip options for installing torch (for example an index of CPU-only wheels).
 TORCH_PIP_ARGS ?=
 
@@ -30,7 +31,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 venv: $(VENV)/.installed
 
 serve: venv
-	$(PY) -m service --host $(HOST) --port $(PORT) --checkpoint $(CHECKPOINT) --workers $(WORKERS)
+	$(PY) -m service --host $(HOST) --port $(PORT) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --workers $(WORKERS)
 
 test: venv
 	$(PY) -m ruff check .

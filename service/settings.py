@@ -22,7 +22,7 @@ ENV_PREFIX = "QUSEC_"
 # The checkpoints served when none is named: folders under checkpoints/ beside the packages.
 # Adding a bundled model is one more name here; a name whose folder is absent is skipped.
 BUNDLED_CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
-BUNDLED_CHECKPOINTS = ("mnist-tq2",)
+BUNDLED_CHECKPOINTS = ("mnist-tq2", "cifar10-tq4")
 
 # Pillow refuses anything above twice this many pixels on its own; our limit must
 # stay below it so that every oversized image gets our 413, not Pillow's error.

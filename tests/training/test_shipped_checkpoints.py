@@ -21,6 +21,8 @@ SHIPPED = {
     "mnist-cq2": ("cq", 0.988, 0.988),
     "mnist-tq2": ("tq", 0.988, 0.988),
     "cifar10-undefended": ("none", 0.700, 0.700),
+    "cifar10-cq4": ("cq", 0.700, 0.700),
+    "cifar10-tq4": ("tq", 0.710, 0.710),
 }
 
 
