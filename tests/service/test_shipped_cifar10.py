@@ -13,9 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import load_checkpoint
+from models.checkpoint import load_checkpoint, sha256_file
 from models.evalset import eval_set_path, load_eval_set
 from tests.service.hostile import encode
+from tests.service.test_admin import AUTH, TOKEN, finished
+from tests.service.test_admin_restart import poll
 from tests.service.test_server import STOPPED_BY_SIGTERM, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
@@ -39,8 +41,12 @@ def cifar10_checkpoint() -> Path:
 @pytest.fixture(scope="module")
 def server(cifar10_checkpoint: Path, tmp_path_factory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("server") / "server.log"
+    environment = {
+        "QUSEC_ADMIN_TOKEN": TOKEN,
+        "QUSEC_ROBUSTNESS_DB": str(log.parent / "jobs.sqlite3"),
+    }
     running = start_server(
-        log, ["--checkpoint", str(MNIST), "--checkpoint", str(cifar10_checkpoint)]
+        log, ["--checkpoint", str(MNIST), "--checkpoint", str(cifar10_checkpoint)], environment
     )
     yield running
     assert stop(running) in STOPPED_BY_SIGTERM, log.read_text()
@@ -103,3 +109,24 @@ def test_models_and_metadata_describe_both(server, cifar10_checkpoint):
         meta = http.get(f"/v2/models/{cifar10_checkpoint.name}").json()
         assert meta["inputs"][0]["shape"] == [-1, 3, 32, 32]
         assert http.get("/v2/models/mnist-tq2").json()["inputs"][0]["shape"] == [-1, 1, 28, 28]
+
+
+def test_a_robustness_check_runs_on_the_cifar10_model_with_the_bundled_subset(
+    server, cifar10_checkpoint
+):
+    request = {"model": cifar10_checkpoint.name, "attacks": ["fgsm", "pgd"], "samples": 10}
+    request |= {"threat_models": ["bpda"], "batch_size": 10, "sanity_epsilon": None}
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        submitted = http.post("/robustness-check", headers=AUTH, json=request)
+        assert submitted.status_code == 202, submitted.text
+        job = poll(http, submitted.json()["id"], finished)
+    assert job["status"] == "done", job
+    report = job["report"]
+    assert report["model"]["name"] == cifar10_checkpoint.name
+    subset = eval_set_path("cifar10", ROOT / "data" / "eval")
+    assert report["eval_set"]["sha256"] == sha256_file(subset)
+    # CIFAR-10's radii by default (robustness/presets.py), not MNIST's.
+    rows = [r for r in report["results"] if not r["sanity"]]
+    assert {round(r["epsilon"] * 255) for r in rows if r["norm"] == "linf"} == {2, 4, 8}
+    assert {(r["attack"], r["threat_model"]) for r in rows} >= {("fgsm", "bpda"), ("pgd", "bpda")}
+    assert all(r["samples"] == 10 for r in rows)
