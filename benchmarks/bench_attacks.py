@@ -1,7 +1,10 @@
-"""Attack time per 1,000 MNIST images on this machine, for every registered attack.
+"""Attack time per 1,000 images on this machine, for every registered attack.
 
-Each attack runs with its default (documented) parameters through the suite's runner on the
-shipped CQ-defended MNIST checkpoint, the case the product actually evaluates: gradient
+Each attack runs with its default (documented) parameters through the suite's runner on a
+shipped checkpoint (by default the CQ-defended MNIST one; ``--checkpoint`` names another,
+e.g. ``checkpoints/cifar10-tq4``), on its dataset's shipped test subset, at the largest
+L-inf radius of its dataset's preset and the middle L2 one (MNIST 0.3 and 2; CIFAR-10 8/255
+and 0.5): the case the product actually evaluates: gradient
 attacks (and the level-space attacks) under BPDA, query attacks under the gradient-free
 threat model. Cheap attacks are timed on all the images asked for; expensive ones on a
 prefix (``--expensive-samples``) and scaled linearly to 1,000, which the table marks
@@ -27,6 +30,7 @@ import torch
 from models.checkpoint import load_checkpoint
 from models.evalset import eval_set_path, load_eval_set
 from robustness.attacks import ATTACKS
+from robustness.presets import preset
 from robustness.request import SuiteRequest
 from robustness.runner import Subject, run_suite
 
@@ -43,7 +47,11 @@ EXPENSIVE = (
     "spsa",
     "hsj",
 )
-RADIUS = {"linf": 0.3, "l2": 2.0}
+
+
+def radii(dataset: str) -> dict[str, float]:
+    radius = preset(dataset)
+    return {"linf": radius.epsilons[-1], "l2": radius.l2_epsilons[len(radius.l2_epsilons) // 2]}
 
 
 def time_attack(target: Subject, data, name: str, samples: int, batch_size: int) -> dict:
@@ -54,8 +62,8 @@ def time_attack(target: Subject, data, name: str, samples: int, batch_size: int)
     request = SuiteRequest(
         attacks=(name,),
         threat_models=(threat,),
-        epsilons=(RADIUS["linf"],),
-        l2_epsilons=(RADIUS["l2"],),
+        epsilons=(radii(target.dataset)["linf"],),
+        l2_epsilons=(radii(target.dataset)["l2"],),
         samples=samples,
         batch_size=batch_size,
         sanity_epsilon=None,

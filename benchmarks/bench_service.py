@@ -50,7 +50,6 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-EVAL_SET = ROOT / "data" / "eval" / "mnist-test-first1000.npz"
 log = logging.getLogger("bench_service")
 
 
@@ -105,16 +104,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def sample_pngs(count: int) -> list[bytes]:
-    """MNIST test digits from the shipped evaluation subset, else seeded noise."""
-    if EVAL_SET.is_file():
+def sample_pngs(count: int, dataset: str = "mnist") -> list[bytes]:
+    """Test images of ``dataset`` from its shipped evaluation subset, else seeded noise."""
+    subset = ROOT / "data" / "eval" / f"{dataset}-test-first1000.npz"
+    if subset.is_file():
         sys.path.insert(0, str(ROOT))
         from models.evalset import load_eval_set
 
-        images = (load_eval_set(EVAL_SET).images[:count, 0].numpy() * 255).round()
-        arrays = images.astype(np.uint8)
+        images = load_eval_set(subset).images[:count].numpy()  # (n, C, H, W) in [0, 1]
+        images = (images * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+        arrays = [image[..., 0] if image.shape[-1] == 1 else image for image in images]
     else:
-        log.warning("%s not found; using random 28x28 images", EVAL_SET)
+        log.warning("%s not found; using random 28x28 images", subset)
         arrays = np.random.default_rng(0).integers(0, 256, (count, 28, 28), dtype=np.uint8)
     encoded = []
     for array in arrays:
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (checkpoint / "manifest.json").is_file():
             log.warning("%s not found; benchmarking a random-weights TQ checkpoint", checkpoint)
             checkpoint = make_checkpoint(Path(scratch))
-        pngs = sample_pngs(256)
+        pngs = sample_pngs(256, json.loads((checkpoint / "manifest.json").read_text())["dataset"])
         port = free_port()
         server, ready_seconds = start_server(
             checkpoint, port, Path(scratch) / "server.log", args.workers

@@ -3,9 +3,9 @@
 Only for ``bench_service.py --peer litserve``; needs the benchmark-only extra
 (``pip install -e '.[bench]'``, which adds litserve 0.2.19). LitServe reads a
 request's body as JSON, so the peer takes ``{"image": "<base64 PNG>"}``: the same
-PNG digit as /classify gets, base64-encoded. Each request is decoded (Pillow,
-grey, 28x28), batched (up to ``--max-batch-size`` rows, waiting at most
-``--batch-timeout`` seconds), run through the checkpoint's whole model (its
+PNG as /classify gets, base64-encoded. Each request is decoded (Pillow, grey or
+RGB as the checkpoint's input, resized to it), batched (up to ``--max-batch-size``
+rows, waiting at most ``--batch-timeout`` seconds), run through the checkpoint's whole model (its
 quantizer, then the CNN) and answered with the label and probabilities.
 
     .venv/bin/python benchmarks/litserve_peer.py --checkpoint checkpoints/mnist-tq2 --port 8001
@@ -43,9 +43,11 @@ class DigitAPI(ls.LitAPI):
 
     def decode_request(self, request: dict) -> torch.Tensor:
         png = base64.b64decode(request["image"])
-        image = Image.open(io.BytesIO(png)).convert("L").resize(self.shape[1:][::-1])
+        mode = "L" if self.shape[0] == 1 else "RGB"
+        image = Image.open(io.BytesIO(png)).convert(mode).resize(self.shape[1:][::-1])
         pixels = np.asarray(image, dtype=np.float32) / 255.0
-        return torch.from_numpy(pixels)[None]
+        pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(pixels))
 
     def batch(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(inputs)
