@@ -21,9 +21,12 @@ error body:
 * anything the parser refuses: 400 ``bad_http_request``;
 * while the service is overloaded (``shed`` says so for the request's path), an
   inference request gets the 503 ``overloaded`` answer straight from here, with
-  ``Retry-After``, before any routing, middleware or logging: under overload the
-  refusals must cost next to nothing, or they eat the capacity of the requests
-  being served. The connection stays open and the unread body is discarded.
+  ``Retry-After``, written the moment its head is parsed, with no request cycle, task,
+  routing, middleware or logging: under overload the refusals must cost next to
+  nothing, or they eat the capacity of the requests being served. The connection stays
+  open and the body is discarded as it arrives (closed after ``Expect: 100-continue``,
+  whose body will not come); a request pipelined behind one still being answered is
+  refused through a minimal cycle instead, so that responses stay in order.
 
 Everything else (keep-alive, pipelining, flow control, the request cycle) is
 uvicorn's own code, so the hot path stays what it was.
@@ -82,6 +85,23 @@ def overloaded_app(retry_after: int, on_refusal: Callable[[str], None]) -> Any:
     return app
 
 
+def overloaded_bytes(retry_after: int) -> bytes:
+    """The 503 ``overloaded`` response, keep-alive, as ``overloaded_app`` sends it."""
+    request_id = new_request_id(None).encode("ascii")
+    body = _OVERLOADED_BODY % request_id
+    return _OVERLOADED_HEAD % (retry_after, len(body), request_id) + body
+
+
+_OVERLOADED_BODY = (
+    b'{"error": "too many requests in flight, retry later", "reason": "overloaded", '
+    b'"request_id": "%s"}'
+)
+_OVERLOADED_HEAD = (
+    STATUS_LINE[503] + b"content-type: application/json\r\nretry-after: %d\r\n"
+    b"content-length: %d\r\nx-request-id: %s\r\n\r\n"
+)
+
+
 def refusal_bytes(reason: str, retry_after: int | None = None) -> bytes:
     """A complete HTTP/1.1 response carrying the JSON error, closing the connection."""
     status, message = PROTOCOL_REFUSALS[reason]
@@ -121,6 +141,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.idle_since = 0.0
         self._head_timer: Any = None
         self._refusal: str | None = None
+        self._shedding = False  # answered 503 without a cycle; discarding the body
 
     # --- connections ----------------------------------------------------------------------
 
@@ -222,19 +243,44 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if not self.limits.shed(self.parser.get_method().decode("ascii", "replace"), self.url):
             super().on_headers_complete()
             return
+        if (self.cycle is None or self.cycle.response_complete) and not self.pipeline:
+            self._shed_directly()
+            return
+        # Behind a pipelined request still being answered: in order, through a cycle.
         app, self.app = self.app, self.shed_app  # uvicorn starts the cycle with self.app
         try:
             super().on_headers_complete()
         finally:
             self.app = app
 
+    def _shed_directly(self) -> None:
+        """The 503 ``overloaded`` answer written at once, with no request cycle, task or app:
+        the cheapest answer there is, for the moments when answering costs most. The body
+        that follows is discarded as it arrives (``on_body``)."""
+        self._shedding = True
+        self.transport.write(overloaded_bytes(self.limits.retry_after_seconds))
+        self.limits.on_refusal("overloaded")
+        # A client told to wait (Expect: 100-continue) sends no body now: the stream cannot be
+        # resynchronised, so that connection closes, as one the client asked to close does.
+        if not self.parser.should_keep_alive() or self.expect_100_continue:
+            self.transport.close()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._shedding:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        if not self._shedding:
+            super().on_message_complete()
         # The next bytes belong to the next request's head; its timer starts once this
         # request's response is complete (see on_response_complete).
         self.awaiting_head = True
         self.head_bytes = 0
         self.idle_since = self.loop.time()
+        if self._shedding:  # answered already: wait for the next head now
+            self._shedding = False
+            if not self.transport.is_closing():
+                self._start_waiting_for_head()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -100,6 +100,19 @@ def closed_by_server(sock: socket.socket) -> bool:
     return True
 
 
+def classify_request(body: bytes, extra: bytes = b"", *, body_follows: bool = True) -> bytes:
+    """A raw keep-alive ``POST /classify`` of ``body`` (its head only, unless it follows)."""
+    head = (
+        (
+            b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: %d\r\n" % len(body)
+        )
+        + extra
+        + b"\r\n"
+    )
+    return head + body if body_follows else head
+
+
 def classify(server: Server, body: bytes = PNG) -> httpx.Response:
     return httpx.post(f"{server.url}/classify", content=body, timeout=WAIT)
 
@@ -328,9 +341,25 @@ def test_overload_is_refused_at_once_with_retry_after(server: Server) -> None:
             refused = list(
                 clients.map(lambda i: classify(server) if i % 5 else infer(server), range(25))
             )
+        # A refused request's body is discarded and the connection stays in step: two
+        # refused uploads and a health check, pipelined, get two 503s and a 200 in order...
+        kept = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        kept.sendall(classify_request(PNG) + classify_request(PNG) + health)
+        first, second, third = (read_response(kept) for _ in range(3))
+        # ...except after Expect: 100-continue, whose body will not come: closed.
+        waiting = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        waiting.sendall(classify_request(PNG, b"Expect: 100-continue\r\n", body_follows=False))
+        expecting = read_response(waiting)
         results = [future.result() for future in held]
     assert {(r.status_code, r.json()["reason"]) for r in refused} == {(503, "overloaded")}
     assert {r.headers["retry-after"] for r in refused} == {"1"}
+    for status, headers, body in (first, second, expecting):
+        assert (status, body["reason"], headers["retry-after"]) == (503, "overloaded", "1")
+        assert headers["x-request-id"] == body["request_id"]
+    assert closed_by_server(waiting)
+    assert third[0] == 200 and third[2]["status"] == "ok"
+    kept.close()
     assert (
         sorted(r.status_code for r in results)
         == [200] * (SHED_AT - DECODE_PROCESSES) + [413] * DECODE_PROCESSES
