@@ -65,3 +65,24 @@ def test_headline_and_flags_follow_from_the_rows(name):
     assert report["worst_case_per_attack"] == worst_case(rows, per_attack=True)
     assert report["masking_flags"] == masking_flags(rows, report["gradient_probes"])
     assert {key: report[key] for key in derived} == derived
+
+
+# The CIFAR-10 level sweep's first rows (docs/training.md, "The level sweep"): 8/255 through
+# BPDA on the first 300 images of the shipped subset, one report per shipped model.
+CIFAR10_SUBSET = ROOT / "data" / "eval" / "cifar10-test-first1000.npz"
+CIFAR10_SWEEP = ("cifar10-undefended", "cifar10-cq4", "cifar10-tq4")
+
+
+@pytest.mark.parametrize("name", CIFAR10_SWEEP)
+def test_cifar10_sweep_reports_belong_to_the_shipped_checkpoints(name):
+    report = json.loads((RESULTS / "extra" / f"{name}-sweep-8of255-300.json").read_text())
+    manifest = json.loads((ROOT / "checkpoints" / name / "manifest.json").read_text())
+    assert report["model"]["sha256"] == manifest["weights_sha256"]
+    assert report["eval_set"]["sha256"] == sha256_file(CIFAR10_SUBSET)
+    assert (report["status"], report["samples"]) == ("complete", 300)
+    rows = [r for r in report["results"] if not r["sanity"]]
+    assert {(r["norm"], round(r["epsilon"] * 255, 6)) for r in rows} == {("linf", 8.0)}
+    assert all((r["samples"], r["complete"]) == (300, True) for r in rows)
+    expected = {"naive"} if name == "cifar10-undefended" else {"bpda"}
+    assert {r["threat_model"] for r in rows} == expected
+    assert report["worst_case"] == worst_case(report["results"])
