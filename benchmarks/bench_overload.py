@@ -47,7 +47,9 @@ from bench_service import (  # noqa: E402  (a sibling script, not a package)
     build_request,
     free_port,
     make_checkpoint,
+    process_tree,
     sample_pngs,
+    status_kib,
     tree_cpu_seconds,
 )
 
@@ -169,14 +171,7 @@ def probe_refusals(port: int, png: bytes, level: Level, stop: threading.Event) -
 def resident_mib(pid: int, key: str = "VmRSS:") -> float:
     """A process's resident memory plus its descendants' (decode workers, a supervisor's
     serving workers), summed."""
-    total = float("nan")
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key):
-            total = int(line.split()[1]) / 1024
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += resident_mib(int(child), key)
-    return total
+    return sum(status_kib(member, key) for member in process_tree(pid)) / 1024
 
 
 def start_server(checkpoint: Path, port: int, log_path: Path, env: dict[str, str]):

@@ -239,19 +239,34 @@ def pause_all_but(pids: dict[str, int], running: str | None) -> None:
 
 
 def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants that are alive (Linux ``/proc``)."""
     members = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            members += process_tree(int(child))
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                members += process_tree(int(child))
+    except FileNotFoundError:  # it exited meanwhile
+        return []
     return members
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A ``/proc/<pid>/status`` field in KiB (VmRSS:, VmHWM:), 0 once the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith(key)), 0)
 
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of a process and all its descendants (decode workers, LitServe's workers)."""
-    total = process_cpu_seconds(pid)
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += tree_cpu_seconds(int(child))
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += process_cpu_seconds(member)
+        except FileNotFoundError:  # exited since it was listed
+            pass
     return total
 
 
@@ -311,14 +326,7 @@ def _ready(port: int, path: str = "/readyz") -> bool:
 
 def peak_rss_mib(pid: int) -> float:
     """Peak RSS of a process and its descendants (a supervisor's workers), summed."""
-    total = float("nan")
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            total = int(line.split()[1]) / 1024
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += peak_rss_mib(int(child))
-    return total
+    return sum(status_kib(member, "VmHWM:") for member in process_tree(pid)) / 1024
 
 
 def make_checkpoint(folder: Path) -> Path:
