@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -263,10 +264,8 @@ def tree_cpu_seconds(pid: int) -> float:
     """CPU time of a process and all its descendants (decode workers, LitServe's workers)."""
     total = 0.0
     for member in process_tree(pid):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # exited since it was listed
             total += process_cpu_seconds(member)
-        except FileNotFoundError:  # exited since it was listed
-            pass
     return total
 
 
