@@ -3,7 +3,7 @@
 One event loop runs the request path of one process (decoding, quantizing, encoding,
 HTTP), so a single process serves on about one core however many the host has. With
 ``QUSEC_WORKERS=N`` this supervisor binds the port once and starts N workers, each the
-whole service (``service.cli.serve``) on that socket; the kernel spreads accepted
+whole service (``service.server.serve``) on that socket; the kernel spreads accepted
 connections across them.
 
 * Workers are ``spawn``ed: each imports and loads everything itself, nothing of the
@@ -209,7 +209,7 @@ def _worker_main(
     os.setpgrp()  # a terminal's Ctrl-C goes to the supervisor alone, which stops us once
     _die_with(supervisor_pid)
     configure_logging(settings.log_level, settings.log_format, fields={"worker": index})
-    from service.cli import serve
+    from service.server import serve
 
     sys.exit(serve(settings, sockets=[listener], on_started=started.set))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.cli import connection_limits, is_inference, pool_overloaded
 from service.metrics import ServiceMetrics
+from service.server import connection_limits, is_inference, pool_overloaded
 from service.settings import ServiceSettings
 
 

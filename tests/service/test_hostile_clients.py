@@ -72,22 +72,30 @@ def connect(server: Server) -> socket.socket:
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], dict]:
     """Status, headers and JSON body of one response."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise EOFError(f"connection closed after {data!r}")
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:])}
-    length = int(headers["content-length"])
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return int(lines[0].split()[1]), headers, json.loads(body[:length])
+    return read_responses(sock, 1)[0]
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], dict]]:
+    """``count`` responses in order, however the bytes of pipelined ones arrive."""
+    data, responses = b"", []
+    while len(responses) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"connection closed after {data!r}")
+            data += chunk
+        head, data = data.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:])}
+        length = int(headers["content-length"])
+        while len(data) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        body, data = data[:length], data[length:]
+        responses.append((int(lines[0].split()[1]), headers, json.loads(body)))
+    return responses
 
 
 def closed_by_server(sock: socket.socket) -> bool:
@@ -346,7 +354,7 @@ def test_overload_is_refused_at_once_with_retry_after(server: Server) -> None:
         kept = socket.create_connection(("127.0.0.1", server.port), timeout=60)
         health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
         kept.sendall(classify_request(PNG) + classify_request(PNG) + health)
-        first, second, third = (read_response(kept) for _ in range(3))
+        first, second, third = read_responses(kept, 3)
         # ...except after Expect: 100-continue, whose body will not come: closed.
         waiting = socket.create_connection(("127.0.0.1", server.port), timeout=60)
         waiting.sendall(classify_request(PNG, b"Expect: 100-continue\r\n", body_follows=False))

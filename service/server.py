@@ -1,0 +1,113 @@
+"""One serving process: the app under uvicorn, with the connection layer's limits.
+
+``serve`` is what ``qusec-serve`` runs (``service.cli``), and what each of a
+supervisor's workers runs on the supervisor's socket (``service.supervisor``).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import socket
+from collections.abc import Callable
+
+import uvicorn
+
+from service.protocol import ConnectionLimits, guarded_protocol
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service")
+
+
+def serve(
+    settings: ServiceSettings,
+    sockets: list[socket.socket] | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> int:
+    """Run one serving process until it is told to stop: 0, or 3 when startup failed.
+
+    ``sockets``: already bound (a supervisor's workers share one); else it binds its own.
+    """
+    from service.app import create_app  # after logging is configured, so import logs are seen
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,  # the service logs its own access lines, with request ids
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
+        server_header=False,
+        http=guarded_protocol(connection_limits(settings, app)),
+    )
+    ensure_file_descriptors(settings.max_connections)
+    server = _Server(config, on_started)
+    server.run(sockets=sockets)
+    # uvicorn leaves started=False when startup failed (bad checkpoint, port in use).
+    return 0 if server.started else 3
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling ``on_started`` once the app has started and it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+
+def connection_limits(settings: ServiceSettings, app) -> ConnectionLimits:
+    metrics = app.state.metrics
+    return ConnectionLimits(
+        max_connections=settings.max_connections,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+        header_timeout_seconds=settings.request_header_timeout_seconds,
+        retry_after_seconds=settings.retry_after_seconds,
+        on_refusal=lambda reason: metrics.rejections.labels(reason=reason).inc(),
+        shed=lambda method, target: (
+            method == "POST" and pool_overloaded(app) and is_inference(target)
+        ),
+    )
+
+
+def pool_overloaded(app) -> bool:
+    """Shed from 7/8 of the in-flight limit on: requests whose heads arrive in one burst all
+    pass this check before any of them is admitted, and the slack keeps them from being
+    refused later, after their bodies were read, on the app's much dearer path."""
+    pool = app.state.pool
+    return pool is not None and pool.in_flight * 8 >= pool.settings.max_in_flight * 7
+
+
+def is_inference(target: bytes) -> bool:
+    """/classify and /v2/models/{name}/infer: the routes the in-flight limit admits."""
+    path = target.split(b"?", 1)[0]
+    return path == b"/classify" or (path.startswith(b"/v2/models/") and path.endswith(b"/infer"))
+
+
+# Files the process needs besides its connections: models, logs, the job database, pipes
+# to the decode and job processes, a connection accepted only to be refused.
+SPARE_FILE_DESCRIPTORS = 256
+
+
+def ensure_file_descriptors(max_connections: int) -> None:
+    """Raise the soft descriptor limit so the connection cap, not the kernel, binds first."""
+    wanted = max_connections + SPARE_FILE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        soft = new_soft
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "descriptor limit %d is below QUSEC_MAX_CONNECTIONS + %d; lower QUSEC_MAX_CONNECTIONS",
+            soft,
+            SPARE_FILE_DESCRIPTORS,
+        )
