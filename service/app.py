@@ -30,7 +30,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load models (failing startup on any bad checkpoint), serve, then drain.
 
     Warm-up runs in the background: liveness answers at once, readiness only
-    after every model has run the whole path.
+    after every model has run the whole path. A supervised worker (``workers`` > 1)
+    waits for it instead, since the port it shares would hand it requests at once.
     """
     started = time.perf_counter()
     settings: ServiceSettings = app.state.settings
@@ -45,6 +46,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pool = pool
     jobs = await _start_jobs(app, settings, pool)
     warm_up = asyncio.create_task(pool.warm_up(started), name="warm-up")
+    if settings.workers > 1:
+        # A supervised worker shares its port with the others: it must not accept
+        # connections (which uvicorn starts after this startup) before it can serve them.
+        await asyncio.wait([warm_up])
+        if not pool.ready:
+            if jobs is not None:
+                await jobs.stop()
+            await pool.stop()
+            raise RuntimeError(f"worker not ready: {pool.failure}")
     try:
         yield
     finally:
