@@ -11,7 +11,7 @@ import re
 from html import escape
 from pathlib import Path
 
-from robustness.render import format_eps
+from robustness.render import accuracy_series, format_eps
 
 THREAT_NAMES = {
     "transfer": "transfer",
@@ -76,7 +76,7 @@ def to_html(report: dict) -> str:
         "<h2>Headline: worst-case robust accuracy</h2>",
         _headline(report),
         "<h2>Accuracy against radius</h2>",
-        *(_chart(report, norm) for norm in ("linf", "l2") if _series(report, norm)),
+        *(_chart(report, norm) for norm in ("linf", "l2") if accuracy_series(report, norm)),
         _flags(report),
         _gallery(report),
         "<h2>All results</h2>",
@@ -135,16 +135,6 @@ def _headline(report: dict) -> str:
     return _table(header, rows)
 
 
-def _series(report: dict, norm: str) -> dict[tuple, list[tuple]]:
-    series: dict[tuple, list[tuple]] = {}
-    for r in report["results"]:
-        if r["norm"] == norm and r["epsilon"] is not None and not r["sanity"]:
-            series.setdefault((r["attack"], r["threat_model"]), []).append(
-                (r["epsilon"], r["robust_accuracy"])
-            )
-    return {key: sorted(points) for key, points in series.items()}
-
-
 class _Plot:
     """Data coordinates -> SVG coordinates for one chart."""
 
@@ -198,7 +188,7 @@ def _legend_item(colour: str, width: float, dash: str, text: str) -> str:
 
 def _chart(report: dict, norm: str) -> str:
     """Robust accuracy against radius per (attack, threat model); the worst case in bold."""
-    series = _series(report, norm)
+    series = accuracy_series(report, norm)
     plot = _Plot(max(eps for points in series.values() for eps, _ in points))
     shapes, legend = plot.axes(norm), []
     attacks = list(dict.fromkeys(attack for attack, _ in series))

@@ -217,7 +217,7 @@ def plot_accuracy(report: dict, path: Path) -> None:
     clean = report["clean_accuracy"]
     for i, norm in enumerate(norms or ["linf"]):
         axes = figure.add_subplot(1, max(1, len(norms)), i + 1)
-        for (attack, threat), points in _series(report, norm).items():
+        for (attack, threat), points in accuracy_series(report, norm).items():
             xs, ys = zip(*([(0.0, clean)] + points), strict=True)
             axes.plot(
                 xs,
@@ -245,7 +245,8 @@ def plot_accuracy(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def _series(report: dict, norm: str) -> dict[tuple, list[tuple]]:
+def accuracy_series(report: dict, norm: str) -> dict[tuple, list[tuple]]:
+    """(attack, threat model) -> [(radius, robust accuracy)], sorted, for one norm's chart."""
     series: dict[tuple, list[tuple]] = {}
     for r in report["results"]:
         if r["norm"] == norm and r["epsilon"] is not None and not r["sanity"]:
