@@ -91,8 +91,7 @@ class Classifier:
         )
         # Fixed at load: the model is in eval mode and never trained here, and TQ derives
         # its thresholds through a softmax that would otherwise run on every request.
-        self.thresholds = _thresholds(loaded.model.quantizer)
-        self._staircase = StaircaseTable(self.thresholds) if self.thresholds is not None else None
+        self._staircase = _staircase(loaded.model.quantizer)
         self.batcher = MicroBatcher(
             self.name,
             lambda batch: self.predict(batch),  # looked up per call, so tests can patch it
@@ -316,8 +315,6 @@ def _png_field(pixels: np.ndarray) -> dict[str, str]:
     return {"media_type": "image/png", "encoding": "base64", "data": data}
 
 
-def _thresholds(quantizer: InputQuantizer | None) -> torch.Tensor | None:
-    """The learned thresholds as a CPU tensor: quantizing runs per request on the CPU."""
-    if quantizer is None:
-        return None
-    return quantizer.thresholds.detach().cpu().clone()
+def _staircase(quantizer: InputQuantizer | None) -> StaircaseTable | None:
+    """The checkpoint's hard staircase, read once: quantizing runs per request on the CPU."""
+    return None if quantizer is None else StaircaseTable(quantizer.thresholds)

@@ -33,7 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from service.errors import REJECTION_REASONS
@@ -256,9 +256,7 @@ def _multiprocess_registry(snapshot: _StoreSnapshot) -> CollectorRegistry:
 
 def forget_worker(directory: Path, pid: int) -> None:
     """A worker died: its live gauges go, its counters stay in the sums."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(pid, str(directory))
+    mark_process_dead(pid, str(directory))
     (directory / _WORKER_PIDS / str(pid)).unlink(missing_ok=True)
 
 

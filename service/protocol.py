@@ -71,13 +71,12 @@ class ConnectionLimits:
 
 def overloaded_app(retry_after: int, on_refusal: Callable[[str], None]) -> Any:
     """A minimal ASGI app answering 503 ``overloaded`` (JSON, keep-alive) without reading."""
-    prefix = b'{"error": "too many requests in flight, retry later", "reason": "overloaded", '
     headers = [(b"content-type", b"application/json"), (b"retry-after", b"%d" % retry_after)]
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         on_refusal("overloaded")
         request_id = new_request_id(None).encode("ascii")
-        body = prefix + b'"request_id": "' + request_id + b'"}'
+        body = _OVERLOADED_BODY % request_id
         extra = [(b"content-length", b"%d" % len(body)), (b"x-request-id", request_id)]
         await send({"type": "http.response.start", "status": 503, "headers": headers + extra})
         await send({"type": "http.response.body", "body": body, "more_body": False})
