@@ -67,8 +67,15 @@ def start_supervised(checkpoint: Path, folder: Path) -> Server:
         "QUSEC_ROBUSTNESS_DB": str(folder / "jobs.sqlite3"),
     }
     server = start_server(folder / "server.log", ["--workers", "2"], environment)
-    wait_for(lambda: len(worker_pids(server)) == 2, "both workers started")
+    # Readiness above came from whichever worker was ready first; a worker killed while it
+    # still starts would stop the service (as a worker that cannot start should).
+    wait_for(lambda: serving(server), "the supervisor saw both workers serving")
+    assert len(worker_pids(server)) == 2
     return server
+
+
+def serving(server: Server) -> bool:
+    return any(line.get("message") == "all 2 workers serving" for line in server.log_lines())
 
 
 @pytest.fixture(scope="module")
