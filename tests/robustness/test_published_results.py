@@ -20,7 +20,9 @@ from robustness.threats import THREAT_MODELS
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
 EVAL_SET = ROOT / "data" / "eval" / "mnist-test-first1000.npz"
+CIFAR10_SUBSET = ROOT / "data" / "eval" / "cifar10-test-first1000.npz"
 MODELS = ("mnist-undefended", "mnist-cq2", "mnist-tq2")
+CIFAR10_MODELS = ("cifar10-undefended", "cifar10-cq4", "cifar10-tq4")
 # Every attack of the reproduction ran on every image (docs/results.md, "Sample counts").
 FULL_SAMPLE_ATTACKS = {"noise", "fgsm", "bim", "pgd", "cw_l2", "spsa", "hsj"}
 
@@ -56,7 +58,7 @@ def test_report_covers_every_threat_model_on_1000_images(name):
     assert {0.1, 0.2, 0.3} <= epsilons
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MODELS + CIFAR10_MODELS)
 def test_headline_and_flags_follow_from_the_rows(name):
     report = _report(name)
     rows = report["results"]
@@ -67,9 +69,48 @@ def test_headline_and_flags_follow_from_the_rows(name):
     assert {key: report[key] for key in derived} == derived
 
 
+# The CIFAR-10 reproduction (docs/results.md, "CIFAR-10"): the attacks merged into the
+# published reports so far, and those run on fewer than the 1,000 images, with their counts.
+CIFAR10_ATTACKS = {"noise", "fgsm", "bim", "pgd"}
+CIFAR10_LIMITED: dict[str, int] = {}
+CIFAR10_LINF = {2.0, 4.0, 8.0}  # in 1/255 steps
+CIFAR10_L2 = {0.25, 0.5, 1.0}
+
+
+@pytest.mark.parametrize("name", CIFAR10_MODELS)
+def test_cifar10_report_was_made_on_the_shipped_checkpoint_and_subset(name):
+    report = _report(name)
+    manifest = json.loads((ROOT / "checkpoints" / name / "manifest.json").read_text())
+    assert report["model"]["sha256"] == manifest["weights_sha256"]
+    assert report["eval_set"]["sha256"] == sha256_file(CIFAR10_SUBSET)
+    if name != "cifar10-undefended":
+        undefended = json.loads((ROOT / "checkpoints/cifar10-undefended/manifest.json").read_text())
+        assert report["surrogate"]["sha256"] == undefended["weights_sha256"]
+
+
+@pytest.mark.parametrize("name", CIFAR10_MODELS)
+def test_cifar10_report_covers_what_the_results_page_says(name):
+    report = _report(name)
+    assert (report["status"], report["samples"]) == ("complete", 1000)
+    rows = [r for r in report["results"] if not r["sanity"]]
+    expected = (
+        {"naive", "gradient_free"} if name == "cifar10-undefended" else set(THREAT_MODELS)
+    )
+    assert {r["threat_model"] for r in rows} == expected
+    assert {r["attack"] for r in rows} == CIFAR10_ATTACKS
+    for row in rows:
+        assert (row["samples"], row["complete"]) == (
+            CIFAR10_LIMITED.get(row["attack"], 1000),
+            True,
+        ), row
+    linf = {round(r["epsilon"] * 255, 6) for r in rows if r["norm"] == "linf"}
+    assert linf == CIFAR10_LINF
+    l2 = {r["epsilon"] for r in rows if r["norm"] == "l2" and r["epsilon"] is not None}
+    assert l2 <= CIFAR10_L2
+
+
 # The CIFAR-10 level sweep's first rows (docs/training.md, "The level sweep"): 8/255 through
 # BPDA on the first 300 images of the shipped subset, one report per shipped model.
-CIFAR10_SUBSET = ROOT / "data" / "eval" / "cifar10-test-first1000.npz"
 CIFAR10_SWEEP = ("cifar10-undefended", "cifar10-cq4", "cifar10-tq4")
 
 
