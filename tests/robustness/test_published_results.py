@@ -72,7 +72,7 @@ def test_headline_and_flags_follow_from_the_rows(name):
 
 # The CIFAR-10 reproduction (docs/results.md, "CIFAR-10"): the attacks merged into the
 # published reports so far, and those run on fewer than the 1,000 images, with their counts.
-CIFAR10_ATTACKS = {"noise", "fgsm", "bim", "pgd", "apgd_ce", "level", "level_8bit"}
+CIFAR10_ATTACKS = {"noise", "fgsm", "bim", "pgd", "apgd_ce", "cw_l2", "level", "level_8bit"}
 CIFAR10_LIMITED: dict[str, int] = {}
 CIFAR10_LINF = {2.0, 4.0, 8.0}  # in 1/255 steps
 CIFAR10_L2 = {0.25, 0.5, 1.0}
