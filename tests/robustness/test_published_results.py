@@ -114,21 +114,44 @@ def test_cifar10_report_covers_what_the_results_page_says(name):
     assert l2 <= CIFAR10_L2
 
 
-# The CIFAR-10 level sweep's first rows (docs/training.md, "The level sweep"): 8/255 through
-# BPDA on the first 300 images of the shipped subset, one report per shipped model.
-CIFAR10_SWEEP = ("cifar10-undefended", "cifar10-cq4", "cifar10-tq4")
+# The CIFAR-10 level sweep (docs/training.md, "The level sweep"): 8/255 and 2/255 through BPDA
+# on the first 300 images of the shipped subset. The shipped models are tied to their
+# checkpoints; the others were not shipped, so to the weights' sha256 that training.md lists.
+CIFAR10_SWEEP_SHIPPED = ("cifar10-undefended", "cifar10-cq4", "cifar10-tq4")
+CIFAR10_SWEEP_UNSHIPPED = {
+    "cifar10-cq2": "af42114f2d3132a405a24f753c5f787123833ad52e5a07b0de0802c8277ae599",
+    "cifar10-tq2": "cb3c5496e9ce04ba743a56357ea97b3a40c7429926e1fbb4e675d7a395627d6f",
+    "cifar10-cq8": "6850851e86c42b9fa5608264842c9534e697d572109e6e7632f74f004a3f6f29",
+    "cifar10-tq8": "140eec05d426ab72600c88b710bff8ea5219b750d034d37a7b7b440998c6ef1e",
+}
+SWEEP_RADII = (8, 2)
 
 
-@pytest.mark.parametrize("name", CIFAR10_SWEEP)
-def test_cifar10_sweep_reports_belong_to_the_shipped_checkpoints(name):
-    report = json.loads((RESULTS / "extra" / f"{name}-sweep-8of255-300.json").read_text())
+def _weights_sha256(name: str) -> str:
+    if name in CIFAR10_SWEEP_UNSHIPPED:
+        return CIFAR10_SWEEP_UNSHIPPED[name]
     manifest = json.loads((ROOT / "checkpoints" / name / "manifest.json").read_text())
-    assert report["model"]["sha256"] == manifest["weights_sha256"]
+    return manifest["weights_sha256"]
+
+
+@pytest.mark.parametrize("radius", SWEEP_RADII)
+@pytest.mark.parametrize("name", CIFAR10_SWEEP_SHIPPED + tuple(CIFAR10_SWEEP_UNSHIPPED))
+def test_cifar10_sweep_reports_belong_to_the_models_they_name(name, radius):
+    report = json.loads(
+        (RESULTS / "extra" / f"{name}-sweep-{radius}of255-300.json").read_text()
+    )
+    assert report["model"]["sha256"] == _weights_sha256(name)
     assert report["eval_set"]["sha256"] == sha256_file(CIFAR10_SUBSET)
     assert (report["status"], report["samples"]) == ("complete", 300)
     rows = [r for r in report["results"] if not r["sanity"]]
-    assert {(r["norm"], round(r["epsilon"] * 255, 6)) for r in rows} == {("linf", 8.0)}
+    assert {(r["norm"], round(r["epsilon"] * 255, 6)) for r in rows} == {("linf", radius)}
     assert all((r["samples"], r["complete"]) == (300, True) for r in rows)
     expected = {"naive"} if name == "cifar10-undefended" else {"bpda"}
     assert {r["threat_model"] for r in rows} == expected
     assert report["worst_case"] == worst_case(report["results"])
+
+
+@pytest.mark.parametrize("name", CIFAR10_SWEEP_UNSHIPPED)
+def test_the_training_page_names_each_unshipped_sweep_model_by_its_weights(name):
+    training = (ROOT / "docs" / "training.md").read_text()
+    assert f"`{CIFAR10_SWEEP_UNSHIPPED[name][:16]}`" in training
