@@ -72,7 +72,17 @@ def test_headline_and_flags_follow_from_the_rows(name):
 
 # The CIFAR-10 reproduction (docs/results.md, "CIFAR-10"): the attacks merged into the
 # published reports so far, and those run on fewer than the 1,000 images, with their counts.
-CIFAR10_ATTACKS = {"noise", "fgsm", "bim", "pgd", "apgd_ce", "cw_l2", "level", "level_8bit"}
+CIFAR10_ATTACKS = {
+    "noise",
+    "fgsm",
+    "bim",
+    "pgd",
+    "apgd_ce",
+    "apgd_t",
+    "cw_l2",
+    "level",
+    "level_8bit",
+}
 CIFAR10_LIMITED: dict[str, int] = {}
 CIFAR10_LINF = {2.0, 4.0, 8.0}  # in 1/255 steps
 CIFAR10_L2 = {0.25, 0.5, 1.0}
@@ -94,9 +104,7 @@ def test_cifar10_report_covers_what_the_results_page_says(name):
     report = _report(name)
     assert (report["status"], report["samples"]) == ("complete", 1000)
     rows = [r for r in report["results"] if not r["sanity"]]
-    expected = (
-        {"naive", "gradient_free"} if name == "cifar10-undefended" else set(THREAT_MODELS)
-    )
+    expected = {"naive", "gradient_free"} if name == "cifar10-undefended" else set(THREAT_MODELS)
     assert {r["threat_model"] for r in rows} == expected
     # The level-space attacks need a quantizer; the undefended report lists them as skipped.
     expected_attacks = {
@@ -137,9 +145,7 @@ def _weights_sha256(name: str) -> str:
 @pytest.mark.parametrize("radius", SWEEP_RADII)
 @pytest.mark.parametrize("name", CIFAR10_SWEEP_SHIPPED + tuple(CIFAR10_SWEEP_UNSHIPPED))
 def test_cifar10_sweep_reports_belong_to_the_models_they_name(name, radius):
-    report = json.loads(
-        (RESULTS / "extra" / f"{name}-sweep-{radius}of255-300.json").read_text()
-    )
+    report = json.loads((RESULTS / "extra" / f"{name}-sweep-{radius}of255-300.json").read_text())
     assert report["model"]["sha256"] == _weights_sha256(name)
     assert report["eval_set"]["sha256"] == sha256_file(CIFAR10_SUBSET)
     assert (report["status"], report["samples"]) == ("complete", 300)
