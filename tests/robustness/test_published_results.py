@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from models.checkpoint import sha256_file
+from models.evalset import eval_set_path
 from robustness.attacks import ATTACKS
 from robustness.flags import masking_flags
 from robustness.report import derived_from_rows, worst_case
@@ -20,8 +21,7 @@ from robustness.threats import THREAT_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
-EVAL_SET = ROOT / "data" / "eval" / "mnist-test-first1000.npz"
-CIFAR10_SUBSET = ROOT / "data" / "eval" / "cifar10-test-first1000.npz"
+CIFAR10_SUBSET = eval_set_path("cifar10")
 MODELS = ("mnist-undefended", "mnist-cq2", "mnist-tq2")
 CIFAR10_MODELS = ("cifar10-undefended", "cifar10-cq4", "cifar10-tq4")
 # Every attack of the reproduction ran on every image (docs/results.md, "Sample counts").
@@ -32,15 +32,22 @@ def _report(name: str) -> dict:
     return json.loads((RESULTS / f"{name}.json").read_text())
 
 
-@pytest.mark.parametrize("name", MODELS)
+def _weights_sha256(name: str) -> str:
+    """A shipped checkpoint's, from its manifest; an unshipped sweep model's, as listed."""
+    if name in CIFAR10_SWEEP_UNSHIPPED:
+        return CIFAR10_SWEEP_UNSHIPPED[name]
+    manifest = json.loads((ROOT / "checkpoints" / name / "manifest.json").read_text())
+    return manifest["weights_sha256"]
+
+
+@pytest.mark.parametrize("name", MODELS + CIFAR10_MODELS)
 def test_report_was_made_on_the_shipped_checkpoint_and_evaluation_set(name):
     report = _report(name)
-    manifest = json.loads((ROOT / "checkpoints" / name / "manifest.json").read_text())
-    assert report["model"]["sha256"] == manifest["weights_sha256"]
-    assert report["eval_set"]["sha256"] == sha256_file(EVAL_SET)
-    if name != "mnist-undefended":
-        undefended = json.loads((ROOT / "checkpoints/mnist-undefended/manifest.json").read_text())
-        assert report["surrogate"]["sha256"] == undefended["weights_sha256"]
+    dataset = name.split("-", 1)[0]
+    assert report["model"]["sha256"] == _weights_sha256(name)
+    assert report["eval_set"]["sha256"] == sha256_file(eval_set_path(dataset))
+    if not name.endswith("-undefended"):
+        assert report["surrogate"]["sha256"] == _weights_sha256(f"{dataset}-undefended")
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -89,17 +96,6 @@ CIFAR10_L2 = {0.25, 0.5, 1.0}
 
 
 @pytest.mark.parametrize("name", CIFAR10_MODELS)
-def test_cifar10_report_was_made_on_the_shipped_checkpoint_and_subset(name):
-    report = _report(name)
-    manifest = json.loads((ROOT / "checkpoints" / name / "manifest.json").read_text())
-    assert report["model"]["sha256"] == manifest["weights_sha256"]
-    assert report["eval_set"]["sha256"] == sha256_file(CIFAR10_SUBSET)
-    if name != "cifar10-undefended":
-        undefended = json.loads((ROOT / "checkpoints/cifar10-undefended/manifest.json").read_text())
-        assert report["surrogate"]["sha256"] == undefended["weights_sha256"]
-
-
-@pytest.mark.parametrize("name", CIFAR10_MODELS)
 def test_cifar10_report_covers_what_the_results_page_says(name):
     report = _report(name)
     assert (report["status"], report["samples"]) == ("complete", 1000)
@@ -123,9 +119,8 @@ def test_cifar10_report_covers_what_the_results_page_says(name):
 
 
 # The CIFAR-10 level sweep (docs/training.md, "The level sweep"): 8/255 and 2/255 through BPDA
-# on the first 300 images of the shipped subset. The shipped models are tied to their
-# checkpoints; the others were not shipped, so to the weights' sha256 that training.md lists.
-CIFAR10_SWEEP_SHIPPED = ("cifar10-undefended", "cifar10-cq4", "cifar10-tq4")
+# on the first 300 images of the shipped subset, for the shipped models (CIFAR10_MODELS) and
+# the ones not shipped, whose reports are tied to the weights' sha256 training.md lists.
 CIFAR10_SWEEP_UNSHIPPED = {
     "cifar10-cq2": "af42114f2d3132a405a24f753c5f787123833ad52e5a07b0de0802c8277ae599",
     "cifar10-tq2": "cb3c5496e9ce04ba743a56357ea97b3a40c7429926e1fbb4e675d7a395627d6f",
@@ -135,15 +130,8 @@ CIFAR10_SWEEP_UNSHIPPED = {
 SWEEP_RADII = (8, 2)
 
 
-def _weights_sha256(name: str) -> str:
-    if name in CIFAR10_SWEEP_UNSHIPPED:
-        return CIFAR10_SWEEP_UNSHIPPED[name]
-    manifest = json.loads((ROOT / "checkpoints" / name / "manifest.json").read_text())
-    return manifest["weights_sha256"]
-
-
 @pytest.mark.parametrize("radius", SWEEP_RADII)
-@pytest.mark.parametrize("name", CIFAR10_SWEEP_SHIPPED + tuple(CIFAR10_SWEEP_UNSHIPPED))
+@pytest.mark.parametrize("name", CIFAR10_MODELS + tuple(CIFAR10_SWEEP_UNSHIPPED))
 def test_cifar10_sweep_reports_belong_to_the_models_they_name(name, radius):
     report = json.loads((RESULTS / "extra" / f"{name}-sweep-{radius}of255-300.json").read_text())
     assert report["model"]["sha256"] == _weights_sha256(name)
