@@ -93,8 +93,9 @@ CIFAR10_ATTACKS = {
     "level_8bit",
     "square",
     "square_l2",
+    "hsj",
 }
-CIFAR10_LIMITED: dict[str, int] = {"square": 200, "square_l2": 200}
+CIFAR10_LIMITED: dict[str, int] = {"hsj": 200}
 CIFAR10_LINF = {2.0, 4.0, 8.0}  # in 1/255 steps
 CIFAR10_L2 = {0.25, 0.5, 1.0}
 
