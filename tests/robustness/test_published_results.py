@@ -25,7 +25,7 @@ CIFAR10_SUBSET = eval_set_path("cifar10")
 MODELS = ("mnist-undefended", "mnist-cq2", "mnist-tq2")
 CIFAR10_MODELS = ("cifar10-undefended", "cifar10-cq4", "cifar10-tq4")
 # Every attack of the reproduction ran on every image (docs/results.md, "Sample counts").
-FULL_SAMPLE_ATTACKS = {"noise", "fgsm", "bim", "pgd", "apgd_ce", "cw_l2", "spsa", "hsj"}
+FULL_SAMPLE_ATTACKS = {"noise", "fgsm", "bim", "pgd", "apgd_ce", "apgd_t", "cw_l2", "spsa", "hsj"}
 
 
 def _report(name: str) -> dict:
