@@ -2,17 +2,19 @@
 
 The runner seeds each (attack, threat model, epsilon) unit from the request's seed alone,
 so a unit's rows do not depend on what else ran in the same process. A report assembled
-from two runs of the same model, evaluation set, seed and radii therefore holds the rows
+from two runs of the same model, evaluation set and seed therefore holds the rows
 one run would have produced; only wall-clock times differ. ``merge_reports`` checks that
 premise field by field and refuses when it does not hold. Library versions must agree
 where both runs record one; a run of attacks from a library the other did not use (say
 torchattacks) adds its version.
 
 The later run's (attack, threat model) pairs replace the earlier report's rows for those
-pairs, whole (a minimal attack has a row per radius), and the rows keep the runner's
-order; everything derived from rows (the worst case, its per-attack form, the masking
-flags) is computed again, and ``merged_from`` records each run's start, duration and
-attacks.
+pairs at every radius the later run requested (a minimal attack has a row per radius, and
+its unbounded row is always replaced), and the rows keep the runner's order. A later run
+may request only some of the earlier report's radii (an expensive attack split into one
+run per radius): its rows replace those radii's and leave the others. Everything derived
+from rows (the worst case, its per-attack form, the masking flags) is computed again, and
+``merged_from`` records each run's start, duration and attacks.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from robustness.threats import THREAT_MODELS
 
 # Fields that must agree for the rows of two runs to belong in one report.
 _SAME_REPORT = ("schema_version", "samples", "seed", "clean_accuracy")
-_SAME_REQUEST = ("epsilons", "l2_epsilons", "batch_size", "bpda_backward")
+_SAME_REQUEST = ("batch_size", "bpda_backward")
+# A part may have run a subset of the base's radii, never one the base does not have.
+_RADII = {"linf": "epsilons", "l2": "l2_epsilons"}
 
 
 class MergeError(ValueError):
@@ -96,6 +100,13 @@ def _check_compatible(base: dict, part: dict) -> None:
     _same("evaluation set sha256", base["eval_set"]["sha256"], part["eval_set"]["sha256"])
     for key in _SAME_REQUEST:
         _same(f"request {key}", base["request"].get(key), part["request"].get(key))
+    for key in _RADII.values():
+        ours, theirs = base["request"].get(key), part["request"].get(key)
+        if not set(theirs or []) <= set(ours or []):
+            raise MergeError(
+                f"request {key} differs: {ours!r} in the base report, {theirs!r} in the "
+                "part, which has radii the base report does not"
+            )
     if _uses_surrogate(part):
         surrogate, theirs = base.get("surrogate"), part.get("surrogate")
         _same(
@@ -116,11 +127,14 @@ def _uses_surrogate(report: dict) -> bool:
 
 def _fold(base: dict, part: dict) -> dict:
     replaced = {_pair(row) for row in part["results"]}
-    kept = [row for row in base["results"] if _pair(row) not in replaced]
-    # The runner's plan order: attack, then threat model, sanity runs last; a stable sort
-    # keeps each pair's rows (a minimal attack's radii) in their own order.
-    rows = sorted(kept + part["results"], key=_plan_order)
-    skipped = [s for s in base["skipped"] if _pair(s) not in replaced] + part["skipped"]
+    requested = part["request"]
+    kept = [row for row in base["results"] if not _reran(row, replaced, requested)]
+    # The runner's plan order: attack, then threat model, sanity runs last; within a pair,
+    # a minimal attack's unbounded row, then the L-inf radii, then the L2 radii.
+    radii = base["request"]
+    rows = sorted(kept + part["results"], key=lambda row: _plan_order(row, radii))
+    skipped = [s for s in base["skipped"] if _pair(s) not in replaced]
+    skipped += [s for s in part["skipped"] if s not in skipped]
     request = dict(base["request"])
     request["attacks"] = _union(request["attacks"], part["request"]["attacks"])
     request["threat_models"] = _union(request["threat_models"], part["request"]["threat_models"])
@@ -130,7 +144,9 @@ def _fold(base: dict, part: dict) -> dict:
         others = {a: v for a, v in request[key].items() if a not in rerun}
         request[key] = others | part["request"][key]
     statuses = {base["status"], part["status"]}
-    examples = _fold_examples(base.get("examples"), part.get("examples"), replaced)
+    examples = _fold_examples(
+        base.get("examples"), part.get("examples"), replaced, requested, radii
+    )
     return {
         **base,
         "status": "complete" if statuses == {"complete"} else "stopped",
@@ -145,14 +161,18 @@ def _fold(base: dict, part: dict) -> dict:
     }
 
 
-def _fold_examples(base: dict | None, part: dict | None, replaced: set) -> dict | None:
-    """The part's example groups in place of the base's for the pairs it reran."""
+def _fold_examples(
+    base: dict | None, part: dict | None, replaced: set, rerun: dict, radii: dict
+) -> dict | None:
+    """The part's example groups in place of the base's for the units it reran."""
     if base is None and part is None:
         return None
-    groups = [g for g in (base or {}).get("groups", []) if _pair(g) not in replaced]
+    groups = [g for g in (base or {}).get("groups", []) if not _reran(g, replaced, rerun)]
     return {
         "per_group": max((r or {}).get("per_group", 0) for r in (base, part)),
-        "groups": sorted(groups + (part or {}).get("groups", []), key=_plan_order),
+        "groups": sorted(
+            groups + (part or {}).get("groups", []), key=lambda g: _plan_order(g, radii)
+        ),
         "dropped_groups": sum((r or {}).get("dropped_groups", 0) for r in (base, part)),
     }
 
@@ -161,12 +181,33 @@ def _pair(row: dict) -> tuple:
     return (row["attack"], row["threat_model"], bool(row.get("sanity")))
 
 
-def _plan_order(row: dict) -> tuple:
+def _reran(row: dict, replaced: set, rerun: dict) -> bool:
+    """Whether a part that reran ``replaced`` pairs under request ``rerun`` replaces
+    ``row``: it ran the row's pair, and the row is a sanity run, a minimal attack's
+    unbounded row, or at a radius the part requested."""
+    if _pair(row) not in replaced:
+        return False
+    if row.get("sanity") or row["epsilon"] is None:
+        return True
+    return row["epsilon"] in rerun.get(_RADII[row["norm"]], [])
+
+
+def _plan_order(row: dict, request: dict) -> tuple:
     return (
         bool(row.get("sanity")),
         list(ATTACKS).index(row["attack"]),
         THREAT_MODELS.index(row["threat_model"]),
+        _radius_order(row, request),
     )
+
+
+def _radius_order(row: dict, request: dict) -> tuple:
+    if row.get("sanity") or row["epsilon"] is None:
+        return (0, 0)
+    norms = list(_RADII)
+    radii = request.get(_RADII[row["norm"]], [])
+    position = radii.index(row["epsilon"]) if row["epsilon"] in radii else len(radii)
+    return (1 + norms.index(row["norm"]), position)
 
 
 def _union(first: list, second: list) -> list:

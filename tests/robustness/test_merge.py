@@ -59,6 +59,29 @@ def test_merged_report_equals_one_run_of_everything(runs):
     assert "Merged from 2 runs" in to_markdown(merged)
 
 
+def test_runs_of_single_radii_merge_into_the_one_run_report(runs, masked, undefended, eval_set):
+    """An expensive attack split into one run per radius, merged in any order."""
+    whole, first, _ = runs
+    pgd_only = replace(BOTH, attacks=("pgd",), sanity_epsilon=None)
+    high, low = (
+        run_suite(masked, eval_set, replace(pgd_only, epsilons=(eps,)), surrogate=undefended)
+        for eps in (0.3, 0.1)
+    )
+    merged = merge_reports(first, high, low)
+    assert _rows(merged) == _rows(whole)
+    assert merged["request"] == whole["request"]
+    assert merged["worst_case"] == whole["worst_case"]
+    assert merged["skipped"] == whole["skipped"]
+    assert merged["examples"] == whole["examples"]
+    # After the first radius only, PGD's other rows are still the 8-sample ones.
+    partly = {
+        (r["epsilon"], r["samples"])
+        for r in merge_reports(first, high)["results"]
+        if r["attack"] == "pgd" and not r["sanity"]
+    }
+    assert partly == {(0.1, 8), (0.3, 24)}
+
+
 def test_merge_leaves_its_inputs_alone(runs):
     _, first, rerun = runs
     before = copy.deepcopy((first, rerun))
