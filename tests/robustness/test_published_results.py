@@ -28,7 +28,7 @@ CIFAR10_MODELS = ("cifar10-undefended", "cifar10-cq4", "cifar10-tq4")
 # Every attack of the reproduction ran on every image (docs/results.md, "Sample counts").
 FULL_SAMPLE_ATTACKS = {
     *("noise", "fgsm", "bim", "pgd", "apgd_ce", "apgd_t", "cw_l2", "spsa", "hsj"),
-    *("apgd_ce_l2", "apgd_t_l2", "square"),
+    *("apgd_ce_l2", "apgd_t_l2", "square", "square_l2"),
 }
 # The level-space attacks need a staircase, so only the defended models have their rows.
 FULL_SAMPLE_QUANTIZER_ATTACKS = {"level", "level_8bit"}
