@@ -116,6 +116,18 @@ def _check_compatible(base: dict, part: dict) -> None:
         )
 
 
+def _check_same_settings(base: dict, part: dict, kept: list[dict], replaced: set) -> None:
+    """A part that replaces only some radii of a pair must have run the attack with the
+    base's parameters, or the pair's rows would mix two attacks under one name. (Sample
+    counts may differ: every row records its own.)"""
+    for attack in sorted({row["attack"] for row in kept if _pair(row) in replaced}):
+        _same(
+            f"request attack_params of {attack}, whose other radii stay,",
+            base["attack_params"].get(attack),
+            part["attack_params"].get(attack),
+        )
+
+
 def _same(what: str, ours, theirs) -> None:
     if ours != theirs:
         raise MergeError(f"{what} differs: {ours!r} in the base report, {theirs!r} in the part")
@@ -129,6 +141,7 @@ def _fold(base: dict, part: dict) -> dict:
     replaced = {_pair(row) for row in part["results"]}
     requested = part["request"]
     kept = [row for row in base["results"] if not _reran(row, replaced, requested)]
+    _check_same_settings(base["request"], requested, kept, replaced)
     # The runner's plan order: attack, then threat model, sanity runs last; within a pair,
     # a minimal attack's unbounded row, then the L-inf radii, then the L2 radii.
     radii = base["request"]

@@ -82,6 +82,19 @@ def test_runs_of_single_radii_merge_into_the_one_run_report(runs, masked, undefe
     assert partly == {(0.1, 8), (0.3, 24)}
 
 
+def test_merge_refuses_a_single_radius_run_with_other_settings(runs):
+    """Its rows would sit beside the base's other radii under one request's settings."""
+    _, first, rerun = runs
+    whole_pgd = copy.deepcopy(rerun)
+    whole_pgd["request"]["attack_params"] = {"pgd": {"nb_iter": 7}}
+    merge_reports(first, whole_pgd)  # every radius replaced: the part's settings stand
+    one_radius = copy.deepcopy(whole_pgd)
+    one_radius["request"]["epsilons"] = [0.3]
+    one_radius["results"] = [r for r in one_radius["results"] if r["epsilon"] == 0.3]
+    with pytest.raises(MergeError, match="attack_params of pgd, whose other radii stay"):
+        merge_reports(first, one_radius)
+
+
 def test_merge_leaves_its_inputs_alone(runs):
     _, first, rerun = runs
     before = copy.deepcopy((first, rerun))
