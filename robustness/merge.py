@@ -175,12 +175,12 @@ def _fold(base: dict, part: dict) -> dict:
 
 
 def _fold_examples(
-    base: dict | None, part: dict | None, replaced: set, rerun: dict, radii: dict
+    base: dict | None, part: dict | None, replaced: set, requested: dict, radii: dict
 ) -> dict | None:
     """The part's example groups in place of the base's for the units it reran."""
     if base is None and part is None:
         return None
-    groups = [g for g in (base or {}).get("groups", []) if not _reran(g, replaced, rerun)]
+    groups = [g for g in (base or {}).get("groups", []) if not _reran(g, replaced, requested)]
     return {
         "per_group": max((r or {}).get("per_group", 0) for r in (base, part)),
         "groups": sorted(
@@ -194,15 +194,15 @@ def _pair(row: dict) -> tuple:
     return (row["attack"], row["threat_model"], bool(row.get("sanity")))
 
 
-def _reran(row: dict, replaced: set, rerun: dict) -> bool:
-    """Whether a part that reran ``replaced`` pairs under request ``rerun`` replaces
+def _reran(row: dict, replaced: set, requested: dict) -> bool:
+    """Whether a part that reran ``replaced`` pairs under request ``requested`` replaces
     ``row``: it ran the row's pair, and the row is a sanity run, a minimal attack's
     unbounded row, or at a radius the part requested."""
     if _pair(row) not in replaced:
         return False
     if row.get("sanity") or row["epsilon"] is None:
         return True
-    return row["epsilon"] in rerun.get(_RADII[row["norm"]], [])
+    return row["epsilon"] in requested.get(_RADII[row["norm"]], [])
 
 
 def _plan_order(row: dict, request: dict) -> tuple:
