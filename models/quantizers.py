@@ -92,6 +92,42 @@ def soft_staircase(x: torch.Tensor, thresholds: torch.Tensor, steepness: float) 
     return soft_steps(x, thresholds, steepness).mean(0)
 
 
+class _StraightThroughStaircase(torch.autograd.Function):
+    """Exact hard staircase forward; identity or soft-staircase derivative backward."""
+
+    @staticmethod
+    def forward(ctx, x, thresholds, steepness, backward):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(x, thresholds)
+        ctx.steepness, ctx.backward_mode = steepness, backward
+        return hard_staircase(x, thresholds)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: ANN001, ANN205
+        x, thresholds = ctx.saved_tensors
+        if ctx.backward_mode == "identity":
+            return grad_output, None, None, None
+        with torch.enable_grad():
+            x_ = x.detach().requires_grad_(True)
+            (slope,) = torch.autograd.grad(soft_staircase(x_, thresholds, ctx.steepness).sum(), x_)
+        return grad_output * slope, None, None, None
+
+
+BPDA_BACKWARDS = ("identity", "soft")
+
+
+def straight_through(
+    x: torch.Tensor, quantizer: InputQuantizer, backward: str = "identity"
+) -> torch.Tensor:
+    """BPDA (Athalye, Carlini and Wagner, arXiv 1802.00420): the served hard staircase
+    forward, and a differentiable stand-in backward (straight-through identity, or the
+    soft staircase's derivative). Used by the adaptive attacks and by adversarial training."""
+    if backward not in BPDA_BACKWARDS:
+        raise ValueError(f"unknown BPDA backward {backward!r}; valid: 'identity', 'soft'")
+    return _StraightThroughStaircase.apply(
+        x, quantizer.thresholds.detach(), quantizer.steepness, backward
+    )
+
+
 class InputQuantizer(nn.Module):
     """Base of the quantizer family: a staircase in front of the CNN.
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from models.cnn import BasicCNN, QuantizedClassifier
 from models.quantizers import build_quantizer
+from models.resnet import CifarResNet
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ DATASETS: dict[str, DatasetInfo] = {
 Builder = Callable[[tuple[int, int, int], int], nn.Module]
 ARCHITECTURES: dict[str, Builder] = {
     "cleverhans-basic-cnn": lambda input_shape, num_classes: BasicCNN(input_shape, num_classes),
+    "resnet20": lambda input_shape, num_classes: CifarResNet(input_shape, num_classes, 3),
 }
 
 

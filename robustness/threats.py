@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.cnn import QuantizedClassifier
-from models.quantizers import hard_staircase, soft_staircase
+from models.quantizers import straight_through
 from robustness.attacks.base import Attack
 
 THREAT_MODELS = ("transfer", "naive", "bpda", "gradient_free")
@@ -81,26 +81,6 @@ class ZeroGradientBridge(nn.Module):
         return logits + 0.0 * x.flatten(1).sum(1, keepdim=True)
 
 
-class _StraightThroughStaircase(torch.autograd.Function):
-    """Exact hard staircase forward; identity or soft-staircase derivative backward."""
-
-    @staticmethod
-    def forward(ctx, x, thresholds, steepness, backward):
-        ctx.save_for_backward(x, thresholds)
-        ctx.steepness, ctx.backward_mode = steepness, backward
-        return hard_staircase(x, thresholds)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, thresholds = ctx.saved_tensors
-        if ctx.backward_mode == "identity":
-            return grad_output, None, None, None
-        with torch.enable_grad():
-            x_ = x.detach().requires_grad_(True)
-            (slope,) = torch.autograd.grad(soft_staircase(x_, thresholds, ctx.steepness).sum(), x_)
-        return grad_output * slope, None, None, None
-
-
 class BPDAClassifier(nn.Module):
     """The deployed classifier with a differentiable stand-in for the staircase's backward."""
 
@@ -115,11 +95,7 @@ class BPDAClassifier(nn.Module):
         self.train(model.training)  # a wrapper's mode is its model's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        quantizer = self.model.quantizer
-        quantized = _StraightThroughStaircase.apply(
-            x, quantizer.thresholds.detach(), quantizer.steepness, self.backward_mode
-        )
-        return self.model.cnn(quantized)
+        return self.model.cnn(straight_through(x, self.model.quantizer, self.backward_mode))
 
 
 @dataclass(frozen=True)

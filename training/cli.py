@@ -11,13 +11,28 @@ import json
 import logging
 import os
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 from models.checkpoint import CheckpointError, read_manifest
 from models.evalset import EVAL_DIR, write_eval_set
+from models.registry import ARCHITECTURES
 from training.config import TrainConfig
 from training.datasets import DatasetError, load_dataset
 from training.resume import ResumeError
+
+
+def radius(text: str) -> float:
+    """A radius as a decimal or a fraction such as ``8/255``."""
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number or fraction such as 0.3 or 8/255"
+        ) from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +87,60 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="checkpoint folder whose CNN weights start this run (same dataset); "
         "the quantizer starts fresh",
+    )
+    train.add_argument(
+        "--architecture",
+        choices=sorted(ARCHITECTURES),
+        default="cleverhans-basic-cnn",
+        help="registered architecture to train (default cleverhans-basic-cnn)",
+    )
+    train.add_argument(
+        "--optimizer",
+        choices=["adam", "sgd"],
+        default="adam",
+        help="adam, or sgd with Nesterov momentum (default adam)",
+    )
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    adversarial = train.add_argument_group(
+        "adversarial training",
+        "examples are crafted through the quantizer with BPDA (docs/training.md)",
+    )
+    adversarial.add_argument(
+        "--adversarial",
+        choices=["none", "pgd", "trades", "fgsm-rs"],
+        default="none",
+        help="pgd (Madry et al.), trades (Zhang et al.), fgsm-rs (Wong et al.); default none",
+    )
+    adversarial.add_argument(
+        "--adv-epsilon",
+        type=radius,
+        default=0.0,
+        help="L-inf training radius in [0, 1] pixel units, e.g. 0.3 or 8/255",
+    )
+    adversarial.add_argument(
+        "--adv-steps", type=int, default=10, help="inner attack steps, PGD and TRADES (default 10)"
+    )
+    adversarial.add_argument(
+        "--adv-step-size",
+        type=radius,
+        default=None,
+        help="inner attack step (default 2.5 eps / steps; 1.25 eps for fgsm-rs)",
+    )
+    adversarial.add_argument(
+        "--trades-beta", type=float, default=6.0, help="TRADES' robust-loss weight (default 6)"
+    )
+    adversarial.add_argument(
+        "--adv-ramp-epochs",
+        type=int,
+        default=0,
+        help="ramp the radius linearly from 0 over this many epochs (default 0: none)",
+    )
+    adversarial.add_argument(
+        "--adv-check-samples",
+        type=int,
+        default=512,
+        help="held-out test images attacked with PGD after each epoch to detect "
+        "catastrophic overfitting (default 512)",
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -169,6 +238,16 @@ def main(argv: list[str] | None = None) -> int:
             limit_train=args.limit_train,
             init_from=args.init_from,
             progress=not args.no_progress,
+            architecture=args.architecture,
+            optimizer=args.optimizer,
+            momentum=args.momentum,
+            adversarial=args.adversarial,
+            adv_epsilon=args.adv_epsilon,
+            adv_steps=args.adv_steps,
+            adv_step_size=args.adv_step_size,
+            trades_beta=args.trades_beta,
+            adv_ramp_epochs=args.adv_ramp_epochs,
+            adv_check_samples=args.adv_check_samples,
         )
         from training.loop import train  # torch import is slow; keep --help fast
 

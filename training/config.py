@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 Defense = Literal["none", "cq", "tq"]
+Adversarial = Literal["none", "pgd", "trades", "fgsm-rs"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,21 @@ class TrainConfig:
     # Start the CNN from this checkpoint's CNN weights (same dataset and architecture); the
     # quantizer starts fresh. Lets defended models be fine-tuned from the undefended one.
     init_from: Path | None = None
+    architecture: str = "cleverhans-basic-cnn"
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = 0.9  # SGD only (Nesterov)
+    # Adversarial training (training/adversarial.py): the method, its L-inf radius in [0, 1]
+    # pixel units, the inner attack's steps and step size (None: 2.5 eps / steps for PGD and
+    # TRADES, Madry et al.'s ratio; 1.25 eps for FGSM-RS, Wong et al.'s), TRADES' beta, and
+    # how many epochs the radius ramps up linearly from 0 over (0: full radius from the start).
+    adversarial: Adversarial = "none"
+    adv_epsilon: float = 0.0
+    adv_steps: int = 10
+    adv_step_size: float | None = None
+    trades_beta: float = 6.0
+    adv_ramp_epochs: int = 0
+    # Held-out images attacked with PGD after every epoch to catch catastrophic overfitting.
+    adv_check_samples: int = 512
 
     def __post_init__(self) -> None:
         checks = {
@@ -49,6 +65,19 @@ class TrainConfig:
             <= self.steepness_end,
             "device must be auto, cpu or cuda": self.device in ("auto", "cpu", "cuda"),
             "limit_train must be positive": self.limit_train is None or self.limit_train > 0,
+            "optimizer must be adam or sgd": self.optimizer in ("adam", "sgd"),
+            "momentum must be in [0, 1)": 0 <= self.momentum < 1,
+            "adversarial must be none, pgd, trades or fgsm-rs": self.adversarial
+            in ("none", "pgd", "trades", "fgsm-rs"),
+            "adversarial training needs 0 < adv_epsilon <= 1": self.adversarial == "none"
+            or 0 < self.adv_epsilon <= 1,
+            "adv_steps must be >= 1": self.adv_steps >= 1,
+            "adv_step_size must be positive": self.adv_step_size is None or self.adv_step_size > 0,
+            "trades_beta must be positive": self.trades_beta > 0,
+            "adv_ramp_epochs must be >= 0 and below epochs": 0
+            <= self.adv_ramp_epochs
+            < self.epochs,
+            "adv_check_samples must be >= 0": self.adv_check_samples >= 0,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -73,6 +102,15 @@ class TrainConfig:
         "seed",
         "limit_train",
         "init_from",
+        "architecture",
+        "optimizer",
+        "momentum",
+        "adversarial",
+        "adv_epsilon",
+        "adv_steps",
+        "adv_step_size",
+        "trades_beta",
+        "adv_ramp_epochs",
     )
 
 
@@ -88,3 +126,19 @@ def steepness(config: TrainConfig, epoch: int) -> float:
         return config.steepness_end
     ratio = config.steepness_end / config.steepness_start
     return config.steepness_start * ratio ** (epoch / (config.epochs - 1))
+
+
+def adversarial_epsilon(config: TrainConfig, epoch: int) -> float:
+    """The training radius at an epoch: ramped linearly over adv_ramp_epochs, then constant."""
+    if config.adv_ramp_epochs == 0:
+        return config.adv_epsilon
+    return config.adv_epsilon * min(1.0, (epoch + 1) / (config.adv_ramp_epochs + 1))
+
+
+def adversarial_step_size(config: TrainConfig, epsilon: float) -> float:
+    """The inner attack's step: as given, or the method's published ratio to the radius."""
+    if config.adv_step_size is not None:
+        return config.adv_step_size
+    if config.adversarial == "fgsm-rs":
+        return 1.25 * epsilon
+    return 2.5 * epsilon / config.adv_steps

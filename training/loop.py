@@ -24,7 +24,19 @@ from models.cnn import QuantizedClassifier
 from models.quantizers import QuantizerMode
 from models.registry import build_model, dataset_info
 from training import resume
-from training.config import TrainConfig, learning_rate, steepness
+from training.adversarial import (
+    AdversarialSettings,
+    adversarial_loss,
+    collapse_epoch,
+    held_out_pgd_accuracy,
+)
+from training.config import (
+    TrainConfig,
+    adversarial_epsilon,
+    adversarial_step_size,
+    learning_rate,
+    steepness,
+)
 from training.datasets import Dataset, Split, load_dataset
 from training.provenance import git_revision, utc_now
 
@@ -56,14 +68,19 @@ def train(config: TrainConfig) -> dict:
         model = _build(config)
         initial = _initialise_cnn(config, model)
         model = model.to(runtime.device)
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        optimizer = _optimizer(config, model)
         start_epoch, history = resume.restore(config, model, optimizer)
         trainable = _wrap(model, runtime)
         started = time.perf_counter()
         for epoch in range(start_epoch, config.epochs):
             history.append(_run_epoch(config, runtime, model, trainable, optimizer, data, epoch))
+            if runtime.is_main and collapse_epoch(history) == epoch + 1:
+                log.warning(
+                    "catastrophic overfitting at epoch %d: held-out PGD accuracy fell to %.4f; "
+                    "the manifest records it (consider more steps, a smaller step or PGD)",
+                    epoch + 1,
+                    history[-1]["pgd_accuracy"],
+                )
             if runtime.is_main:
                 resume.save(config, model, optimizer, epoch + 1, history)
         seconds = time.perf_counter() - started
@@ -71,6 +88,18 @@ def train(config: TrainConfig) -> dict:
     finally:
         if runtime.world_size > 1:
             torch.distributed.destroy_process_group()
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _start_runtime(config: TrainConfig) -> Runtime:
@@ -99,7 +128,7 @@ def _build(config: TrainConfig) -> QuantizedClassifier:
     quantizer = {"kind": config.defense, "levels": config.levels}
     if config.defense == "tq":
         quantizer["steepness"] = config.steepness_start
-    return build_model("cleverhans-basic-cnn", info.input_shape, len(info.class_names), quantizer)
+    return build_model(config.architecture, info.input_shape, len(info.class_names), quantizer)
 
 
 def _initialise_cnn(config: TrainConfig, model: QuantizedClassifier) -> dict | None:
@@ -109,7 +138,7 @@ def _initialise_cnn(config: TrainConfig, model: QuantizedClassifier) -> dict | N
     source = load_checkpoint(config.init_from)
     if (source.manifest.dataset, source.manifest.architecture) != (
         config.dataset,
-        "cleverhans-basic-cnn",
+        config.architecture,
     ):
         raise ValueError(
             f"--init-from {config.init_from}: a {source.manifest.dataset} "
@@ -133,7 +162,7 @@ def _run_epoch(config, runtime, model, trainable, optimizer, data: Dataset, epoc
     if model.quantizer is not None and config.defense == "tq":
         model.quantizer.steepness = steepness(config, epoch)
     loss, train_accuracy = _train_one_epoch(
-        config, runtime, trainable, optimizer, data.train, epoch
+        config, runtime, model, trainable, optimizer, data.train, epoch
     )
     record = {
         "epoch": epoch + 1,
@@ -144,6 +173,8 @@ def _run_epoch(config, runtime, model, trainable, optimizer, data: Dataset, epoc
         "thresholds": model.quantizer.spec()["thresholds"] if model.quantizer is not None else [],
         "steepness": model.quantizer.steepness if model.quantizer is not None else None,
     }
+    if config.adversarial != "none":
+        record.update(_adversarial_record(config, runtime, model, data.test, epoch))
     if runtime.is_main:
         log.info(
             "epoch %d/%d loss %.4f train_acc %.4f test_acc %.4f lr %.2e thresholds %s",
@@ -155,10 +186,45 @@ def _run_epoch(config, runtime, model, trainable, optimizer, data: Dataset, epoc
             lr,
             record["thresholds"],
         )
+        if record.get("pgd_accuracy") is not None:
+            log.info(
+                "epoch %d/%d %s training radius %.4f; held-out PGD accuracy at %.4f: %.4f",
+                epoch + 1,
+                config.epochs,
+                config.adversarial,
+                record["adv_epsilon"],
+                config.adv_epsilon,
+                record["pgd_accuracy"],
+            )
     return record
 
 
-def _train_one_epoch(config, runtime, trainable, optimizer, split: Split, epoch: int):
+def _adversarial_settings(config: TrainConfig, epoch: int) -> AdversarialSettings | None:
+    if config.adversarial == "none":
+        return None
+    epsilon = adversarial_epsilon(config, epoch)
+    return AdversarialSettings(
+        config.adversarial,
+        epsilon,
+        config.adv_steps,
+        adversarial_step_size(config, epsilon),
+        config.trades_beta,
+    )
+
+
+def _adversarial_record(config, runtime, model, test: Split, epoch: int) -> dict:
+    """The epoch's training radius, and PGD accuracy on the held-out check batch."""
+    record = {"adv_epsilon": adversarial_epsilon(config, epoch), "pgd_accuracy": None}
+    count = min(config.adv_check_samples, len(test.labels))
+    if not runtime.is_main or count == 0:
+        return record
+    x = torch.from_numpy(test.images[-count:]).float().div_(255.0).to(runtime.device)
+    y = torch.from_numpy(test.labels[-count:]).to(runtime.device)
+    record["pgd_accuracy"] = held_out_pgd_accuracy(model, x, y, config.adv_epsilon)
+    return record
+
+
+def _train_one_epoch(config, runtime, model, trainable, optimizer, split: Split, epoch: int):
     trainable.train()
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     order = torch.randperm(len(split.labels), generator=generator)
@@ -166,6 +232,7 @@ def _train_one_epoch(config, runtime, trainable, optimizer, split: Split, epoch:
     per_rank = config.batch_size // runtime.world_size
     images = torch.from_numpy(split.images)
     labels = torch.from_numpy(split.labels)
+    adversarial = _adversarial_settings(config, epoch)
     total_loss = correct = seen = 0.0
     bar = tqdm(
         range(batches),
@@ -181,8 +248,11 @@ def _train_one_epoch(config, runtime, trainable, optimizer, split: Split, epoch:
         if config.augment:
             x = augment(x, generator)
         x, y = x.to(runtime.device), labels[index].to(runtime.device)
-        logits = trainable(x)
-        loss = F.cross_entropy(logits, y)
+        if adversarial is None:
+            logits = trainable(x)
+            loss = F.cross_entropy(logits, y)
+        else:
+            loss, logits = adversarial_loss(adversarial, model, trainable, x, y, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -239,9 +309,11 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
     }
     if model.quantizer is not None:
         metrics["clean_accuracy_soft"] = evaluate(model, data.test, runtime.device, "soft")
+    if config.adversarial != "none" and history and history[-1].get("pgd_accuracy") is not None:
+        metrics["held_out_pgd_accuracy"] = history[-1]["pgd_accuracy"]
     info = dataset_info(config.dataset)
     manifest = Manifest(
-        architecture="cleverhans-basic-cnn",
+        architecture=config.architecture,
         dataset=config.dataset,
         input_shape=list(info.input_shape),
         class_names=list(info.class_names),
@@ -251,6 +323,7 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
             "world_size": runtime.world_size,
             "initialised_from": initial,
             "history": history,
+            **_overfitting_verdict(config, history),
         },
         data_sha256=data.files_sha256,
         metrics=metrics,
@@ -266,3 +339,18 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
         metrics["test_samples"],
     )
     return metrics
+
+
+def _overfitting_verdict(config: TrainConfig, history: list[dict]) -> dict:
+    """For adversarial runs: whether held-out PGD accuracy collapsed, and when."""
+    if config.adversarial == "none":
+        return {}
+    epoch = collapse_epoch(history)
+    return {
+        "catastrophic_overfitting": {
+            "detected": epoch is not None,
+            "epoch": epoch,
+            "check": f"PGD-10 at eps {config.adv_epsilon} through BPDA on the last "
+            f"{config.adv_check_samples} test images, after every epoch",
+        }
+    }
