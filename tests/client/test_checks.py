@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client import AsyncClient, Client, RobustnessJob
+from client import AsyncClient, Client, QuSecError, RobustnessJob
 from tests.client.conftest import ADMIN_TOKEN
 from tests.test_samples import SAMPLES
 
@@ -49,6 +49,9 @@ def test_a_check_is_submitted_followed_and_its_report_fetched(server) -> None:
         assert job.samples.startswith("mnist-test") and job.report["samples"] == 1
         assert qusec.get_check(job.id) == job
         assert job.id in [listed.id for listed in qusec.list_checks(status="done")]
+        with pytest.raises(QuSecError) as raised:
+            qusec.cancel_check(job.id)
+        assert (raised.value.status, raised.value.reason) == (409, "job_finished")
 
 
 def two_digits_npz() -> bytes:
