@@ -41,10 +41,12 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# These retrain the shipped checkpoints in place, so they pass --force (training refuses to
+# replace a finished run's checkpoint without it).
 train-mnist: venv
-	$(PY) -m training train --dataset mnist --defense none --data-dir ../shared/data/mnist --out checkpoints/mnist-undefended
-	$(PY) -m training train --dataset mnist --defense cq --levels 2 --data-dir ../shared/data/mnist --out checkpoints/mnist-cq2
-	$(PY) -m training train --dataset mnist --defense tq --levels 2 --data-dir ../shared/data/mnist --out checkpoints/mnist-tq2
+	$(PY) -m training train --dataset mnist --defense none --data-dir ../shared/data/mnist --force --out checkpoints/mnist-undefended
+	$(PY) -m training train --dataset mnist --defense cq --levels 2 --data-dir ../shared/data/mnist --force --out checkpoints/mnist-cq2
+	$(PY) -m training train --dataset mnist --defense tq --levels 2 --data-dir ../shared/data/mnist --force --out checkpoints/mnist-tq2
 
 # CIFAR-10: the undefended CNN from scratch, then CQ and TQ fine-tuned from it (docs/training.md).
 CIFAR_DATA ?= ../shared/data/cifar10
@@ -53,16 +55,16 @@ CIFAR_FINETUNE = --init-from checkpoints/cifar10-undefended --augment --epochs 1
 	--schedule cosine --data-dir $(CIFAR_DATA)
 
 train-cifar10: venv
-	$(PY) -m training train --dataset cifar10 --defense none --augment --epochs 40 --schedule cosine --data-dir $(CIFAR_DATA) --out checkpoints/cifar10-undefended
-	$(PY) -m training train --dataset cifar10 --defense cq --levels $(CIFAR_LEVELS) $(CIFAR_FINETUNE) --out checkpoints/cifar10-cq$(CIFAR_LEVELS)
-	$(PY) -m training train --dataset cifar10 --defense tq --levels $(CIFAR_LEVELS) $(CIFAR_FINETUNE) --out checkpoints/cifar10-tq$(CIFAR_LEVELS)
+	$(PY) -m training train --dataset cifar10 --defense none --augment --epochs 40 --schedule cosine --data-dir $(CIFAR_DATA) --force --out checkpoints/cifar10-undefended
+	$(PY) -m training train --dataset cifar10 --defense cq --levels $(CIFAR_LEVELS) $(CIFAR_FINETUNE) --force --out checkpoints/cifar10-cq$(CIFAR_LEVELS)
+	$(PY) -m training train --dataset cifar10 --defense tq --levels $(CIFAR_LEVELS) $(CIFAR_FINETUNE) --force --out checkpoints/cifar10-tq$(CIFAR_LEVELS)
 
 # The level sweep behind the choice of CIFAR_LEVELS: CQ and TQ at L = 2, 4, 8, fine-tuned alike
 # (the chosen L's pair is what train-cifar10 makes; the others are not shipped).
 train-cifar10-sweep: venv
 	for defense in cq tq; do for levels in 2 4 8; do \
 	  $(PY) -m training train --dataset cifar10 --defense $$defense --levels $$levels $(CIFAR_FINETUNE) \
-	    --out checkpoints/cifar10-$$defense$$levels || exit 1; \
+	    --force --out checkpoints/cifar10-$$defense$$levels || exit 1; \
 	done; done
 
 bench-train: venv

@@ -14,12 +14,12 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from models.checkpoint import CheckpointError, read_manifest
+from models.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from models.evalset import EVAL_DIR, write_eval_set
 from models.registry import ARCHITECTURES
 from training.config import TrainConfig
 from training.datasets import DatasetError, load_dataset
-from training.resume import ResumeError
+from training.resume import ResumeError, state_dir
 
 
 def radius(text: str) -> float:
@@ -35,40 +35,73 @@ def radius(text: str) -> float:
     return value
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with ``(default: X)``, or ``(required)``. Left as written: a
+    flag (off unless given), and an option without a default value whose help says itself
+    what happens without it, in the same words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.nargs == 0 or "(default: " in text:
+            return text
+        if action.required:
+            return f"{text} (required)"
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__.splitlines()[0],
+        formatter_class=HelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train one model and write its checkpoint folder")
-    train.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
+    train = commands.add_parser(
+        "train",
+        help="train one model and write its checkpoint folder",
+        formatter_class=HelpFormatter,
+    )
+    train.add_argument("--dataset", choices=["mnist", "cifar10"], required=True, help="data set")
     train.add_argument(
         "--defense",
         choices=["none", "cq", "tq"],
         required=True,
         help="none: undefended CNN; cq: constant quantization; tq: trainable quantization",
     )
-    train.add_argument("--levels", type=int, default=2, help="quantization levels L (default 2)")
+    train.add_argument("--levels", type=int, default=2, help="quantization levels L")
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="train again when --out already holds a finished run's checkpoint, replacing it "
+        "(an interrupted run resumes without it)",
+    )
     train.add_argument(
         "--data-dir",
         type=Path,
         default=Path("data"),
-        help="folder holding the official dataset files (default ./data)",
+        help="folder holding the official dataset files",
     )
     train.add_argument(
         "--download",
         action="store_true",
         help="fetch missing official files into --data-dir and verify their checksums",
     )
-    train.add_argument("--epochs", type=int, default=6)
+    train.add_argument("--epochs", type=int, default=6, help="passes over the training set")
     train.add_argument("--batch-size", type=int, default=128, help="global batch size")
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    train.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
-    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate of Adam or SGD")
+    train.add_argument(
+        "--schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="learning-rate schedule over the epochs",
+    )
+    train.add_argument("--weight-decay", type=float, default=0.0, help="the optimizer's decay")
     train.add_argument(
         "--steepness-start",
         type=float,
         default=10.0,
-        help="TQ sigmoid steepness h at the first epoch (annealed geometrically)",
+        help="TQ sigmoid steepness h at the first epoch, annealed geometrically",
     )
     train.add_argument(
         "--steepness-end",
@@ -86,21 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="checkpoint folder whose CNN weights start this run (same dataset); "
-        "the quantizer starts fresh",
+        "the quantizer starts fresh (default: none, random initial weights)",
     )
     train.add_argument(
         "--architecture",
         choices=sorted(ARCHITECTURES),
         default="cleverhans-basic-cnn",
-        help="registered architecture to train (default cleverhans-basic-cnn)",
+        help="registered architecture to train",
     )
     train.add_argument(
         "--optimizer",
         choices=["adam", "sgd"],
         default="adam",
-        help="adam, or sgd with Nesterov momentum (default adam)",
+        help="adam, or sgd with Nesterov momentum",
     )
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     adversarial = train.add_argument_group(
         "adversarial training",
         "examples are crafted through the quantizer with BPDA (docs/training.md)",
@@ -109,61 +142,73 @@ def build_parser() -> argparse.ArgumentParser:
         "--adversarial",
         choices=["none", "pgd", "trades", "fgsm-rs"],
         default="none",
-        help="pgd (Madry et al.), trades (Zhang et al.), fgsm-rs (Wong et al.); default none",
+        help="pgd (Madry et al.), trades (Zhang et al.), fgsm-rs (Wong et al.), or none",
     )
     adversarial.add_argument(
         "--adv-epsilon",
         type=radius,
         default=0.0,
-        help="L-inf training radius in [0, 1] pixel units, e.g. 0.3 or 8/255",
+        help="L-inf training radius in [0, 1] pixel units, e.g. 0.3 or 8/255; "
+        "above 0 with --adversarial",
     )
     adversarial.add_argument(
-        "--adv-steps", type=int, default=10, help="inner attack steps, PGD and TRADES (default 10)"
+        "--adv-steps", type=int, default=10, help="inner attack steps, PGD and TRADES"
     )
     adversarial.add_argument(
         "--adv-step-size",
         type=radius,
         default=None,
-        help="inner attack step (default 2.5 eps / steps; 1.25 eps for fgsm-rs)",
+        help="inner attack step (default: 2.5 eps / steps; 1.25 eps for fgsm-rs)",
     )
     adversarial.add_argument(
-        "--trades-beta", type=float, default=6.0, help="TRADES' robust-loss weight (default 6)"
+        "--trades-beta", type=float, default=6.0, help="TRADES' robust-loss weight"
     )
     adversarial.add_argument(
         "--adv-ramp-epochs",
         type=int,
         default=0,
-        help="ramp the radius linearly from 0 over this many epochs (default 0: none)",
+        help="ramp the radius linearly from 0 over this many epochs; 0: no ramp",
     )
     adversarial.add_argument(
         "--adv-check-samples",
         type=int,
         default=512,
         help="held-out test images attacked with PGD after each epoch to detect "
-        "catastrophic overfitting (default 512)",
+        "catastrophic overfitting",
     )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed of the initial weights and sample order"
+    )
+    train.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto: cuda when available, else cpu",
+    )
     train.add_argument(
         "--limit-train",
         type=int,
         default=None,
-        help="train on the first N training images only (smoke runs)",
+        help="train on the first N training images only, for smoke runs (default: all)",
     )
     train.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     export = commands.add_parser(
-        "export-evalset", help="write the first N official test images as a checksummed .npz"
+        "export-evalset",
+        help="write the first N official test images as a checksummed .npz",
+        formatter_class=HelpFormatter,
     )
-    export.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
-    export.add_argument("--data-dir", type=Path, default=Path("data"))
-    export.add_argument("--count", type=int, default=1000)
+    export.add_argument("--dataset", choices=["mnist", "cifar10"], required=True, help="data set")
     export.add_argument(
-        "--out-dir", type=Path, default=EVAL_DIR, help=f"folder for the subset (default {EVAL_DIR})"
+        "--data-dir", type=Path, default=Path("data"), help="folder holding the official files"
     )
+    export.add_argument("--count", type=int, default=1000, help="first N test images")
+    export.add_argument("--out-dir", type=Path, default=EVAL_DIR, help="folder for the subset")
     describe = commands.add_parser(
-        "describe", help="print a Markdown table of checkpoint folders from their manifests"
+        "describe",
+        help="print a Markdown table of checkpoint folders from their manifests",
+        formatter_class=HelpFormatter,
     )
-    describe.add_argument("checkpoints", type=Path, nargs="+")
+    describe.add_argument("checkpoints", type=Path, nargs="+", help="checkpoint folders")
     return parser
 
 
@@ -202,6 +247,17 @@ def export_evalset(args: argparse.Namespace) -> dict:
     }
     digest = write_eval_set(path, test.images[: args.count], test.labels[: args.count], source)
     return {"path": str(path), "sha256": digest, "count": args.count}
+
+
+def refuse_to_overwrite(config: TrainConfig, force: bool) -> None:
+    """A finished run's checkpoint is replaced only with --force; a run whose state folder
+    is there was interrupted and resumes, whatever --out holds."""
+    finished = (config.out / MANIFEST_FILE).is_file() and not state_dir(config).exists()
+    if finished and not force:
+        raise ValueError(
+            f"{config.out} already holds a finished run's checkpoint; pass --force to train "
+            "again and replace it, or choose another --out"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             adv_ramp_epochs=args.adv_ramp_epochs,
             adv_check_samples=args.adv_check_samples,
         )
+        refuse_to_overwrite(config, args.force)
         from training.loop import train  # torch import is slow; keep --help fast
 
         metrics = train(config)
