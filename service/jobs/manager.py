@@ -35,15 +35,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.errors import InvalidSamples, JobFinished, JobQueueFull, JobsUnavailable, UnknownJob
+from service.inference.pool import ClassifierPool
 from service.jobs import split
-from service.jobs.checks import CheckRequest, Target, plan_job
 from service.jobs.gauges import StoreGauges
+from service.jobs.planning import CheckRequest, Target, plan_job
 from service.jobs.samples import parse_samples
 from service.jobs.spec import JobSpec, WorkerConfig
 from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError, open_store
 from service.jobs.targets import describe_target
 from service.metrics import ServiceMetrics
-from service.pool import ClassifierPool
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from service.jobs.store_sqlite import SqliteJobStore
+from service.jobs.store.sqlite import SqliteJobStore
 from tests.service.hostile import digit, encode
 
 TOKEN = "admin-token-for-tests-0123456789"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from models.checkpoint import load_checkpoint
-from service.batching import MicroBatcher
 from service.errors import NotReady, QueueFull
+from service.inference.batching import MicroBatcher
 
 
 def recording_forward(calls: list[int]):

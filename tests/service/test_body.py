@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from starlette.requests import Request
 
-from service.body import read_bounded, read_image_upload
+from service.edge.body import read_bounded, read_image_upload
 from service.errors import BodyReadTimeout, BodyTooLarge
 from tests.service.hostile import TEST_BODY_LIMIT, digit, encode
 

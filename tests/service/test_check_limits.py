@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.jobs.checks import DEFAULT_SAMPLE_LIMITS, CheckRequest, Target, plan_job
+from service.jobs.planning import DEFAULT_SAMPLE_LIMITS, CheckRequest, Target, plan_job
 from service.settings import ServiceSettings
 
 TARGET = Target(

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_checkpoint
-from service.imaging import ImagePolicy, decode_image
+from service.sanitize.imaging import ImagePolicy, decode_image
 from tests.service.hostile import all_cases, digit, encode
 
 PNG = encode(digit(), "PNG")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.routers.console import FILES
+from service.api.routes.console import FILES
 from tests.service.hostile import digit, encode
 
 CONSOLE = Path(__file__).resolve().parents[2] / "service" / "routers" / "console_files"
@@ -97,6 +97,6 @@ def test_classify_returns_the_normalised_input_on_request(client) -> None:
 def test_every_console_file_is_package_data() -> None:
     """An installed (non-editable) service must carry the files the router serves."""
     pyproject = tomllib.loads((CONSOLE.parents[2] / "pyproject.toml").read_text())
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["service.routers"]
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["service.api.routes"]
     for name in FILES:
         assert any(fnmatch.fnmatch(f"console_files/{name}", p) for p in patterns), name

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from service.errors import ServiceError
-from service.imaging import ImagePolicy, decode_image
+from service.sanitize.imaging import ImagePolicy, decode_image
 from tests.service.hostile import Case, digit, encode
 from tests.service.hostile_files import (
     budget_cases,

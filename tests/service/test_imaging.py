@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from service.errors import CorruptImage, ImageTooLarge, ServiceError, UnsupportedFormat
-from service.imaging import ImagePolicy, decode_image, encode_png, identify_format
+from service.sanitize.imaging import ImagePolicy, decode_image, encode_png, identify_format
 from tests.service.hostile import (
     accepted_cases,
     encode,

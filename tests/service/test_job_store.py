@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from service.jobs.store_sqlite import SqliteJobStore
+from service.jobs.store.sqlite import SqliteJobStore
 
 
 def _run(store: SqliteJobStore, model: str, status: str, samples: bytes | None = None) -> str:

@@ -13,10 +13,10 @@ import time
 import pytest
 
 from service.jobs.store import LEASE_LOST_TWICE, QUEUED, RUNNING, JobStore
-from service.jobs.store_postgres import MIGRATIONS as POSTGRES_MIGRATIONS
-from service.jobs.store_postgres import PostgresJobStore
-from service.jobs.store_sqlite import MIGRATIONS as SQLITE_MIGRATIONS
-from service.jobs.store_sqlite import SqliteJobStore
+from service.jobs.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
+from service.jobs.store.postgres import PostgresJobStore
+from service.jobs.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
+from service.jobs.store.sqlite import SqliteJobStore
 
 SHORT_LEASE = 0.3
 

@@ -15,8 +15,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from service.api.schemas import ClassifyResponse, InferResponse, ModelList
 from service.app import create_app
-from service.schemas import ClassifyResponse, InferResponse, ModelList
 from tests.service.hostile import digit, encode
 
 TOKEN = "contract-test-admin-token-0123456789"

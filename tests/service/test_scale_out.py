@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.jobs.store_postgres import PostgresJobStore
+from service.jobs.store.postgres import PostgresJobStore
 from tests.service.test_admin import AUTH, TOKEN, finished, metric_value, slow
 from tests.service.test_admin_restart import poll
 from tests.service.test_server import ROOT, STOPPED_BY_SIGTERM, Server, start_server, stop

@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_checkpoint
-from service.imaging import ImagePolicy, decode_image
 from service.logs import iso_time
+from service.sanitize.imaging import ImagePolicy, decode_image
 from tests.service.hostile import TEST_BODY_LIMIT, all_cases, digit, encode
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,9 @@ from models.checkpoint import load_checkpoint
 from models.evalset import eval_set_path
 from robustness.request import SuiteRequest
 from service.jobs import split
-from service.jobs.checks import JobSpec
+from service.jobs.planning import JobSpec
 from service.jobs.store import QUEUED
-from service.jobs.store_sqlite import SqliteJobStore
+from service.jobs.store.sqlite import SqliteJobStore
 from service.jobs.worker import WorkerConfig, work
 
 

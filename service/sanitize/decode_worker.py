@@ -1,4 +1,4 @@
-"""``python -m service.decode_worker``: decode uploads in a process the service can kill.
+"""``python -m service.sanitize.decode_worker``: decode uploads in a process the service can kill.
 
 A fresh interpreter (no torch) that reads requests on stdin and answers on stdout,
 one at a time:
@@ -29,7 +29,7 @@ from typing import BinaryIO
 import numpy as np
 
 from service.errors import ServiceError
-from service.imaging import ImagePolicy, decode_image
+from service.sanitize.imaging import ImagePolicy, decode_image
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO, recycle_rss_bytes: int) -> None:

@@ -13,15 +13,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from service.auth import require_admin
-from service.deps import Settings
+from service.api.auth import require_admin
+from service.api.deps import Settings
+from service.api.job_responses import public_job
+from service.api.job_upload import read_submission
+from service.api.schemas import RobustnessJob, RobustnessJobList, error_responses, inline_schema
 from service.errors import JobsUnavailable
-from service.jobs.checks import CheckRequest, parse_request
-from service.jobs.form import read_submission
 from service.jobs.manager import JobManager
+from service.jobs.planning import CheckRequest, parse_request
 from service.jobs.store import STATUSES
-from service.jobs.views import public_job
-from service.schemas import RobustnessJob, RobustnessJobList, error_responses, inline_schema
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
-from service.routers import admin, classify, console, health, inference_v2, naive
+from service.api.routes import admin, classify, console, health, inference_v2, naive
 from service.settings import ServiceSettings
 
 

@@ -3,7 +3,7 @@
 A decoder running on a thread cannot be stopped: a file built to be expensive
 (a progressive JPEG whose scans repeat, a huge canvas that compresses to nothing)
 would hold the thread, and every upload behind it, for as long as it likes. Here
-each decode runs in one of ``count`` worker processes (``service.decode_worker``,
+each decode runs in one of ``count`` worker processes (``service.sanitize.decode_worker``,
 started on first use) and must answer within ``timeout_seconds``; a worker that
 does not is killed, replaced, and the upload refused with
 ``decode_budget_exceeded``. A worker's address space is capped, so a file's memory
@@ -34,7 +34,7 @@ from service.errors import (
     TrailingData,
     UnsupportedFormat,
 )
-from service.imaging import DecodedImage, ImagePolicy
+from service.sanitize.imaging import DecodedImage, ImagePolicy
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class DecodeWorkers:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "service.decode_worker",
+            "service.sanitize.decode_worker",
             "--max-memory-bytes",
             str(self.max_memory_bytes),
             "--recycle-rss-bytes",

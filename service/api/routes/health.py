@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.deps import Metrics, Pool
+from service.api.deps import Metrics, Pool
+from service.api.schemas import Liveness, ModelList, Readiness, error_responses
 from service.metrics import CONTENT_TYPE
-from service.schemas import Liveness, ModelList, Readiness, error_responses
 
 router = APIRouter(tags=["operations"])
 

@@ -1,7 +1,7 @@
 """The job store: the queue, leases, progress, stop requests and finished reports.
 
-One interface, two engines: SQLite (``store_sqlite``, embedded, the default: one service
-process owns the file) and PostgreSQL (``store_postgres``, shared by many service replicas
+One interface, two engines: SQLite (``sqlite``, embedded, the default: one service
+process owns the file) and PostgreSQL (``postgres``, shared by many service replicas
 and job workers). Callers never see SQL. The queries below are written once, in the
 subset both engines understand (``?`` placeholders; PostgreSQL's engine translates them);
 each engine supplies its connections, its schema migrations, its clock and its claim.
@@ -430,17 +430,6 @@ class JobStore(ABC):
         return cursor.rowcount
 
 
-def open_store(url: str | None, sqlite_path: Any) -> JobStore:
-    """The engine a setting names: a ``postgresql://`` URL, else SQLite at ``sqlite_path``."""
-    if url:
-        from service.jobs.store_postgres import PostgresJobStore  # psycopg only when used
-
-        return PostgresJobStore(url)
-    from service.jobs.store_sqlite import SqliteJobStore
-
-    return SqliteJobStore(sqlite_path)
-
-
 def _sum_progress(parts: list[dict]) -> dict:
     """A split check's progress: its parts' batches added up; the unit of a running one."""
     done = total = 0
@@ -478,5 +467,4 @@ __all__ = [
     "STATUSES",
     "JobStore",
     "QueueFullError",
-    "open_store",
 ]

@@ -6,7 +6,7 @@ the ``endpoint`` label, keeping metric cardinality fixed.
 
 ``fast_routes`` maps (method, path) to a route served straight from here, past
 FastAPI's routing and dependency layers: ``POST /classify``, whose handler answers
-every error itself (``service.routers.classify.serve``).
+every error itself (``service.api.routes.classify.serve``).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service.jobs.migrations import migrate, statements
-from service.jobs.store import QUEUED, RUNNING, Connection, JobStore
+from service.jobs.store.interface import QUEUED, RUNNING, Connection, JobStore
+from service.jobs.store.migrations import migrate, statements
 
 # Version 1 is the schema from before migrations were versioned (``IF NOT EXISTS``, so a
 # database of that age is adopted as it is); version 2 adds leases (attempt, holder,

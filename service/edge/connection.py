@@ -34,7 +34,6 @@ uvicorn's own code, so the hot path stays what it was.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,18 +41,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from service.errors import CONNECTION_REFUSALS, Overloaded, error_body
 from service.logs import new_request_id
 
 log = logging.getLogger(__name__)
-
-# What each refusal says; the reason codes are also pre-initialised in the rejection metric.
-PROTOCOL_REFUSALS: dict[str, tuple[int, str]] = {
-    "headers_too_large": (431, "the request head exceeds the size limit"),
-    "too_many_headers": (431, "the request has too many header fields"),
-    "request_header_timeout": (408, "the request head did not arrive in time"),
-    "too_many_connections": (503, "too many open connections, retry later"),
-    "bad_http_request": (400, "the request is not valid HTTP/1.1"),
-}
 
 
 @dataclass(frozen=True)
@@ -91,10 +82,8 @@ def overloaded_bytes(retry_after: int) -> bytes:
     return _OVERLOADED_HEAD % (retry_after, len(body), request_id) + body
 
 
-_OVERLOADED_BODY = (
-    b'{"error": "too many requests in flight, retry later", "reason": "overloaded", '
-    b'"request_id": "%s"}'
-)
+# Built once from the one error-body encoding, with a slot for each answer's request id.
+_OVERLOADED_BODY = error_body(Overloaded.message, Overloaded.reason, "%s")
 _OVERLOADED_HEAD = (
     STATUS_LINE[503] + b"content-type: application/json\r\nretry-after: %d\r\n"
     b"content-length: %d\r\nx-request-id: %s\r\n\r\n"
@@ -103,9 +92,9 @@ _OVERLOADED_HEAD = (
 
 def refusal_bytes(reason: str, retry_after: int | None = None) -> bytes:
     """A complete HTTP/1.1 response carrying the JSON error, closing the connection."""
-    status, message = PROTOCOL_REFUSALS[reason]
+    status, message = CONNECTION_REFUSALS[reason]
     request_id = new_request_id(None)
-    body = json.dumps({"error": message, "reason": reason, "request_id": request_id}).encode()
+    body = error_body(message, reason, request_id)
     head = [
         STATUS_LINE[status],
         b"content-type: application/json\r\n",

@@ -10,11 +10,13 @@ has passed, as soon as it falls behind a minimum transfer rate (``BodyPace``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from starlette.requests import ClientDisconnect, Request
 
+from service.edge.multipart import read_file_part
 from service.errors import (
     BodyReadTimeout,
     BodyTooLarge,
@@ -22,19 +24,10 @@ from service.errors import (
     EmptyBody,
     Overloaded,
 )
-from service.multipart import read_file_part
+from service.sanitize.upload import Upload
 
 # Multipart framing (boundaries, part headers, small fields) on top of the file itself.
 MULTIPART_SLACK_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Upload:
-    """Image bytes as received; ``declared_type`` is reported back, never trusted."""
-
-    data: bytes
-    declared_type: str
-    via: str  # "raw" or "multipart"
 
 
 class BodyBudget:
@@ -180,6 +173,7 @@ async def read_image_upload(
     reservation: Reservation | None = None,
 ) -> Upload:
     """Read an image sent either as the raw body or as the ``file`` part of a form."""
+    started = time.perf_counter()
     pace = BodyPace(timeout_seconds, min_rate, grace_seconds)
     if is_multipart(request):
         upload = await _read_multipart(request, limit, pace, reservation)
@@ -195,7 +189,7 @@ async def read_image_upload(
         upload = Upload(data, request.headers.get("content-type", ""), "raw")
     if not upload.data:
         raise EmptyBody(f"zero-byte image ({upload.via})")
-    return upload
+    return replace(upload, read_seconds=time.perf_counter() - started)
 
 
 async def _read_multipart(

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.classifier import Classifier
 from service.errors import InvalidJson, InvalidRequest, InvalidTensor
+from service.inference.classifier import Classifier
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("probabilities", "label")

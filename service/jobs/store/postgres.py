@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from service.jobs.migrations import migrate, statements
-from service.jobs.store import QUEUED, RUNNING, Connection, JobStore
+from service.jobs.store.interface import QUEUED, RUNNING, Connection, JobStore
+from service.jobs.store.migrations import migrate, statements
 
 # Arbitrary constants naming this store's advisory locks.
 _MIGRATION_LOCK = 0x51_53_45_43_01

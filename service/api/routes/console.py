@@ -65,7 +65,7 @@ HEADERS = {
 
 @cache
 def _read(name: str) -> bytes:
-    return resources.files("service.routers").joinpath("console_files", name).read_bytes()
+    return resources.files("service.api.routes").joinpath("console_files", name).read_bytes()
 
 
 @router.get("/")

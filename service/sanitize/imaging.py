@@ -5,7 +5,7 @@ The order matters for safety:
 1. The format comes from the leading bytes, never from the declared type, and
    only PNG, JPEG, BMP, GIF and WebP pass (415 otherwise). Pillow is then told
    to try that one format only, so no other decoder ever sees the bytes.
-2. The container's structure is walked (``service.integrity``): chunk CRCs,
+2. The container's structure is walked (``service.sanitize.integrity``): chunk CRCs,
    JPEG frame and scan consistency, the number of JPEG scans, nothing after the
    end marker. Width and height come from the header, which Pillow parses without
    allocating pixels; anything over the side or pixel limit is refused (413)
@@ -47,7 +47,7 @@ from service.errors import (
     ServiceError,
     UnsupportedFormat,
 )
-from service.integrity import Limits, check_size, check_structure
+from service.sanitize.integrity import Limits, check_size, check_structure
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})

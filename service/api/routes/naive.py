@@ -17,7 +17,7 @@ import torch
 from fastapi import APIRouter, File, UploadFile
 from PIL import Image
 
-from service.deps import Pool
+from service.api.deps import Pool
 
 router = APIRouter(prefix="/naive", tags=["benchmark baseline"], include_in_schema=False)
 

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 import torch
 
 from models.checkpoint import load_checkpoint
-from service.body import BodyBudget
-from service.classifier import Classifier
-from service.decoding import DecodeWorkers
+from service.edge.body import BodyBudget
 from service.errors import NotReady, Overloaded, UnknownModel
+from service.inference.classifier import Classifier
 from service.metrics import ServiceMetrics
+from service.sanitize.decode_workers import DecodeWorkers
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,11 @@
 """One loaded checkpoint as a pipeline of named stages.
 
-    read -> identify -> decode -> quantize -> batch -> predict -> encode
+    identify -> decode -> quantize -> batch -> predict -> encode
 
-``read`` bounds the body; ``identify`` takes the format from the bytes and checks
+The stages never see HTTP: a route reads the body (``service.edge.body``) and hands
+the bytes over as an ``Upload``. ``identify`` takes the format from the bytes and checks
 the header's dimensions; ``decode`` decodes and normalises the image
-(``service.imaging``); ``quantize`` applies the checkpoint's own quantizer as the
+(``service.sanitize.imaging``); ``quantize`` applies the checkpoint's own quantizer as the
 hard staircase with its learned thresholds; ``batch`` hands the quantized rows to
 the micro-batcher, whose worker thread calls ``predict`` (the CNN) on whole
 batches; ``encode`` turns one row of probabilities into the response. Decode and
@@ -16,23 +17,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from starlette.requests import Request
 
 from models.checkpoint import LoadedCheckpoint
 from models.quantizers import InputQuantizer, StaircaseTable
-from service.batching import MicroBatcher
-from service.body import Reservation, Upload, read_image_upload
-from service.decoding import DecodeWorkers
 from service.errors import InferenceTimeout
-from service.imaging import (
+from service.inference.batching import MicroBatcher
+from service.logs import current_request_id
+from service.metrics import ServiceMetrics
+from service.sanitize.decode_workers import DecodeWorkers
+from service.sanitize.imaging import (
     DecodedImage,
     ImagePolicy,
     OpenedImage,
@@ -40,8 +41,7 @@ from service.imaging import (
     finish_decode,
     open_image,
 )
-from service.logs import current_request_id
-from service.metrics import ServiceMetrics
+from service.sanitize.upload import Upload
 from service.settings import ServiceSettings
 
 # Inline decoding limits (see Classifier._prepare): a 4 KiB body can inflate to a few
@@ -115,16 +115,6 @@ class Classifier:
 
     # --- stages -------------------------------------------------------------------------
 
-    async def read(self, request: Request, reservation: Reservation | None = None) -> Upload:
-        return await read_image_upload(
-            request,
-            self.settings.max_body_bytes,
-            self.settings.body_read_timeout_seconds,
-            min_rate=self.settings.body_min_rate_bytes_per_second,
-            grace_seconds=self.settings.body_min_rate_grace_seconds,
-            reservation=reservation,
-        )
-
     def identify(self, data: bytes) -> OpenedImage:
         """Format from the signature, dimensions from the header; no pixels yet."""
         return open_image(data, self.policy)
@@ -181,7 +171,7 @@ class Classifier:
         An MNIST-sized PNG decodes in tens of microseconds, less than handing it to a
         process and back costs. Only a small body whose header claims few pixels stays
         inline, so no upload can hold the event loop for more than about a millisecond;
-        everything else is decoded within the decode budget (``service.decoding``).
+        everything else is decoded within the decode budget (``service.sanitize.decode_workers``).
         """
         started = time.perf_counter()
         if len(data) <= INLINE_DECODE_MAX_BYTES:
@@ -200,30 +190,19 @@ class Classifier:
         return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
 
     async def classify(
-        self,
-        request: Request,
-        include_quantized: bool = False,
-        include_input: bool = False,
-        admit: Callable[[], AbstractContextManager[None]] = nullcontext,
-        reservation: Reservation | None = None,
+        self, upload: Upload, include_quantized: bool = False, include_input: bool = False
     ) -> dict[str, Any]:
-        """The whole path for one upload. ``admit`` is entered once the body has been read,
-        so a client that sends its body slowly holds its own connection and the bytes it
-        sent (taken from ``reservation``'s budget), nothing else."""
-        started = time.perf_counter()
-        with self._upstream_slot():
-            upload = await self.read(request, reservation)  # bounded by its pace and timeout
-        with admit():
-            return await self._classify_upload(upload, started, include_quantized, include_input)
+        """The whole path for one upload whose body has been read and admitted."""
+        started = time.perf_counter() - upload.read_seconds
+        return await self._classify_upload(upload, started, include_quantized, include_input)
 
     async def _classify_upload(
         self, upload: Upload, started: float, include_quantized: bool, include_input: bool
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        read_done = time.perf_counter()
         self.metrics.body_size.observe(len(upload.data))
         deadline = loop.time() + self.settings.request_timeout_seconds
-        with self._upstream_slot():
+        with self.upstream_slot():
             async with self._deadline(deadline):
                 prepared = await self._prepare(upload.data)
         async with self._deadline(deadline):
@@ -232,7 +211,7 @@ class Classifier:
         body = self.encode(result.outputs[0], prepared, include_quantized, include_input)
         body["input"] = {**body["input"], "declared_type": upload.declared_type, "via": upload.via}
         timings = {
-            "read": read_done - started,
+            "read": upload.read_seconds,
             "decode": prepared.decode_seconds,
             "quantize": prepared.quantize_seconds,
             "queue_wait": result.queue_wait_seconds,
@@ -248,7 +227,7 @@ class Classifier:
         """Tensor path (Open Inference Protocol): quantize -> batch -> predict."""
         loop = asyncio.get_running_loop()
         async with self._deadline(loop.time() + self.settings.request_timeout_seconds):
-            with self._upstream_slot():
+            with self.upstream_slot():
                 started = time.perf_counter()
                 quantized = await loop.run_in_executor(self._decode_pool, self.quantize, rows)
                 quantize_seconds = time.perf_counter() - started
@@ -263,7 +242,7 @@ class Classifier:
         return result.outputs
 
     @contextmanager
-    def _upstream_slot(self) -> Iterator[None]:
+    def upstream_slot(self) -> Iterator[None]:
         """Count a request as on its way to the batcher, which may wait for it."""
         self.upstream += 1
         try:

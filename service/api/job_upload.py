@@ -12,9 +12,9 @@ import asyncio
 
 from starlette.requests import Request
 
-from service.body import MULTIPART_SLACK_BYTES, bounded_chunks, is_multipart, read_bounded
+from service.edge.body import MULTIPART_SLACK_BYTES, bounded_chunks, is_multipart, read_bounded
+from service.edge.multipart import PartCollector, parse_multipart
 from service.errors import BadMultipart, BodyReadTimeout, BodyTooLarge, EmptyBody, MissingFile
-from service.multipart import PartCollector, parse_multipart
 
 REQUEST_FIELD, SAMPLES_FIELD = "request", "samples"
 MAX_REQUEST_BYTES = 64 * 1024

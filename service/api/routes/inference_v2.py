@@ -14,12 +14,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.body import read_bounded
-from service.classifier import Classifier
-from service.content_coding import decode_content
-from service.deps import Pool, Settings
-from service.errors import InvalidRequest, UnknownModel
-from service.inference_protocol import (
+from service.api.admission import admitted
+from service.api.deps import Pool, Settings
+from service.api.open_inference import (
     EXTENSIONS,
     HEADER_LENGTH,
     infer_response,
@@ -27,8 +24,7 @@ from service.inference_protocol import (
     model_version,
     parse_infer_request,
 )
-from service.pool import ClassifierPool
-from service.schemas import (
+from service.api.schemas import (
     ErrorBody,
     InferRequest,
     InferResponse,
@@ -41,6 +37,11 @@ from service.schemas import (
     inline_schema,
     one_of,
 )
+from service.edge.body import Reservation, read_bounded
+from service.edge.content_coding import decode_content
+from service.errors import InvalidRequest, UnknownModel
+from service.inference.classifier import Classifier
+from service.inference.pool import ClassifierPool
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
@@ -200,9 +201,8 @@ async def _infer(
     settings: Settings,
     header_length: int | None,
 ) -> Response:
-    pool.check_capacity()  # refused before a byte of the body is read
-    with pool.body_budget.reserve() as reservation:
-        body = await read_bounded(
+    async def read(reservation: Reservation) -> bytes:
+        return await read_bounded(
             request,
             settings.max_body_bytes,
             settings.body_read_timeout_seconds,
@@ -210,11 +210,12 @@ async def _infer(
             grace_seconds=settings.body_min_rate_grace_seconds,
             reservation=reservation,
         )
-        with pool.admit():  # counted only once the body is in
-            call = await asyncio.get_running_loop().run_in_executor(
-                pool.decode_pool, _parse, request, body, classifier, settings, header_length
-            )
-            probabilities = await classifier.infer(call.rows)
+
+    async with admitted(pool, read) as body:
+        call = await asyncio.get_running_loop().run_in_executor(
+            pool.decode_pool, _parse, request, body, classifier, settings, header_length
+        )
+        probabilities = await classifier.infer(call.rows)
     reply, binary = infer_response(classifier, call, probabilities)
     if not binary:
         return JSONResponse(reply)

@@ -11,8 +11,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.errors import NotReady
+from service.inference.pool import ClassifierPool
 from service.metrics import ServiceMetrics
-from service.pool import ClassifierPool
 from service.settings import ServiceSettings
 
 
