@@ -15,7 +15,6 @@ quantize run together, on a small thread pool unless the image is tiny (``_prepa
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
@@ -28,6 +27,7 @@ import torch
 
 from models.checkpoint import LoadedCheckpoint
 from models.quantizers import InputQuantizer, StaircaseTable
+from robustness.png import encode_png, png_base64
 from service.errors import InferenceTimeout
 from service.inference.batching import MicroBatcher
 from service.logs import current_request_id
@@ -37,7 +37,6 @@ from service.sanitize.imaging import (
     DecodedImage,
     ImagePolicy,
     OpenedImage,
-    encode_png,
     finish_decode,
     open_image,
 )
@@ -290,8 +289,7 @@ class Classifier:
 
 def _png_field(pixels: np.ndarray) -> dict[str, str]:
     """(C, H, W) in [0, 1] as a JSON field: PNG, base64."""
-    data = base64.b64encode(encode_png(pixels)).decode("ascii")
-    return {"media_type": "image/png", "encoding": "base64", "data": data}
+    return {"media_type": "image/png", "encoding": "base64", "data": png_base64(pixels)}
 
 
 def _staircase(quantizer: InputQuantizer | None) -> StaircaseTable | None:

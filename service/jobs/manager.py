@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +37,7 @@ from service.errors import InvalidSamples, JobFinished, JobQueueFull, JobsUnavai
 from service.inference.pool import ClassifierPool
 from service.jobs import split
 from service.jobs.gauges import StoreGauges
+from service.jobs.lease import Deadline
 from service.jobs.planning import CheckRequest, Target, plan_job
 from service.jobs.samples import parse_samples
 from service.jobs.spec import JobSpec, WorkerConfig
@@ -77,15 +77,6 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-@dataclass
-class _Deadline:
-    """When the running job's process is killed, and what the job is then marked."""
-
-    at: float
-    status: str
-    error: str
-
-
 class JobManager:
     def __init__(
         self,
@@ -105,7 +96,7 @@ class JobManager:
         self._running_lease: str | None = None
         self.gauges = StoreGauges(store, metrics)
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
-        self._deadline: _Deadline | None = None
+        self._deadline: Deadline | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._submitting = threading.Lock()
@@ -283,14 +274,14 @@ class JobManager:
         self._running, self._running_parent = job["id"], job["parent_id"]
         self._running_lease = job["lease"]
         grace = self.settings.robustness_stop_grace_seconds
-        self._deadline = _Deadline(
+        self._deadline = Deadline(
             job["started_at"] + spec.time_budget_seconds + grace,
             "timed_out",
             "the job overran its time budget and was stopped without a report",
         )
         self.gauges.count_active()
         process = await asyncio.to_thread(self._spawn, job)
-        killed: _Deadline | None = None
+        killed: Deadline | None = None
         renewed = time.monotonic()
         while process.poll() is None:
             await asyncio.sleep(WATCH_SECONDS)
@@ -304,7 +295,7 @@ class JobManager:
                 renewed = time.monotonic()
                 if not await self._renew(job) and killed is None:
                     log.warning("job %s: lease lost; killing its process", job["id"])
-                    killed = _Deadline(0, "", "")
+                    killed = Deadline(0, "", "")
                     process.kill()
         process.stdin.close()  # type: ignore[union-attr]
         await asyncio.to_thread(self._settle, job, process.returncode, killed)
@@ -339,7 +330,7 @@ class JobManager:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("QUSEC_")}
         return {**environment, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
-    def _settle(self, job: dict, exitcode: int | None, killed: _Deadline | None) -> None:
+    def _settle(self, job: dict, exitcode: int | None, killed: Deadline | None) -> None:
         """Finish the job if its process could not; count it; publish a completed report."""
         if killed is not None:
             status, error = killed.status, killed.error
@@ -393,7 +384,7 @@ class JobManager:
             self.store.request_stop(job_id, reason)
         at = time.time() + self.settings.robustness_stop_grace_seconds
         if self._deadline is None or at < self._deadline.at:
-            self._deadline = _Deadline(at, status, error)
+            self._deadline = Deadline(at, status, error)
 
 
 __all__ = ["QUEUED", "RUNNING", "JobManager"]

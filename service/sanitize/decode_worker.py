@@ -26,8 +26,7 @@ import resource
 import sys
 from typing import BinaryIO
 
-import numpy as np
-
+from robustness.png import to_levels
 from service.errors import ServiceError
 from service.sanitize.imaging import ImagePolicy, decode_image
 
@@ -61,7 +60,7 @@ def _decode(data: bytes, policy: ImagePolicy) -> tuple[dict, bytes]:
         return {"ok": False, "reason": exc.reason, "detail": exc.detail}, b""
     except MemoryError:
         return {"ok": False, "reason": "decode_budget_exceeded", "detail": "memory cap"}, b""
-    levels = np.rint(decoded.pixels * 255.0).astype(np.uint8)
+    levels = to_levels(decoded.pixels)
     header = {"ok": True, "facts": decoded.facts, "shape": list(levels.shape)}
     return header, levels.tobytes()
 

@@ -237,12 +237,3 @@ def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
     if shrinking:
         return image.resize((width, height), Image.Resampling.BOX, reducing_gap=2.0)
     return image.resize((width, height), Image.Resampling.BILINEAR)
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    """(C, H, W) float in [0, 1] -> PNG bytes (grey for 1 channel, RGB for 3)."""
-    levels = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
-    array = levels[0] if levels.shape[0] == 1 else levels.transpose(1, 2, 0)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from robustness.png import encode_png
 from service.errors import CorruptImage, ImageTooLarge, ServiceError, UnsupportedFormat
-from service.sanitize.imaging import ImagePolicy, decode_image, encode_png, identify_format
+from service.sanitize.imaging import ImagePolicy, decode_image, identify_format
 from tests.service.hostile import (
     accepted_cases,
     encode,
