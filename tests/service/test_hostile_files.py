@@ -65,10 +65,12 @@ def test_a_decode_past_its_deadline_is_refused_and_its_worker_replaced(serve) ->
 
 
 def test_a_decode_over_the_memory_cap_is_refused_in_the_worker(serve) -> None:
-    # 64 MiB of RGBA pixels on top of the worker's own ~150 MiB of address space (it loads
-    # neither torch nor a web framework): more than the 200 MiB cap leaves.
-    client = serve(decode_max_memory_bytes=200 << 20, decode_timeout_seconds=120)
-    response = client.post("/classify", content=encode(Image.new("RGBA", (4096, 4096)), "PNG"))
+    # 128 MiB of RGBA pixels on top of the worker's own ~150 MiB of address space (it loads
+    # neither torch nor a web framework): more than the 256 MiB cap leaves.
+    client = serve(
+        decode_max_memory_bytes=256 << 20, decode_timeout_seconds=120, max_image_pixels=8192 * 4096
+    )
+    response = client.post("/classify", content=encode(Image.new("RGBA", (8192, 4096)), "PNG"))
     assert response.status_code == 413
     assert response.json()["reason"] == "decode_budget_exceeded"
 
