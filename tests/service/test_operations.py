@@ -16,8 +16,8 @@ from service.app import create_app
 from service.errors import REJECTION_REASONS
 from service.inference.classifier import Classifier
 from service.metrics import STAGES
-from tests.service.conftest import wait_ready
-from tests.service.hostile import digit, encode
+from tests.service.helpers.checkpoints import wait_ready
+from tests.service.helpers.images import digit, encode
 
 PNG = encode(digit(), "PNG")
 

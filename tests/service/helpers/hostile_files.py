@@ -12,7 +12,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-from tests.service.hostile import Case, digit, encode, png_chunk
+from tests.service.helpers.images import Case, digit, encode, png_chunk
 
 SIDE = 4096
 

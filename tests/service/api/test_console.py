@@ -1,5 +1,5 @@
 """The web console's files and headers, and the classify fields it shows (no browser here;
-tests/service/test_console_browser.py drives the page itself)."""
+tests/service/api/test_console_browser.py drives the page itself)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from service.api.routes.console import FILES
-from tests.service.hostile import digit, encode
+from tests.service.helpers.images import digit, encode
 
-CONSOLE = Path(__file__).resolve().parents[2] / "service" / "routers" / "console_files"
+CONSOLE = Path(__file__).resolve().parents[3] / "service" / "api" / "routes" / "console_files"
 
 
 def test_root_redirects_to_the_console_and_every_file_is_served(client) -> None:
@@ -96,7 +96,7 @@ def test_classify_returns_the_normalised_input_on_request(client) -> None:
 
 def test_every_console_file_is_package_data() -> None:
     """An installed (non-editable) service must carry the files the router serves."""
-    pyproject = tomllib.loads((CONSOLE.parents[2] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((CONSOLE.parents[3] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["service.api.routes"]
     for name in FILES:
         assert any(fnmatch.fnmatch(f"console_files/{name}", p) for p in patterns), name

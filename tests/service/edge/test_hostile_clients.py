@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.hostile import digit, encode
-from tests.service.hostile_files import png_16bit_canvas, progressive_jpeg, webp_canvas
-from tests.service.test_server import STOPPED_BY_SIGTERM, Server, start_server, stop
+from tests.service.helpers.hostile_files import png_16bit_canvas, progressive_jpeg, webp_canvas
+from tests.service.helpers.images import digit, encode
+from tests.service.helpers.servers import STOPPED_BY_SIGTERM, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,8 @@ from PIL import Image
 
 from service.errors import ServiceError
 from service.sanitize.imaging import ImagePolicy, decode_image
-from tests.service.hostile import Case, digit, encode
-from tests.service.hostile_files import (
-    budget_cases,
-    integrity_cases,
-    progressive_jpeg,
-)
+from tests.service.helpers.hostile_files import budget_cases, integrity_cases, progressive_jpeg
+from tests.service.helpers.images import Case, digit, encode
 
 POLICY = ImagePolicy(input_shape=(1, 28, 28), max_pixels=4096 * 4096, max_side=8192)
 INTEGRITY = integrity_cases()

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.service.test_server import free_port
+from tests.service.helpers.servers import free_port
 
 USER = "qusec"
 

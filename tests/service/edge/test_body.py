@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from service.edge.body import read_bounded, read_image_upload
 from service.errors import BodyReadTimeout, BodyTooLarge
-from tests.service.hostile import TEST_BODY_LIMIT, digit, encode
+from tests.service.helpers.images import TEST_BODY_LIMIT, digit, encode
 
 PNG = encode(digit(), "PNG")
 

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from models.evalset import load_eval_set
-from tests.service.test_server import STOPPED_BY_SIGTERM, Server, start_server, stop
+from tests.service.helpers.servers import STOPPED_BY_SIGTERM, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 TOKEN = "console-test-token-0123456789abcdef"

@@ -10,26 +10,15 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.jobs.manager import INTERRUPTED_BY_CRASH
-from tests.service.test_admin import AUTH, FAST, TOKEN, finished, slow
-from tests.service.test_server import STOPPED_BY_SIGTERM, Server, start_server, stop
+from tests.service.helpers.admin import AUTH, FAST, TOKEN, finished, poll, process_gone, slow
+from tests.service.helpers.servers import STOPPED_BY_SIGTERM, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
-
-
-def poll(http: httpx.Client, job_id: str, condition, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = http.get(f"/robustness-check/{job_id}", headers=AUTH).json()
-        if condition(job):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id}: condition not reached; last seen {job}")
 
 
 def gauge_lines(http: httpx.Client) -> list[str]:
@@ -43,15 +32,6 @@ def job_process_pid(server: Server, job_id: str) -> int:
         if found:
             return int(found.group(1))
     raise AssertionError("the service did not log its job process")
-
-
-def process_gone(pid: int) -> bool:
-    """Gone, or a zombie: orphans are reaped by whoever adopted them, maybe never here."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
 
 
 def test_reports_survive_restarts_and_a_killed_job_is_interrupted(checkpoints, tmp_path) -> None:

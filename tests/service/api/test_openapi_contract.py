@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service.api.schemas import ClassifyResponse, InferResponse, ModelList
 from service.app import create_app
-from tests.service.hostile import digit, encode
+from tests.service.helpers.images import digit, encode
 
 TOKEN = "contract-test-admin-token-0123456789"
 EXAMPLES_PER_OPERATION = 8

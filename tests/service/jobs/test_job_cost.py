@@ -7,7 +7,7 @@ import json
 from robustness.attacks import ATTACKS, get_attack
 from robustness.request import SuiteRequest
 from service.jobs.cost import estimate_cost, evaluations_per_sample
-from tests.service.test_admin import AUTH, FAST, admin, slow, tiny_npz  # noqa: F401
+from tests.service.helpers.admin import AUTH, FAST, slow, tiny_npz
 
 
 def test_evaluations_per_sample_follow_the_iteration_parameters() -> None:
@@ -42,8 +42,8 @@ def test_the_cost_counts_units_samples_and_iterations() -> None:
     assert estimate_cost(with_sanity) == 41 * 2 * 2 * 10 + 2 * 5 * 10  # BIM, 10 steps
 
 
-def test_a_check_within_every_field_limit_but_too_costly_is_refused(admin) -> None:  # noqa: F811
-    client = admin(robustness_max_epsilons=16, robustness_max_samples=1000)
+def test_a_check_within_every_field_limit_but_too_costly_is_refused(queue_only_admin) -> None:
+    client = queue_only_admin(robustness_max_epsilons=16, robustness_max_samples=1000)
     everything = {
         "attacks": list(ATTACKS),
         "threat_models": ["transfer", "naive", "bpda", "gradient_free"],
@@ -60,10 +60,10 @@ def test_a_check_within_every_field_limit_but_too_costly_is_refused(admin) -> No
     assert client.get("/robustness-check", headers=AUTH).json() == {"jobs": []}
 
 
-def test_the_queue_is_bounded_by_its_total_cost(admin) -> None:  # noqa: F811
+def test_the_queue_is_bounded_by_its_total_cost(queue_only_admin) -> None:
     first_cost = 60 * 100  # slow(): PGD, 100 steps, transfer only, one radius, 60 samples
     # FAST alone costs more than 100 (fgsm under three threat models, noise, 20 samples).
-    client = admin(robustness_max_queued_cost=first_cost + 100)
+    client = queue_only_admin(robustness_max_queued_cost=first_cost + 100)
     upload = {"samples": ("set.npz", tiny_npz(count=60), "application/octet-stream")}
     first = client.post(
         "/robustness-check",

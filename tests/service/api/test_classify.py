@@ -12,7 +12,7 @@ from PIL import Image
 
 from models.checkpoint import load_checkpoint
 from service.sanitize.imaging import ImagePolicy, decode_image
-from tests.service.hostile import all_cases, digit, encode
+from tests.service.helpers.images import all_cases, digit, encode
 
 PNG = encode(digit(), "PNG")
 

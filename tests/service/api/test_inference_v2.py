@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.checkpoint import load_checkpoint
-from tests.service.hostile import TEST_BODY_LIMIT
+from tests.service.helpers.images import TEST_BODY_LIMIT
 
 
 def infer_body(data, shape, datatype="FP32", name="input", **extra) -> dict:

@@ -11,7 +11,7 @@ from PIL import Image
 from robustness.png import encode_png
 from service.errors import CorruptImage, ImageTooLarge, ServiceError, UnsupportedFormat
 from service.sanitize.imaging import ImagePolicy, decode_image, identify_format
-from tests.service.hostile import (
+from tests.service.helpers.images import (
     accepted_cases,
     encode,
     gif_animated,

@@ -17,7 +17,7 @@ import torch
 import tritonclient.http as triton
 
 from models.checkpoint import load_checkpoint
-from tests.service.test_server import ROOT, Server, start_server, stop
+from tests.service.helpers.servers import ROOT, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from service.jobs.store.sqlite import SqliteJobStore
-from tests.service.hostile import digit, encode
+from tests.service.helpers.images import digit, encode
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

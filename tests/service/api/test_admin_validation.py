@@ -12,13 +12,8 @@ import numpy as np
 import pytest
 
 from models.evalset import EVAL_DIR
-from tests.service.conftest import write_checkpoint
-from tests.service.test_admin import AUTH, FAST, admin_factory, tiny_npz
-
-
-@pytest.fixture
-def admin(serve, checkpoints, tmp_path):
-    return admin_factory(serve, checkpoints, tmp_path)
+from tests.service.helpers.admin import AUTH, FAST, tiny_npz
+from tests.service.helpers.checkpoints import write_checkpoint
 
 
 @pytest.mark.parametrize(
@@ -42,8 +37,8 @@ def admin(serve, checkpoints, tmp_path):
     ],
     ids=lambda value: str(value)[:40],
 )
-def test_invalid_requests_are_refused_with_the_reason(admin, body, reason, says) -> None:
-    client = admin()
+def test_invalid_requests_are_refused_with_the_reason(queue_only_admin, body, reason, says) -> None:
+    client = queue_only_admin()
     response = client.post("/robustness-check", headers=AUTH, json={**FAST, **body})
     assert response.json()["reason"] == reason
     assert response.status_code == (404 if reason == "unknown_model" else 422)
@@ -51,9 +46,9 @@ def test_invalid_requests_are_refused_with_the_reason(admin, body, reason, says)
     assert client.get("/robustness-check", headers=AUTH).json() == {"jobs": []}
 
 
-def test_transfer_without_a_surrogate_is_refused(admin, tmp_path) -> None:
+def test_transfer_without_a_surrogate_is_refused(queue_only_admin, tmp_path) -> None:
     alone = write_checkpoint(tmp_path / "alone" / "mnist-tq2", {"kind": "tq", "levels": 2})
-    client = admin(checkpoints=[alone])
+    client = queue_only_admin(checkpoints=[alone])
     response = client.post(
         "/robustness-check", headers=AUTH, json={**FAST, "threat_models": ["transfer"]}
     )
@@ -67,8 +62,8 @@ def test_transfer_without_a_surrogate_is_refused(admin, tmp_path) -> None:
     client.delete(accepted.headers["Location"], headers=AUTH)
 
 
-def test_transfer_on_the_surrogate_itself_is_refused(admin, checkpoints) -> None:
-    client = admin(checkpoints=[checkpoints["mnist-undefended"]])
+def test_transfer_on_the_surrogate_itself_is_refused(queue_only_admin, checkpoints) -> None:
+    client = queue_only_admin(checkpoints=[checkpoints["mnist-undefended"]])
     response = client.post(
         "/robustness-check", headers=AUTH, json={**FAST, "threat_models": ["transfer"]}
     )
@@ -107,8 +102,8 @@ def _bad_zip() -> bytes:
         "count",
     ],
 )
-def test_bad_uploads_are_refused(admin, upload, says) -> None:
-    client = admin(robustness_max_upload_images=25)
+def test_bad_uploads_are_refused(queue_only_admin, upload, says) -> None:
+    client = queue_only_admin(robustness_max_upload_images=25)
     response = client.post(
         "/robustness-check",
         headers=AUTH,
@@ -119,8 +114,8 @@ def test_bad_uploads_are_refused(admin, upload, says) -> None:
     assert says in response.json()["error"]
 
 
-def test_upload_limits_and_form_shape(admin) -> None:
-    client = admin(robustness_max_upload_bytes=4096)
+def test_upload_limits_and_form_shape(queue_only_admin) -> None:
+    client = queue_only_admin(robustness_max_upload_bytes=4096)
     big = client.post("/robustness-check", headers=AUTH, files={"samples": ("a", b"\x00" * 5000)})
     assert big.status_code == 413 and big.json()["reason"] == "body_too_large"
     stray = client.post("/robustness-check", headers=AUTH, files={"script": ("a", b"x")})
@@ -129,9 +124,9 @@ def test_upload_limits_and_form_shape(admin) -> None:
     assert none.status_code == 400 and none.json()["reason"] == "missing_file"
 
 
-def test_bundled_samples_come_from_the_configured_eval_dir(admin, tmp_path) -> None:
+def test_bundled_samples_come_from_the_configured_eval_dir(queue_only_admin, tmp_path) -> None:
     # An installed package cannot find data/eval next to its source; QUSEC_EVAL_DIR says where.
-    client = admin(eval_dir=tmp_path / "empty")
+    client = queue_only_admin(eval_dir=tmp_path / "empty")
     response = client.post("/robustness-check", headers=AUTH, json=FAST)
     assert response.status_code == 422
     assert response.json()["reason"] == "invalid_samples"
@@ -142,7 +137,7 @@ def test_bundled_samples_come_from_the_configured_eval_dir(admin, tmp_path) -> N
     moved.mkdir()
     for source in (EVAL_DIR / "mnist-test-first1000.npz", EVAL_DIR / "mnist-test-first1000.json"):
         shutil.copy(source, moved / source.name)
-    client = admin(eval_dir=moved)
+    client = queue_only_admin(eval_dir=moved)
     accepted = client.post("/robustness-check", headers=AUTH, json=FAST)
     assert accepted.status_code == 202, accepted.text
     client.delete(accepted.headers["Location"], headers=AUTH)

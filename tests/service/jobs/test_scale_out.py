@@ -24,9 +24,8 @@ import httpx
 import pytest
 
 from service.jobs.store.postgres import PostgresJobStore
-from tests.service.test_admin import AUTH, TOKEN, finished, metric_value, slow
-from tests.service.test_admin_restart import poll
-from tests.service.test_server import ROOT, STOPPED_BY_SIGTERM, Server, start_server, stop
+from tests.service.helpers.admin import AUTH, TOKEN, finished, metric_value, poll, slow
+from tests.service.helpers.servers import ROOT, STOPPED_BY_SIGTERM, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +85,7 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(checkpoints, postgres, tmp_path_factory) -> Iterator[Fleet]:
-    from tests.service.postgres import fresh_database
+    from tests.service.helpers.postgres import fresh_database
 
     url = fresh_database(postgres)
     logs = tmp_path_factory.mktemp("fleet")

@@ -1,7 +1,7 @@
 """Both job store engines, one contract: migrations, claims, leases, fencing, cancel, parts.
 
 Every test runs on SQLite and on a real PostgreSQL server (a throwaway cluster; see
-``tests/service/postgres.py``).
+``tests/service/helpers/postgres.py``).
 """
 
 from __future__ import annotations
