@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from service.jobs.store import LEASE_LOST_TWICE, QUEUED, RUNNING, JobStore
+from service.jobs.store import QUEUED, RUNNING, JobStore
+from service.jobs.store.interface import LEASE_LOST_TWICE
 from service.jobs.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
 from service.jobs.store.postgres import PostgresJobStore
 from service.jobs.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
