@@ -122,14 +122,17 @@ def document(openapi: dict[str, Any]) -> None:
     """Write ``POST /classify`` into ``openapi``, as FastAPI would for a route of its own."""
     parameters = []
     for name, schema in ClassifyQuery.model_json_schema()["properties"].items():
-        schema = {key: value for key, value in schema.items() if key != "default" or value}
+        # As FastAPI writes it: a default of None (the parameter may be left out) goes unsaid.
+        schema = {k: v for k, v in schema.items() if not (k == "default" and v is None)}
         entry = {"name": name, "in": "query", "required": False, "schema": schema}
         parameters.append({**entry, "description": schema["description"]})
     _, definitions = models_json_schema(
         [(ClassifyResponse, "serialization")], ref_template="#/components/schemas/{model}"
     )
     components = openapi.setdefault("components", {}).setdefault("schemas", {})
-    components.update(definitions["$defs"])
+    for name, schema in definitions["$defs"].items():
+        # FastAPI's own version wins where another route already put the model there.
+        components.setdefault(name, _without_null_defaults(schema))
     responses: dict[str, Any] = {
         "200": {"description": "Successful Response", "content": _json("ClassifyResponse")}
     }
@@ -149,6 +152,15 @@ def document(openapi: dict[str, Any]) -> None:
         **_BODY_DOC,
     }
     openapi.setdefault("paths", {})["/classify"] = {"post": operation}
+
+
+def _without_null_defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's schema as FastAPI writes a response's: no ``"default": null`` on its fields."""
+    properties = {
+        name: {k: v for k, v in field.items() if not (k == "default" and v is None)}
+        for name, field in schema.get("properties", {}).items()
+    }
+    return {**schema, "properties": properties} if properties else schema
 
 
 def _json(component: str) -> dict[str, Any]:
