@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("models", "training", "robustness", "service")
 # What each package may import of ours (the house's arrows).
@@ -149,6 +151,7 @@ def test_imports_point_down_the_house() -> None:
     assert wrong == []
 
 
+@pytest.mark.slow  # a fresh interpreter imports the whole service
 def test_the_service_never_loads_training() -> None:
     """At run time too: the app, the command line and the job process import no ``training``."""
     check = (

@@ -201,6 +201,7 @@ def test_naive_endpoint_is_mounted_only_when_enabled(serve) -> None:
     assert enabled.status_code == 200 and "probabilities" in enabled.json()
 
 
+@pytest.mark.slow  # a fresh interpreter imports the whole service
 def test_service_never_imports_training(checkpoints) -> None:
     code = (
         "import sys\n"
@@ -213,6 +214,7 @@ def test_service_never_imports_training(checkpoints) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+@pytest.mark.slow  # a fresh interpreter imports the whole service
 def test_the_serving_process_imports_no_cli_renderer_or_merge(checkpoints, tmp_path) -> None:
     # argparse itself comes with torch (torch.utils imports unittest); what is checked is
     # that no module of ours that parses a command line, renders or merges is loaded.

@@ -83,6 +83,7 @@ def test_short_or_doubled_tokens_are_refused() -> None:
 # Jobs.
 
 
+@pytest.mark.slow  # runs real job processes
 def test_job_lifecycle_progress_report_and_gauges(admin) -> None:
     """Queued -> running (progress advancing) -> done, on the bundled evaluation set."""
     client = admin()
@@ -115,6 +116,7 @@ def test_job_lifecycle_progress_report_and_gauges(admin) -> None:
     assert_gauges_match(client, report)
 
 
+@pytest.mark.slow  # runs real job processes
 def test_cancel_keeps_partial_results_and_a_full_queue_answers_429(admin) -> None:
     client = admin(robustness_queue_size=1, retry_after_seconds=9)
     upload = {"samples": ("set.npz", tiny_npz(count=60), "application/octet-stream")}
@@ -155,6 +157,7 @@ def test_cancel_keeps_partial_results_and_a_full_queue_answers_429(admin) -> Non
     assert missing.status_code == 404 and missing.json()["reason"] == "unknown_job"
 
 
+@pytest.mark.slow  # runs real job processes
 def test_time_budget_gives_timed_out_with_partial_results(admin) -> None:
     # A long grace: the job process must stop on its own budget, however slowly a loaded
     # machine starts it, rather than race the service's kill deadline.
@@ -170,6 +173,7 @@ def test_time_budget_gives_timed_out_with_partial_results(admin) -> None:
     assert job["worst_case"] and job["worst_case"][0]["complete"] is False
 
 
+@pytest.mark.slow  # runs real job processes
 def test_a_job_that_ignores_its_budget_is_killed(admin) -> None:
     # No grace: the service kills the job process when its budget runs out, before the
     # process (whose own clock starts later) stops by itself.
@@ -182,6 +186,7 @@ def test_a_job_that_ignores_its_budget_is_killed(admin) -> None:
     assert "without a report" in job["error"]
 
 
+@pytest.mark.slow  # runs real job processes
 def test_a_job_past_its_memory_cap_fails_cleanly_and_the_service_serves_on(
     admin, checkpoints
 ) -> None:
@@ -218,6 +223,7 @@ def test_a_job_past_its_memory_cap_fails_cleanly_and_the_service_serves_on(
     assert digit["models"]
 
 
+@pytest.mark.slow  # runs real job processes
 def test_a_checkpoint_changed_on_disk_fails_the_job(admin, tmp_path) -> None:
     folder = write_checkpoint(tmp_path / "models" / "mnist-tq2", {"kind": "tq", "levels": 2})
     client = admin(checkpoints=[folder])
@@ -230,6 +236,7 @@ def test_a_checkpoint_changed_on_disk_fails_the_job(admin, tmp_path) -> None:
     assert 'qusec_robustness_active_jobs{status="running"} 0.0' in text
 
 
+@pytest.mark.slow  # runs real job processes
 def test_shutdown_interrupts_the_running_job_with_its_partial_report(
     make_settings, checkpoints, tmp_path
 ) -> None:
