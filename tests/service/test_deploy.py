@@ -178,9 +178,7 @@ def promtool_or_skip() -> str:
         ["check", "config", "deploy/prometheus/prometheus.yml"],
         ["check", "rules", "deploy/prometheus/rules.yml"],
         # Evaluating the alert tests takes promtool seconds of CPU.
-        pytest.param(
-            ["test", "rules", "deploy/prometheus/rules.test.yml"], marks=pytest.mark.slow
-        ),
+        pytest.param(["test", "rules", "deploy/prometheus/rules.test.yml"], marks=pytest.mark.slow),
     ],
     ids=["config", "rules", "alert-tests"],
 )
