@@ -1,4 +1,5 @@
 # The two commands a newcomer needs:  make serve   and   make test
+# (make test-fast: the quick tier while you work, everything not marked slow)
 # Each creates .venv on first use and installs what it needs.
 
 PYTHON ?= python3.11
@@ -13,7 +14,7 @@ CHECKPOINT ?=
 # Extra pip options for installing torch (for example an index of CPU-only wheels).
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv serve test lint train-mnist train-cifar10 train-cifar10-sweep bench-train
+.PHONY: venv serve test test-fast lint train-mnist train-cifar10 train-cifar10-sweep bench-train
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,10 @@ serve: venv
 test: venv
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow"
 
 lint: venv
 	$(PY) -m ruff check .

@@ -29,7 +29,7 @@ from models.checkpoint import load_checkpoint
 from models.evalset import eval_set_path, load_eval_set
 from robustness.request import SuiteRequest
 from service.jobs import split
-from service.jobs.checks import JobSpec
+from service.jobs.planning import JobSpec
 from service.jobs.store import FINISHED, JobStore, open_store
 
 log = logging.getLogger("bench_workers")

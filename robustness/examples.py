@@ -10,23 +10,22 @@ Images are PNG, base64 in the JSON.
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-from PIL import Image
 
-from robustness.judge import project
+from robustness.judge import predict, project
+from robustness.png import png_base64 as encode_base64
 
 if TYPE_CHECKING:
     from models.cnn import QuantizedClassifier
     from robustness.attacks import Attack
+    from robustness.plan import Unit
     from robustness.request import SuiteRequest
-    from robustness.runner import Unit
 
 EXAMPLES_PER_UNIT = 3
+# Rows per forward pass when predicting the crafted images.
+PREDICT_BATCH = 256
 # About 2,000 MNIST examples or 150 CIFAR-10 ones (four images each); what does not fit
 # is dropped, and the report says how many groups were left out.
 MAX_EXAMPLE_BYTES = 2 * 2**20
@@ -96,7 +95,7 @@ def example_group(
 ) -> list[dict]:
     """Up to ``count`` samples the model got right clean, those it gets wrong crafted first."""
     with torch.no_grad():
-        adv_pred = _predict(target, adv)
+        adv_pred = predict(target, adv, PREDICT_BATCH)
     fooled = clean_correct & (adv_pred != y)
     held = clean_correct & (adv_pred == y)
     chosen = torch.cat([fooled.nonzero().flatten(), held.nonzero().flatten()])[:count].tolist()
@@ -119,10 +118,6 @@ def example_group(
     return examples
 
 
-def _predict(target: QuantizedClassifier, images: torch.Tensor) -> torch.Tensor:
-    return torch.cat([target(images[i : i + 256]).argmax(1) for i in range(0, len(images), 256)])
-
-
 def _quantized(target: QuantizedClassifier, image: torch.Tensor) -> str | None:
     if target.quantizer is None:
         return None
@@ -131,9 +126,5 @@ def _quantized(target: QuantizedClassifier, image: torch.Tensor) -> str | None:
 
 
 def png_base64(image: torch.Tensor) -> str:
-    """(C, H, W) in [0, 1] -> base64 PNG (grey for one channel, RGB for three)."""
-    levels = np.clip(np.rint(image.detach().cpu().numpy() * 255.0), 0, 255).astype(np.uint8)
-    array = levels[0] if levels.shape[0] == 1 else levels.transpose(1, 2, 0)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", optimize=True)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    """(C, H, W) in [0, 1] -> base64 PNG, optimized: reports keep these."""
+    return encode_base64(image.detach().cpu().numpy(), optimize=True)

@@ -15,8 +15,8 @@ import torch
 from robustness.attacks import Attack
 
 if TYPE_CHECKING:
+    from robustness.plan import Unit
     from robustness.request import SuiteRequest
-    from robustness.runner import Unit
 
 
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.checkpoint import load_checkpoint
-from robustness.runner import Subject
+from robustness.plan import Subject
 
 
 def load_subject(path: Path) -> Subject:

@@ -13,13 +13,14 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
-from service.auth import load_admin_token
-from service.errors import JobsUnavailable, install_error_handlers
+from service.api.auth import load_admin_token
+from service.api.error_handlers import install_error_handlers
+from service.api.routes import classify, fast_routes, include_routers
+from service.edge.middleware import RequestContextMiddleware
+from service.errors import JobsUnavailable
+from service.inference.pool import ClassifierPool
 from service.jobs.manager import JobManager
 from service.metrics import ServiceMetrics
-from service.middleware import RequestContextMiddleware
-from service.pool import ClassifierPool
-from service.routers import fast_routes, include_routers
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -107,5 +108,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.jobs_problem = None
     install_error_handlers(app, settings.retry_after_seconds)
     include_routers(app, settings)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RequestContextMiddleware, metrics=metrics, fast_routes=fast_routes())
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document of its own routes, plus ``POST /classify`` (a plain ASGI route)."""
+    if app.openapi_schema is None:
+        classify.document(FastAPI.openapi(app))
+    return app.openapi_schema

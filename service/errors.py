@@ -1,26 +1,17 @@
-"""The service's exceptions and the one place that turns them into responses.
+"""The service's exceptions, reason codes and the JSON error body: no web framework here.
 
 Every rejection a client can cause is a ``ServiceError`` subclass with a fixed
 status and a stable ``reason`` code. Clients get ``{"error", "reason",
-"request_id"}``; the detail goes to the log under the same request id. The
-``error`` key doubles as the Open Inference Protocol's error field.
+"request_id"}`` (``error_body``); the detail goes to the log under the same request
+id. The ``error`` key doubles as the Open Inference Protocol's error field. The
+handlers that turn these into responses live with the API
+(``service.api.error_handlers``); this module is imported by the decode worker
+process too, which must stay free of FastAPI, Starlette, uvicorn and torch.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from service.logs import current_request_id
-from service.protocol import PROTOCOL_REFUSALS
-
-log = logging.getLogger(__name__)
+import json
 
 
 class ServiceError(Exception):
@@ -212,10 +203,19 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     QueueFull,
     InferenceTimeout,
 )
+# Refused below the app, by the connection layer (``service.edge.connection``), before
+# any request exists: reason -> (status, message).
+CONNECTION_REFUSALS: dict[str, tuple[int, str]] = {
+    "headers_too_large": (431, "the request head exceeds the size limit"),
+    "too_many_headers": (431, "the request has too many header fields"),
+    "request_header_timeout": (408, "the request head did not arrive in time"),
+    "too_many_connections": (503, "too many open connections, retry later"),
+    "bad_http_request": (400, "the request is not valid HTTP/1.1"),
+}
 # Every reason a rejection can carry, known up front so the metric starts at zero.
 REJECTION_REASONS: tuple[str, ...] = (
     *(t.reason for t in REJECTION_TYPES),
-    *PROTOCOL_REFUSALS,  # refused below the app, by service.protocol
+    *CONNECTION_REFUSALS,
     "not_found",
     "method_not_allowed",
     "http_error",
@@ -223,82 +223,7 @@ REJECTION_REASONS: tuple[str, ...] = (
 )
 
 
-def error_response(
-    status: int,
-    reason: str,
-    message: str,
-    retry_after: int | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    headers = dict(headers or {})
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    body = {"error": message, "reason": reason, "request_id": current_request_id()}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def allowed_methods(request: Request) -> str:
-    """Every method some route answers on this request's path, for a 405's ``Allow``.
-
-    ``app.state.route_methods`` is the (path pattern, methods) table ``include_routers``
-    builds; Starlette's own ``Allow`` names only the first route whose path matched."""
-    path = request.scope.get("path", "")
-    table = getattr(request.app.state, "route_methods", ())
-    methods = {m for pattern, allowed in table if pattern.match(path) for m in allowed}
-    return ", ".join(sorted(methods))
-
-
-def service_error_response(request: Request, exc: ServiceError, retry_after: int) -> JSONResponse:
-    """A ``ServiceError`` as the client sees it: logged, counted, answered in JSON."""
-    log.info("rejected %s: %s", exc.reason, exc.detail, extra={"reason": exc.reason})
-    _count(request, exc.reason)
-    retry = retry_after if exc.retryable else None
-    return error_response(exc.status, exc.reason, exc.message, retry, exc.headers)
-
-
-def validation_error_response(request: Request, errors: Sequence[Any]) -> JSONResponse:
-    """Invalid parameters (pydantic's error list, ``loc`` naming where) as a 422."""
-    first = errors[0] if errors else {}
-    where = ".".join(str(part) for part in first.get("loc", ()))
-    log.info("rejected invalid_request: %s", errors, extra={"reason": "invalid_request"})
-    _count(request, "invalid_request")
-    message = f"invalid {where}: {first.get('msg', 'invalid value')}" if where else "invalid"
-    return error_response(422, "invalid_request", message)
-
-
-def _count(request: Request, reason: str) -> None:
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.rejections.labels(reason=reason).inc()
-
-
-def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
-    """Map every exception to the short JSON error; the one place statuses are decided."""
-
-    async def on_service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return service_error_response(request, exc, retry_after_seconds)
-
-    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return validation_error_response(request, exc.errors())
-
-    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        _count(request, reason)
-        response = error_response(exc.status_code, reason, reason.replace("_", " "))
-        if exc.headers:
-            response.headers.update(exc.headers)
-        if exc.status_code == 405:
-            # Starlette names only the first route whose path matched; a path can have several.
-            response.headers["Allow"] = allowed_methods(request)
-        return response
-
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # The safety net: the traceback goes to the log, never to the client.
-        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
-        _count(request, "internal_error")
-        return error_response(500, "internal_error", "internal error")
-
-    app.add_exception_handler(ServiceError, on_service_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)
+def error_body(message: str, reason: str, request_id: str | None) -> bytes:
+    """The one encoding of the error body every refusal carries, at any layer."""
+    body = {"error": message, "reason": reason, "request_id": request_id}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

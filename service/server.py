@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import uvicorn
 
-from service.protocol import ConnectionLimits, guarded_protocol
+from service.edge.connection import ConnectionLimits, guarded_protocol
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")

@@ -68,7 +68,7 @@ class ServiceSettings(BaseSettings):
     # Bodies are read before admission; together they may hold at most this many bytes.
     max_buffered_body_bytes: int = Field(256 * MiB, ge=1024 * 1024)
 
-    # Connections (enforced by service.protocol, below the app).
+    # Connections (enforced by service.edge.connection, below the app).
     max_connections: int = Field(1024, ge=1, le=1_000_000)
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)  # request line + headers
     max_header_count: int = Field(100, ge=8, le=10_000)
@@ -91,7 +91,8 @@ class ServiceSettings(BaseSettings):
     max_batch_wait_seconds: float = Field(0.002, ge=0, le=1.0)
     queue_size: int = Field(512, ge=1)
     # Requests admitted past their body read (decoding, queued or running); closed-loop
-    # clients up to this many are all served, beyond it refusals are cheap (service.protocol).
+    # clients up to this many are all served, beyond it refusals are cheap
+    # (service.edge.connection).
     max_in_flight: int = Field(512, ge=1)
     request_timeout_seconds: float = Field(10.0, gt=0)
     retry_after_seconds: int = Field(1, ge=1, le=3600)

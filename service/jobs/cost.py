@@ -6,7 +6,7 @@ of work (every attack, every threat model, many radii, every sample, a huge
 pass, or a forward and backward pass for gradient attacks):
 
     sum over the units the suite will run (attack x threat model x radius, as
-    ``robustness.runner.plan_units`` plans them, plus the sanity runs)
+    ``robustness.plan`` plans them, plus the sanity runs)
     of samples x evaluations per sample
 
 where an attack's evaluations per sample is its own ``evaluations_per_sample`` where it
@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 
 from robustness.attacks import Attack, get_attack
+from robustness.plan import requested_pairs, sanity_units
 from robustness.request import SuiteRequest
-from robustness.threats import applies
 
 _ITERATION_FIELDS = (
     "nb_iter",
@@ -41,9 +41,6 @@ _ITERATION_FIELDS = (
     "num_iterations",
     "max_num_evals",
 )
-# The suite's sanity run: BIM with its defaults under each white-box threat model.
-_SANITY_ATTACK = "bim"
-_WHITE_BOX = ("naive", "bpda")
 
 
 def evaluations_per_sample(attack: Attack) -> int:
@@ -58,16 +55,8 @@ def evaluations_per_sample(attack: Attack) -> int:
 def estimate_cost(request: SuiteRequest, quantized: bool = True) -> int:
     """Model evaluations of one image the whole check may take (see the module doc)."""
     total = 0
-    for name, attack in request.resolved_attacks().items():
-        radii = request.epsilons if attack.norm == "linf" else request.l2_epsilons
-        threats = [t for t in request.threat_models if applies(t, attack)]
-        units = len(threats) * (1 if attack.minimal else len(radii))
-        total += units * request.samples_for(name) * evaluations_per_sample(attack)
-    if request.sanity_epsilon is not None:
-        threats = [t for t in _WHITE_BOX if t in request.threat_models]
-        if not quantized:
-            threats = [t for t in threats if t == "naive"]
-        samples = min(request.samples, request.sanity_samples)
-        sanity = evaluations_per_sample(get_attack(_SANITY_ATTACK))
-        total += len(threats) * samples * sanity
+    for name, attack, _, radii in requested_pairs(request, request.resolved_attacks()):
+        total += len(radii) * request.samples_for(name) * evaluations_per_sample(attack)
+    for unit in sanity_units(request, quantized):
+        total += unit.samples * evaluations_per_sample(get_attack(unit.attack))
     return total

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Deadline:
-    """When an overrunning job is killed, and what it is then marked."""
+    """When an overrunning job is killed, and what it is then marked (by the service's
+    scheduler for a job process it watches, or by a standalone worker's lease keeper)."""
 
     at: float
     status: str

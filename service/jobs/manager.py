@@ -4,46 +4,46 @@ The manager is built in the app's lifespan. At startup it opens the job store (S
 or PostgreSQL shared with other replicas and workers), marks jobs a crash left
 ``running`` in a SQLite store as ``interrupted`` when it runs the jobs itself (their
 only runner just restarted; a serving-only process leaves them to the leases),
-republishes the gauges of each model's last completed report, and starts two tasks:
+republishes the gauges of each model's last completed report, and starts:
 
-- the scheduler (unless ``QUSEC_ROBUSTNESS_RUN_JOBS`` is false): it claims the oldest
-  queued job (woken by a submit in this process, and looking every second for jobs
-  submitted elsewhere), starts a job process for it (``python -m service.jobs.worker``, a fresh
-  interpreter) and watches it until it exits, killing it when it overruns its time
-  budget (or a stop request) by more than the grace period;
-- the upkeep: every third of a lease it handles expired leases (jobs whose holder died,
-  here or elsewhere), refreshes the gauges from reports finished anywhere, and counts
-  the shared queue.
+- the scheduler (unless ``QUSEC_ROBUSTNESS_RUN_JOBS`` is false): the one scheduling loop
+  (``scheduling.JobLoop``) on a thread of its own, woken by a submit in this process and
+  looking every second for jobs submitted elsewhere. For each job it claims it starts a
+  job process (``python -m service.jobs.worker``, a fresh interpreter) and watches it
+  until it exits, killing it when it overruns its time budget (or a stop request) by
+  more than the grace period;
+- the upkeep: every third of a lease it renews the running job's lease, settles expired
+  leases (the loop's own code, for a replica that runs no jobs), refreshes the gauges
+  from reports finished anywhere, and counts the shared queue.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from service.errors import InvalidSamples, JobFinished, JobQueueFull, JobsUnavailable, UnknownJob
+from service.inference.pool import ClassifierPool
 from service.jobs import split
-from service.jobs.checks import CheckRequest, Target, plan_job
 from service.jobs.gauges import StoreGauges
+from service.jobs.lease import Deadline
+from service.jobs.planning import CheckRequest, Target, plan_job
 from service.jobs.samples import parse_samples
+from service.jobs.scheduling import JobLoop
 from service.jobs.spec import JobSpec, WorkerConfig
 from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError, open_store
 from service.jobs.targets import describe_target
 from service.metrics import ServiceMetrics
-from service.pool import ClassifierPool
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -77,15 +77,6 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-@dataclass
-class _Deadline:
-    """When the running job's process is killed, and what the job is then marked."""
-
-    at: float
-    status: str
-    error: str
-
-
 class JobManager:
     def __init__(
         self,
@@ -97,17 +88,25 @@ class JobManager:
     ) -> None:
         self.settings, self.metrics, self.store = settings, metrics, store
         self.pool, self.targets = pool, targets
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self.jobs = JobLoop(
+            store,
+            settings.robustness_lease_seconds,
+            self._run,
+            idle_seconds=QUEUE_LOOK_SECONDS,
+            metrics=metrics,
+        )
+        self._stop = threading.Event()
+        self._scheduler: threading.Thread | None = None
         self._upkeep: asyncio.Task | None = None
         self._running: str | None = None
         self._running_parent: str | None = None
         self._running_lease: str | None = None
         self.gauges = StoreGauges(store, metrics)
-        self._holder = f"{socket.gethostname()}:{os.getpid()}"
-        self._deadline: _Deadline | None = None
+        # The running job's deadline: set by the scheduler thread, moved by a cancel (on a
+        # request's thread) or a shutdown (on the event loop).
+        self._deadline: Deadline | None = None
+        self._deadline_lock = threading.Lock()
         self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._submitting = threading.Lock()
 
     @classmethod
@@ -138,27 +137,31 @@ class JobManager:
         return manager
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         if self.settings.robustness_run_jobs:
-            self._task = asyncio.create_task(self._schedule(), name="robustness-jobs")
+            self._scheduler = threading.Thread(
+                target=self.jobs.run, args=(self._stop,), name="robustness-jobs", daemon=True
+            )
+            self._scheduler.start()
         self._upkeep = asyncio.create_task(self._keep_up(), name="robustness-upkeep")
 
     async def stop(self) -> None:
         """Ask a running job to hand back partial results, then stop the scheduler."""
         self._stopping = True
-        self._wake.set()
-        if self._running is not None:
+        self._stop.set()
+        self.jobs.wake.set()
+        running = self._running
+        if running is not None:
             message = "the service shut down while the job ran"
-            self._stop_running(self._running, "shutdown", "interrupted", message)
-        if self._task is not None:
-            await asyncio.wait([self._task])
+            self._stop_running(running, "shutdown", "interrupted", message)
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.join)
         if self._upkeep is not None:
             self._upkeep.cancel()
             await asyncio.wait([self._upkeep])
 
     def wake(self) -> None:
-        """Tell the scheduler a job was queued (on the event loop)."""
-        self._wake.set()
+        """Tell the scheduler a job was queued."""
+        self.jobs.wake.set()
 
     # Requests (called on worker threads: SQLite and upload parsing block).
 
@@ -233,14 +236,10 @@ class JobManager:
             self.metrics.robustness_jobs.labels(status="cancelled").inc()
         if before in (QUEUED, RUNNING):
             split.settle(self.store, job_id)  # a split check whose parts all stopped now
-        if before == RUNNING and job_id in (self._running, self._running_parent):
-            # The deadline belongs to the scheduler, which lives on the event loop.
-            self._loop.call_soon_threadsafe(  # type: ignore[union-attr]
-                self._stop_running,
-                self._running,
-                None,
-                "cancelled",
-                "cancelled; the job did not stop in time",
+        running = self._running
+        if before == RUNNING and job_id in (running, self._running_parent):
+            self._stop_running(
+                running, None, "cancelled", "cancelled; the job did not stop in time"
             )
         self.gauges.count_active()
         log.info("job %s cancel requested (was %s)", job_id, before, extra={"job_id": job_id})
@@ -250,69 +249,59 @@ class JobManager:
         classifier = self.pool.lookup(name)  # UnknownModel (404) for a name not served
         return self.targets[classifier.name]
 
-    # The scheduler.
+    # The scheduler: ``JobLoop``'s run callback, on the scheduler thread.
 
-    async def _schedule(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            job = await asyncio.to_thread(
-                self.store.claim_next, self._holder, self.settings.robustness_lease_seconds
-            )
-            if job is None:
-                # Woken at once by a submit here; a job submitted to another process that
-                # shares the store (a serving-only replica or worker) is seen at the next look.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), QUEUE_LOOK_SECONDS)
-                continue
-            if self._stopping:  # claimed while shutting down: it runs after the restart
-                await asyncio.to_thread(self.store.release, job["id"], job["lease"])
-                break
-            try:
-                await self._run(job)
-            except Exception as exc:  # a scheduler that dies would strand every later job
-                log.error("job %s: supervision failed", job["id"], exc_info=exc)
-                await asyncio.to_thread(
-                    self.store.finish, job["id"], job["lease"], "failed", None, "internal error"
-                )
-            self._running, self._running_parent, self._deadline = None, None, None
-            self._running_lease = None
+    def _run(self, job: dict) -> None:
+        try:
+            self._watch(job)
+        except Exception as exc:  # a scheduler that dies would strand every later job
+            log.error("job %s: supervision failed", job["id"], exc_info=exc)
+            self.store.finish(job["id"], job["lease"], "failed", None, "internal error")
+        finally:
+            with self._deadline_lock:
+                self._running, self._running_parent, self._deadline = None, None, None
+                self._running_lease = None
             self.gauges.count_active()
 
-    async def _run(self, job: dict) -> None:
+    def _watch(self, job: dict) -> None:
+        """Run ``job`` in a job process and watch it until it exits, killing it past its
+        deadline or once its lease is lost."""
         spec = JobSpec.from_dict(job["spec"])
-        self._running, self._running_parent = job["id"], job["parent_id"]
-        self._running_lease = job["lease"]
         grace = self.settings.robustness_stop_grace_seconds
-        self._deadline = _Deadline(
-            job["started_at"] + spec.time_budget_seconds + grace,
-            "timed_out",
-            "the job overran its time budget and was stopped without a report",
-        )
+        with self._deadline_lock:
+            self._running, self._running_parent = job["id"], job["parent_id"]
+            self._running_lease = job["lease"]
+            self._deadline = Deadline(
+                job["started_at"] + spec.time_budget_seconds + grace,
+                "timed_out",
+                "the job overran its time budget and was stopped without a report",
+            )
         self.gauges.count_active()
-        process = await asyncio.to_thread(self._spawn, job)
-        killed: _Deadline | None = None
+        process = self._spawn(job)
+        killed: Deadline | None = None
         renewed = time.monotonic()
         while process.poll() is None:
-            await asyncio.sleep(WATCH_SECONDS)
-            if killed is None and self._deadline and time.time() > self._deadline.at:
-                killed = self._deadline
+            time.sleep(WATCH_SECONDS)
+            deadline = self._deadline
+            if killed is None and deadline and time.time() > deadline.at:
+                killed = deadline
                 log.warning("job %s: killing its process (%s)", job["id"], killed.status)
                 process.kill()
             # The job process renews the lease too, once it has started; this covers its
             # start-up (importing torch can take long on a loaded host).
             if time.monotonic() - renewed > self.settings.robustness_lease_seconds / 3:
                 renewed = time.monotonic()
-                if not await self._renew(job) and killed is None:
+                if not self._renew(job) and killed is None:
                     log.warning("job %s: lease lost; killing its process", job["id"])
-                    killed = _Deadline(0, "", "")
+                    killed = Deadline(0, "", "")
                     process.kill()
         process.stdin.close()  # type: ignore[union-attr]
-        await asyncio.to_thread(self._settle, job, process.returncode, killed)
+        self._settle(job, process.returncode, killed)
 
-    async def _renew(self, job: dict) -> bool:
+    def _renew(self, job: dict) -> bool:
         lease = self.settings.robustness_lease_seconds
         try:
-            return await asyncio.to_thread(self.store.renew, job["id"], job["lease"], lease)
+            return self.store.renew(job["id"], job["lease"], lease)
         except Exception as exc:  # the store is unreachable: the lease may lapse
             log.warning("job %s: lease renewal failed: %s", job["id"], exc)
             return True
@@ -339,7 +328,7 @@ class JobManager:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("QUSEC_")}
         return {**environment, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
-    def _settle(self, job: dict, exitcode: int | None, killed: _Deadline | None) -> None:
+    def _settle(self, job: dict, exitcode: int | None, killed: Deadline | None) -> None:
         """Finish the job if its process could not; count it; publish a completed report."""
         if killed is not None:
             status, error = killed.status, killed.error
@@ -378,11 +367,7 @@ class JobManager:
         job_id, lease = self._running, self._running_lease
         if job_id is not None and lease is not None:  # ours is alive, whatever its clock says
             self.store.renew(job_id, lease, self.settings.robustness_lease_seconds)
-        for job_id, status in self.store.expire_leases():
-            log.warning("job %s: its holder's lease expired; now %s", job_id, status)
-            if status != QUEUED:
-                self.metrics.robustness_jobs.labels(status=status).inc()
-            split.settle_parent_of(self.store, job_id)
+        self.jobs.settle_expired()
         self.gauges.refresh()
 
     def _stop_running(self, job_id: str, reason: str | None, status: str, error: str) -> None:
@@ -392,8 +377,9 @@ class JobManager:
         if reason is not None:
             self.store.request_stop(job_id, reason)
         at = time.time() + self.settings.robustness_stop_grace_seconds
-        if self._deadline is None or at < self._deadline.at:
-            self._deadline = _Deadline(at, status, error)
+        with self._deadline_lock:
+            if self._running == job_id and (self._deadline is None or at < self._deadline.at):
+                self._deadline = Deadline(at, status, error)
 
 
 __all__ = ["QUEUED", "RUNNING", "JobManager"]

@@ -1,7 +1,7 @@
 """Splitting one check across workers, and putting its report back together.
 
 With ``QUSEC_ROBUSTNESS_SPLIT_UNITS``, a check whose plan has several units (attack,
-threat model, radius: ``robustness.runner.plan_units``) is stored as a parent with one
+threat model, radius: ``robustness.plan``) is stored as a parent with one
 part per unit; any worker claims any part. Each part runs the whole suite's set-up (the
 same samples, clean predictions and gradient probes) and only its unit
 (``run_suite(only_units=...)``); units seed themselves, so a part's rows are the rows one
@@ -16,8 +16,8 @@ import logging
 from dataclasses import replace
 
 from models.checkpoint import load_checkpoint
+from robustness.plan import Subject, plan_units
 from robustness.request import SuiteRequest
-from robustness.runner import Subject, plan_units
 from service.jobs.spec import JobSpec
 from service.jobs.store import JobStore
 

@@ -9,9 +9,9 @@ from typing import Any
 from models.checkpoint import CheckpointError, read_manifest
 from models.evalset import EvalSetError, eval_set_path, load_eval_set
 from robustness.subjects import default_surrogate
-from service.classifier import Classifier
-from service.jobs.checks import Target
-from service.pool import StartupError
+from service.inference.classifier import Classifier
+from service.inference.pool import StartupError
+from service.jobs.planning import Target
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

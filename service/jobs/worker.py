@@ -27,7 +27,6 @@ import logging
 import os
 import resource
 import signal
-import socket
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ from service.errors import ServiceError
 from service.jobs import split
 from service.jobs.lease import Deadline, LeaseKeeper
 from service.jobs.samples import parse_samples
+from service.jobs.scheduling import JobLoop
 from service.jobs.spec import JobSpec, WorkerConfig
 from service.jobs.store import QUEUED, JobStore
 from service.logs import configure_logging
@@ -86,27 +86,14 @@ def main(stdin: TextIO = sys.stdin) -> None:
 def work(
     config: WorkerConfig, store: JobStore, shutdown: threading.Event, max_jobs: int | None = None
 ) -> int:
-    """The standalone worker's loop: claim, run, repeat until ``shutdown``; returns the
-    number of jobs it ran."""
-    holder = f"{socket.gethostname()}:{os.getpid()}"
-    ran = 0
-    while not shutdown.is_set() and (max_jobs is None or ran < max_jobs):
-        try:
-            for job_id, status in store.expire_leases():
-                log.warning("job %s: its lease expired; now %s", job_id, status)
-                split.settle_parent_of(store, job_id)
-            job = store.claim_next(holder, config.lease_seconds)
-        except Exception as exc:  # the store is unreachable: wait and try again
-            log.error("the job store failed: %s", exc)
-            shutdown.wait(IDLE_SECONDS * 5)
-            continue
-        if job is None:
-            shutdown.wait(IDLE_SECONDS)
-            continue
-        log.info("job %s claimed by %s (attempt %d)", job["id"], holder, job["attempt"])
+    """The standalone worker: the one scheduling loop (``scheduling.JobLoop``), running each
+    job in this process, until ``shutdown``; returns the number of jobs it ran."""
+
+    def run(job: dict) -> None:
         run_job(store, job, config, shutdown, supervised=False)
-        ran += 1
-    return ran
+
+    loop = JobLoop(store, config.lease_seconds, run, idle_seconds=IDLE_SECONDS)
+    return loop.run(shutdown, max_jobs)
 
 
 def run_job(

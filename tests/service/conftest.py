@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,33 +10,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from models.checkpoint import Manifest, save_checkpoint
-from models.registry import build_model
 from service.app import create_app
 from service.settings import ServiceSettings
-from tests.service.hostile import TEST_BODY_LIMIT
-
-MNIST_CLASSES = [str(d) for d in range(10)]
-
-
-def write_checkpoint(
-    folder: Path,
-    quantizer: dict,
-    input_shape: tuple[int, int, int] = (1, 28, 28),
-    dataset: str = "mnist",
-    seed: int = 0,
-) -> Path:
-    torch.manual_seed(seed)
-    model = build_model("cleverhans-basic-cnn", input_shape, 10, quantizer)
-    manifest = Manifest(
-        architecture="cleverhans-basic-cnn",
-        dataset=dataset,
-        input_shape=list(input_shape),
-        class_names=MNIST_CLASSES,
-        quantizer={},
-    )
-    save_checkpoint(folder, model, manifest)
-    return folder
+from tests.service.helpers.admin import admin_factory
+from tests.service.helpers.checkpoints import wait_ready, write_checkpoint
+from tests.service.helpers.images import TEST_BODY_LIMIT
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -90,14 +67,6 @@ def make_settings(checkpoints: dict[str, Path]) -> Callable[..., ServiceSettings
     return build
 
 
-def wait_ready(client: TestClient, timeout_seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while client.get("/readyz").status_code != 200:
-        if time.monotonic() > deadline:
-            raise AssertionError("service did not become ready")
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def serve(make_settings: Callable[..., ServiceSettings]) -> Iterator[Callable[..., TestClient]]:
     """``serve(**settings)`` -> a ready in-process client; all are closed after the test."""
@@ -122,8 +91,8 @@ def client(serve: Callable[..., TestClient]) -> TestClient:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL server for the session (tests/service/postgres.py)."""
-    from tests.service.postgres import postgres_server
+    """A throwaway PostgreSQL server for the session (tests/service/helpers/postgres.py)."""
+    from tests.service.helpers.postgres import postgres_server
 
     with postgres_server() as url:
         yield url
@@ -132,6 +101,20 @@ def postgres() -> Iterator[str]:
 @pytest.fixture
 def postgres_url(postgres: str) -> str:
     """A fresh database on the session's server, for one test."""
-    from tests.service.postgres import fresh_database
+    from tests.service.helpers.postgres import fresh_database
 
     return fresh_database(postgres)
+
+
+@pytest.fixture
+def admin(serve, checkpoints, tmp_path) -> Callable[..., TestClient]:
+    """``admin(**settings)``: a ready app with admin access and a fresh job database."""
+    return admin_factory(serve, checkpoints, tmp_path)
+
+
+@pytest.fixture
+def queue_only_admin(serve, checkpoints, tmp_path) -> Callable[..., TestClient]:
+    """Like ``admin``, but no job ever runs (``robustness_run_jobs=False``: a serving-only
+    replica), so a test of what is accepted or refused starts no job process."""
+    start = admin_factory(serve, checkpoints, tmp_path)
+    return lambda **overrides: start(**{"robustness_run_jobs": False, **overrides})

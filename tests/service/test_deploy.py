@@ -177,7 +177,8 @@ def promtool_or_skip() -> str:
     [
         ["check", "config", "deploy/prometheus/prometheus.yml"],
         ["check", "rules", "deploy/prometheus/rules.yml"],
-        ["test", "rules", "deploy/prometheus/rules.test.yml"],
+        # Evaluating the alert tests takes promtool seconds of CPU.
+        pytest.param(["test", "rules", "deploy/prometheus/rules.test.yml"], marks=pytest.mark.slow),
     ],
     ids=["config", "rules", "alert-tests"],
 )

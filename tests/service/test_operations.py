@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 
 from models.checkpoint import CheckpointError
 from service.app import create_app
-from service.classifier import Classifier
 from service.errors import REJECTION_REASONS
+from service.inference.classifier import Classifier
 from service.metrics import STAGES
-from tests.service.conftest import wait_ready
-from tests.service.hostile import digit, encode
+from tests.service.helpers.checkpoints import wait_ready
+from tests.service.helpers.images import digit, encode
 
 PNG = encode(digit(), "PNG")
 
@@ -201,18 +201,20 @@ def test_naive_endpoint_is_mounted_only_when_enabled(serve) -> None:
     assert enabled.status_code == 200 and "probabilities" in enabled.json()
 
 
+@pytest.mark.slow  # a fresh interpreter imports the whole service
 def test_service_never_imports_training(checkpoints) -> None:
     code = (
         "import sys\n"
         "from service.app import create_app\n"
         "from service.settings import ServiceSettings\n"
         f"create_app(ServiceSettings(checkpoints=[{str(checkpoints['mnist-tq2'])!r}]))\n"
-        "import service.cli, service.routers.naive\n"
+        "import service.cli, service.api.routes.naive\n"
         "assert 'training' not in sys.modules, sorted(m for m in sys.modules if 'train' in m)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+@pytest.mark.slow  # a fresh interpreter imports the whole service
 def test_the_serving_process_imports_no_cli_renderer_or_merge(checkpoints, tmp_path) -> None:
     # argparse itself comes with torch (torch.utils imports unittest); what is checked is
     # that no module of ours that parses a command line, renders or merges is loaded.
@@ -222,7 +224,7 @@ def test_the_serving_process_imports_no_cli_renderer_or_merge(checkpoints, tmp_p
         "from service.settings import ServiceSettings\n"
         f"create_app(ServiceSettings(checkpoints=[{str(checkpoints['mnist-tq2'])!r}],\n"
         f"    admin_token='x' * 32, robustness_db={str(tmp_path / 'jobs.db')!r}))\n"
-        "import service.jobs.manager, service.routers.admin\n"
+        "import service.jobs.manager, service.api.routes.admin\n"
         "ours = {n: m for n, m in sys.modules.items()\n"
         "        if n.split('.')[0] in ('models', 'robustness', 'service')}\n"
         "forbidden = {'robustness.cli', 'robustness.cli_options', 'robustness.cli_reproduce',\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -11,9 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -22,68 +19,20 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_checkpoint
-from service.imaging import ImagePolicy, decode_image
 from service.logs import iso_time
-from tests.service.hostile import TEST_BODY_LIMIT, all_cases, digit, encode
+from service.sanitize.imaging import ImagePolicy, decode_image
+from tests.service.helpers.images import all_cases, encode
+from tests.service.helpers.servers import (
+    PNG,
+    ROOT,
+    STOPPED_BY_SIGTERM,
+    Server,
+    free_port,
+    start_server,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-PNG = encode(digit(), "PNG")
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    url: str
-    port: int
-    log: Path
-
-    def log_lines(self) -> list[dict]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(log: Path, args: list[str], env: dict[str, str] | None = None) -> Server:
-    port = free_port()
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("QUSEC_")},
-        "QUSEC_TORCH_THREADS": "1",
-        "QUSEC_DECODE_THREADS": "1",
-        "QUSEC_MAX_BODY_BYTES": str(TEST_BODY_LIMIT),
-        **(env or {}),
-    }
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), *args]
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=sink, stderr=sink)
-    server = Server(process, f"http://127.0.0.1:{port}", port, log)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"server not ready in 90 s:\n{log.read_text()}")
-
-
-# uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so that the
-# process's exit status still says how it ended.
-STOPPED_BY_SIGTERM = (0, -signal.SIGTERM)
-
-
-def stop(server: Server) -> int:
-    server.process.send_signal(signal.SIGTERM)
-    return server.process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

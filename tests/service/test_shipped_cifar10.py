@@ -15,10 +15,9 @@ from PIL import Image
 
 from models.checkpoint import load_checkpoint, sha256_file
 from models.evalset import eval_set_path, load_eval_set
-from tests.service.hostile import encode
-from tests.service.test_admin import AUTH, TOKEN, finished
-from tests.service.test_admin_restart import poll
-from tests.service.test_server import STOPPED_BY_SIGTERM, Server, start_server, stop
+from tests.service.helpers.admin import AUTH, TOKEN, finished, poll
+from tests.service.helpers.images import encode
+from tests.service.helpers.servers import STOPPED_BY_SIGTERM, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
 

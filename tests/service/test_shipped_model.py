@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from models.evalset import eval_set_path, load_eval_set
-from tests.service.hostile import encode
+from tests.service.helpers.images import encode
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "checkpoints" / "mnist-tq2"

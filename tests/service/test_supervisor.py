@@ -20,9 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.test_admin import AUTH, FAST, TOKEN, finished
-from tests.service.test_admin_restart import poll, process_gone
-from tests.service.test_server import PNG, STOPPED_BY_SIGTERM, Server, start_server, stop
+from tests.service.helpers.admin import AUTH, FAST, TOKEN, finished, poll, process_gone
+from tests.service.helpers.servers import PNG, STOPPED_BY_SIGTERM, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
 

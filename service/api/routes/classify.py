@@ -1,0 +1,167 @@
+"""POST /classify: an uploaded image in, the defended model's prediction out.
+
+One handler, ``serve``, a plain ASGI call: the service's outer middleware calls it
+straight away (``fast_routes``), skipping FastAPI's routing, dependency solving and
+exception layers, which cost about a quarter of a request's event-loop time. The
+router holds it as a plain Starlette route too (so a wrong method is a 405 naming
+POST, and a request the middleware does not match still arrives), and ``document``
+writes its operation into the OpenAPI document, which FastAPI fills only from its
+own routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from service.api.admission import admitted
+from service.api.error_handlers import service_error_response, validation_error_response
+from service.api.schemas import ClassifyResponse, error_responses
+from service.edge.body import Reservation, read_image_upload
+from service.errors import NotReady, ServiceError
+from service.inference.pool import ClassifierPool
+from service.sanitize.upload import Upload
+
+router = APIRouter(tags=["classify"])
+
+SUMMARY = "Classify an image (raw body or multipart 'file')"
+# The body is read by the service's own bounded reader; the document says what it looks like.
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+class ClassifyQuery(BaseModel):
+    """The query parameters of ``POST /classify`` (unknown ones are ignored)."""
+
+    model: str | None = Field(None, max_length=128, description="loaded model name")
+    include_quantized: bool = Field(
+        False, description="also return the quantized image the model saw (PNG, base64)"
+    )
+    include_input: bool = Field(
+        False,
+        description="also return the image as the model's input, after decoding, "
+        "resizing and scaling to [0, 1], before quantization (PNG, base64)",
+    )
+
+
+async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /classify`` as a plain ASGI call (see the module's docstring)."""
+    request = Request(scope, receive)
+    try:
+        try:
+            query = ClassifyQuery.model_validate(
+                dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+            )
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
+            response = validation_error_response(request, errors)
+        else:
+            pool: ClassifierPool | None = request.app.state.pool
+            if pool is None:
+                raise NotReady("the model pool has not been loaded yet")
+            response = JSONResponse(await _classify(pool, request, query))
+    except ServiceError as exc:
+        response = service_error_response(
+            request, exc, request.app.state.settings.retry_after_seconds
+        )
+    await response(scope, receive, send)
+
+
+async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery) -> dict:
+    classifier = pool.get(query.model)
+    settings = pool.settings
+
+    async def read(reservation: Reservation) -> Upload:
+        with classifier.upstream_slot():  # the batcher may wait for a body on its way
+            return await read_image_upload(
+                request,
+                settings.max_body_bytes,
+                settings.body_read_timeout_seconds,
+                min_rate=settings.body_min_rate_bytes_per_second,
+                grace_seconds=settings.body_min_rate_grace_seconds,
+                reservation=reservation,
+            )
+
+    async with admitted(pool, read) as upload:
+        return await classifier.classify(upload, query.include_quantized, query.include_input)
+
+
+class _Endpoint:
+    """``serve`` as an ASGI app (Starlette would wrap a plain function as a request handler)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await serve(scope, receive, send)
+
+
+router.routes.append(Route("/classify", endpoint=_Endpoint(), methods=["POST"], name="classify"))
+
+
+def document(openapi: dict[str, Any]) -> None:
+    """Write ``POST /classify`` into ``openapi``, as FastAPI would for a route of its own."""
+    parameters = []
+    for name, schema in ClassifyQuery.model_json_schema()["properties"].items():
+        # As FastAPI writes it: a default of None (the parameter may be left out) goes unsaid.
+        schema = {k: v for k, v in schema.items() if not (k == "default" and v is None)}
+        entry = {"name": name, "in": "query", "required": False, "schema": schema}
+        parameters.append({**entry, "description": schema["description"]})
+    _, definitions = models_json_schema(
+        [(ClassifyResponse, "serialization")], ref_template="#/components/schemas/{model}"
+    )
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in definitions["$defs"].items():
+        # FastAPI's own version wins where another route already put the model there.
+        components.setdefault(name, _without_null_defaults(schema))
+    responses: dict[str, Any] = {
+        "200": {"description": "Successful Response", "content": _json("ClassifyResponse")}
+    }
+    for status, entry in error_responses(400, 404, 408, 413, 415, 422, 503, 504).items():
+        extra = {"headers": entry["headers"]} if "headers" in entry else {}
+        responses[str(status)] = {
+            "description": entry["description"],
+            **extra,
+            "content": _json(entry["model"].__name__),
+        }
+    operation = {
+        "tags": ["classify"],
+        "summary": SUMMARY,
+        "operationId": "classify_classify_post",
+        "parameters": parameters,
+        "responses": responses,
+        **_BODY_DOC,
+    }
+    openapi.setdefault("paths", {})["/classify"] = {"post": operation}
+
+
+def _without_null_defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's schema as FastAPI writes a response's: no ``"default": null`` on its fields."""
+    properties = {
+        name: {k: v for k, v in field.items() if not (k == "default" and v is None)}
+        for name, field in schema.get("properties", {}).items()
+    }
+    return {**schema, "properties": properties} if properties else schema
+
+
+def _json(component: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{component}"}}}

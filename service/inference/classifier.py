@@ -1,0 +1,297 @@
+"""One loaded checkpoint as a pipeline of named stages.
+
+    identify -> decode -> quantize -> batch -> predict -> encode
+
+The stages never see HTTP: a route reads the body (``service.edge.body``) and hands
+the bytes over as an ``Upload``. ``identify`` takes the format from the bytes and checks
+the header's dimensions; ``decode`` decodes and normalises the image
+(``service.sanitize.imaging``); ``quantize`` applies the checkpoint's own quantizer as the
+hard staircase with its learned thresholds; ``batch`` hands the quantized rows to
+the micro-batcher, whose worker thread calls ``predict`` (the CNN) on whole
+batches; ``encode`` turns one row of probabilities into the response. Decode and
+quantize run together, on a small thread pool unless the image is tiny (``_prepare``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.checkpoint import LoadedCheckpoint
+from models.quantizers import InputQuantizer, StaircaseTable
+from robustness.png import encode_png, png_base64
+from service.errors import InferenceTimeout
+from service.inference.batching import MicroBatcher
+from service.logs import current_request_id
+from service.metrics import ServiceMetrics
+from service.sanitize.decode_workers import DecodeWorkers
+from service.sanitize.imaging import (
+    DecodedImage,
+    ImagePolicy,
+    OpenedImage,
+    finish_decode,
+    open_image,
+)
+from service.sanitize.upload import Upload
+from service.settings import ServiceSettings
+
+# Inline decoding limits (see Classifier._prepare): a 4 KiB body can inflate to a few
+# megabytes of PNG text chunks at most, and 128 x 128 pixels decode in well under 1 ms.
+INLINE_DECODE_MAX_BYTES = 4096
+INLINE_DECODE_MAX_PIXELS = 128 * 128
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An upload after decode and quantize, ready to batch."""
+
+    decoded: DecodedImage
+    quantized: torch.Tensor  # (1, C, H, W) on the CPU
+    decode_seconds: float
+    quantize_seconds: float
+
+
+class Classifier:
+    def __init__(
+        self,
+        loaded: LoadedCheckpoint,
+        device: torch.device,
+        settings: ServiceSettings,
+        decode_pool: Executor,
+        metrics: ServiceMetrics,
+        decode_workers: DecodeWorkers,
+    ) -> None:
+        self.manifest = loaded.manifest
+        self.name = loaded.manifest.name or loaded.path.name
+        self.path = loaded.path
+        self.model = loaded.model
+        self.device = device
+        self.input_shape = tuple(loaded.manifest.input_shape)
+        self.class_names = list(loaded.manifest.class_names)
+        self.settings = settings
+        self.metrics = metrics
+        self._decode_pool = decode_pool
+        self._decode_workers = decode_workers
+        self.policy = ImagePolicy(
+            input_shape=self.input_shape,
+            max_pixels=settings.max_image_pixels,
+            max_side=settings.max_image_side,
+            resize_policy=settings.resize_policy,
+            background=settings.background,
+            max_jpeg_scans=settings.max_jpeg_scans,
+        )
+        # Fixed at load: the model is in eval mode and never trained here, and TQ derives
+        # its thresholds through a softmax that would otherwise run on every request.
+        self._staircase = _staircase(loaded.model.quantizer)
+        self.batcher = MicroBatcher(
+            self.name,
+            lambda batch: self.predict(batch),  # looked up per call, so tests can patch it
+            max_batch_size=settings.max_batch_size,
+            max_wait_seconds=settings.max_batch_wait_seconds,
+            queue_size=settings.queue_size,
+            torch_threads=settings.torch_threads,
+            metrics=metrics,
+            upstream=lambda: self.upstream,
+        )
+        self.upstream = 0  # requests read or decoding, not yet queued for the batcher
+
+    @property
+    def defence(self) -> dict[str, Any]:
+        spec = self.manifest.quantizer
+        return {
+            "kind": spec.get("kind", "none"),
+            "levels": spec.get("levels"),
+            "thresholds": list(spec.get("thresholds", [])),
+        }
+
+    # --- stages -------------------------------------------------------------------------
+
+    def identify(self, data: bytes) -> OpenedImage:
+        """Format from the signature, dimensions from the header; no pixels yet."""
+        return open_image(data, self.policy)
+
+    def decode(self, opened: OpenedImage) -> DecodedImage:
+        """First frame, orientation, channels, size: the model's input in [0, 1]."""
+        return finish_decode(opened, self.policy)
+
+    def quantize(self, rows: torch.Tensor) -> torch.Tensor:
+        """(n, C, H, W) in [0, 1] -> the staircase output the CNN sees."""
+        if self._staircase is None:
+            return rows
+        return torch.from_numpy(self._staircase(rows.numpy()))
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """Quantized (N, C, H, W) -> probabilities (N, K) on the CPU; runs on the worker thread."""
+        with torch.inference_mode():
+            logits = self.model.cnn(batch.to(self.device))
+            return torch.softmax(logits.float(), dim=1).cpu()
+
+    def encode(
+        self,
+        probabilities: torch.Tensor,
+        prepared: Prepared,
+        include_quantized: bool,
+        include_input: bool = False,
+    ) -> dict[str, Any]:
+        label = int(torch.argmax(probabilities))
+        body: dict[str, Any] = {
+            "request_id": current_request_id(),
+            "label": label,
+            "class_name": self.class_names[label],
+            "probabilities": dict(zip(self.class_names, probabilities.tolist(), strict=True)),
+            "model": self.describe_briefly(),
+            "defence": self.defence,
+            "input": prepared.decoded.facts,
+        }
+        if include_input:
+            body["input_image"] = _png_field(prepared.decoded.pixels)
+        if include_quantized:
+            body["quantized_image"] = _png_field(prepared.quantized[0].numpy())
+        return body
+
+    # --- the pipeline -------------------------------------------------------------------
+
+    def prepare(self, data: bytes) -> Prepared:
+        """decode + quantize, timed separately."""
+        started = time.perf_counter()
+        return self._finish(self.identify(data), started)
+
+    async def _prepare(self, data: bytes) -> Prepared:
+        """Small images are decoded on the event loop, the rest in the decode workers.
+
+        An MNIST-sized PNG decodes in tens of microseconds, less than handing it to a
+        process and back costs. Only a small body whose header claims few pixels stays
+        inline, so no upload can hold the event loop for more than about a millisecond;
+        everything else is decoded within the decode budget (``service.sanitize.decode_workers``).
+        """
+        started = time.perf_counter()
+        if len(data) <= INLINE_DECODE_MAX_BYTES:
+            opened = self.identify(data)
+            if opened.pixel_count <= INLINE_DECODE_MAX_PIXELS:
+                return self._finish(opened, started)
+        decoded = await self._decode_workers.decode(data, self.policy)
+        decoded_at = time.perf_counter()
+        quantized = self.quantize(torch.from_numpy(decoded.pixels)[None])
+        return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
+
+    def _finish(self, opened: OpenedImage, started: float) -> Prepared:
+        decoded = self.decode(opened)
+        decoded_at = time.perf_counter()
+        quantized = self.quantize(torch.from_numpy(decoded.pixels)[None])
+        return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
+
+    async def classify(
+        self, upload: Upload, include_quantized: bool = False, include_input: bool = False
+    ) -> dict[str, Any]:
+        """The whole path for one upload whose body has been read and admitted."""
+        started = time.perf_counter() - upload.read_seconds
+        return await self._classify_upload(upload, started, include_quantized, include_input)
+
+    async def _classify_upload(
+        self, upload: Upload, started: float, include_quantized: bool, include_input: bool
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        self.metrics.body_size.observe(len(upload.data))
+        deadline = loop.time() + self.settings.request_timeout_seconds
+        with self.upstream_slot():
+            async with self._deadline(deadline):
+                prepared = await self._prepare(upload.data)
+        async with self._deadline(deadline):
+            result = await self.batcher.submit(prepared.quantized)
+        encode_started = time.perf_counter()
+        body = self.encode(result.outputs[0], prepared, include_quantized, include_input)
+        body["input"] = {**body["input"], "declared_type": upload.declared_type, "via": upload.via}
+        timings = {
+            "read": upload.read_seconds,
+            "decode": prepared.decode_seconds,
+            "quantize": prepared.quantize_seconds,
+            "queue_wait": result.queue_wait_seconds,
+            "inference": result.inference_seconds,
+            "encode": time.perf_counter() - encode_started,
+        }
+        self.metrics.observe_stages(timings)
+        body["batch_rows"] = result.batch_rows
+        body["timings_seconds"] = {**timings, "total": time.perf_counter() - started}
+        return body
+
+    async def infer(self, rows: torch.Tensor) -> torch.Tensor:
+        """Tensor path (Open Inference Protocol): quantize -> batch -> predict."""
+        loop = asyncio.get_running_loop()
+        async with self._deadline(loop.time() + self.settings.request_timeout_seconds):
+            with self.upstream_slot():
+                started = time.perf_counter()
+                quantized = await loop.run_in_executor(self._decode_pool, self.quantize, rows)
+                quantize_seconds = time.perf_counter() - started
+            result = await self.batcher.submit(quantized)
+        self.metrics.observe_stages(
+            {
+                "quantize": quantize_seconds,
+                "queue_wait": result.queue_wait_seconds,
+                "inference": result.inference_seconds,
+            }
+        )
+        return result.outputs
+
+    @contextmanager
+    def upstream_slot(self) -> Iterator[None]:
+        """Count a request as on its way to the batcher, which may wait for it."""
+        self.upstream += 1
+        try:
+            yield
+        finally:
+            self.upstream -= 1
+
+    @asynccontextmanager
+    async def _deadline(self, when: float) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout_at(when):
+                yield
+        except TimeoutError:
+            raise InferenceTimeout(
+                f"{self.name}: no result within {self.settings.request_timeout_seconds} s"
+            ) from None
+
+    async def warm_up(self) -> None:
+        """Run the whole path once and a full batch once, so the first request is not slow."""
+        blank = encode_png(np.zeros(self.input_shape, dtype=np.float32))
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self._decode_pool, self.prepare, blank)
+        await self.batcher.submit(prepared.quantized)
+        await self.batcher.submit(torch.zeros(self.settings.max_batch_size, *self.input_shape))
+
+    # --- descriptions -------------------------------------------------------------------
+
+    def describe_briefly(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset": self.manifest.dataset,
+            "weights_sha256": self.manifest.weights_sha256,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "device": str(self.device),
+            "input_shape": list(self.input_shape),
+            "class_names": self.class_names,
+            "defence": self.defence,
+            "manifest": asdict(self.manifest),
+        }
+
+
+def _png_field(pixels: np.ndarray) -> dict[str, str]:
+    """(C, H, W) in [0, 1] as a JSON field: PNG, base64."""
+    return {"media_type": "image/png", "encoding": "base64", "data": png_base64(pixels)}
+
+
+def _staircase(quantizer: InputQuantizer | None) -> StaircaseTable | None:
+    """The checkpoint's hard staircase, read once: quantizing runs per request on the CPU."""
+    return None if quantizer is None else StaircaseTable(quantizer.thresholds)

@@ -1,0 +1,239 @@
+"""Identify, decode and normalise uploaded images, refusing hostile ones cheaply.
+
+The order matters for safety:
+
+1. The format comes from the leading bytes, never from the declared type, and
+   only PNG, JPEG, BMP, GIF and WebP pass (415 otherwise). Pillow is then told
+   to try that one format only, so no other decoder ever sees the bytes.
+2. The container's structure is walked (``service.sanitize.integrity``): chunk CRCs,
+   JPEG frame and scan consistency, the number of JPEG scans, nothing after the
+   end marker. Width and height come from the header, which Pillow parses without
+   allocating pixels; anything over the side or pixel limit is refused (413)
+   before decoding, which is what stops decompression bombs.
+3. Only then are pixels decoded: the first frame of animations; JPEGs at the
+   smallest DCT scale that still covers the target size; anything larger than
+   a few times the target is reduced in its own mode first, so later copies are
+   small. Truncated or corrupt data fails here (400).
+
+Normalisation policy (documented in docs/service.md):
+
+* EXIF orientation is applied.
+* Transparency (alpha channels, palette or colour-key transparency) is
+  composited onto the background grey level (default 0, MNIST's black).
+* Palette, bilevel, CMYK, YCbCr and 16-bit inputs become 8-bit grey (1-channel
+  models) or RGB (3-channel models); 16-bit samples keep their top 8 bits.
+* Resizing to the model's input size: ``letterbox`` (default) scales the image
+  to fit inside the target with its aspect ratio kept and pads the rest with
+  the background; ``stretch`` scales each axis independently. Shrinking uses an
+  area (box) filter, enlarging a bilinear one; an image already at the target
+  size is untouched.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from service.errors import (
+    CorruptImage,
+    DecodeBudgetExceeded,
+    ImageTooLarge,
+    ServiceError,
+    UnsupportedFormat,
+)
+from service.sanitize.integrity import Limits, check_size, check_structure
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+# Modes Image.reduce handles and whose box average means the same thing after conversion.
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
+# JPEG draft keeps at least this many times the target size before the final filter.
+_DRAFT_OVERSAMPLE = 4
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """What the decoder accepts and how it maps an image onto the model input."""
+
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    max_pixels: int
+    max_side: int
+    resize_policy: str = "letterbox"
+    background: int = 0
+    max_jpeg_scans: int = 32
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_side, self.max_pixels, self.max_jpeg_scans)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray  # (C, H, W) float32 in [0, 1]
+    facts: dict[str, Any]  # what the upload was: format, size, mode, frames, orientation
+
+
+def identify_format(data: bytes) -> str:
+    """The allowed format whose signature starts ``data``; 415 for anything else."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:2] == b"BM":
+        return "BMP"
+    raise UnsupportedFormat(f"leading bytes {data[:12].hex()} match no allowed format")
+
+
+@dataclass
+class OpenedImage:
+    """An image whose header passed the checks; no pixel has been decoded yet."""
+
+    image: Image.Image
+    facts: dict[str, Any]
+
+    @property
+    def pixel_count(self) -> int:
+        return self.image.width * self.image.height
+
+
+def decode_image(data: bytes, policy: ImagePolicy) -> DecodedImage:
+    """Bytes -> (C, H, W) float32 in [0, 1], or a ``ServiceError`` saying why not."""
+    return finish_decode(open_image(data, policy), policy)
+
+
+def open_image(data: bytes, policy: ImagePolicy) -> OpenedImage:
+    """Identify the format and check the header's dimensions (steps 1 and 2)."""
+    fmt = identify_format(data)
+    check_structure(data, fmt, policy.limits)
+    with _decoder_errors(fmt):
+        return _open_checked(data, fmt, policy)
+
+
+def finish_decode(opened: OpenedImage, policy: ImagePolicy) -> DecodedImage:
+    """Decode the first frame and normalise it to the model's input (step 3)."""
+    image, facts = opened.image, opened.facts
+    with _decoder_errors(facts["format"]):
+        image = _load_first_frame(image, policy)
+        facts["orientation"] = _orientation(image)
+        if facts["orientation"] != 1:  # exif_transpose copies even when there is nothing to do
+            image = ImageOps.exif_transpose(image)
+        image = _flatten(image, policy.input_shape[0], policy.background)
+        image, facts["resized"] = _fit(image, policy)
+        pixels = np.asarray(image, dtype=np.float32) / 255.0
+    # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    return DecodedImage(np.ascontiguousarray(pixels), facts)
+
+
+@contextmanager
+def _decoder_errors(fmt: str) -> Iterator[None]:
+    try:
+        yield
+    except ServiceError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from None
+    except MemoryError as exc:  # the decode worker's memory cap
+        raise DecodeBudgetExceeded(f"{fmt} decode ran out of memory: {exc}") from None
+    except Exception as exc:
+        # Decoders signal bad input with many exception types (OSError, SyntaxError,
+        # ValueError, struct.error, EOFError, ...); all mean the bytes are not a
+        # decodable image. The detail is logged by the error handler.
+        raise CorruptImage(f"{fmt} decode failed: {type(exc).__name__}: {exc}") from None
+
+
+def _open_checked(data: bytes, fmt: str, policy: ImagePolicy) -> OpenedImage:
+    """Parse the header only and refuse oversized images before any pixel is allocated."""
+    image = Image.open(io.BytesIO(data), formats=[fmt])
+    width, height = image.size
+    check_size(fmt, width, height, policy.limits)
+    facts = {
+        "format": fmt,
+        "width": width,
+        "height": height,
+        "mode": image.mode,
+        "animated": bool(getattr(image, "is_animated", False)),
+    }
+    return OpenedImage(image, facts)
+
+
+def _load_first_frame(image: Image.Image, policy: ImagePolicy) -> Image.Image:
+    if image.format == "JPEG":
+        _, height, width = policy.input_shape
+        side = max(height, width) * _DRAFT_OVERSAMPLE
+        # Orientation may swap the axes later, so ask for a square that covers both.
+        image.draft(image.mode, (side, side))
+    image.load()
+    return _reduce_early(image, policy)
+
+
+def _reduce_early(image: Image.Image, policy: ImagePolicy) -> Image.Image:
+    """Shrink a large decoded frame by an integer factor in its own mode (box filter), so
+    that conversion and resizing copy a few times the model's input, not the file's claim."""
+    _, height, width = policy.input_shape
+    factor = min(
+        image.width // (width * _DRAFT_OVERSAMPLE), image.height // (height * _DRAFT_OVERSAMPLE)
+    )
+    if factor < 2 or image.mode not in _REDUCIBLE_MODES:
+        return image
+    info = image.info
+    reduced = image.reduce(factor)
+    reduced.info = info  # keeps transparency and EXIF for the later steps
+    return reduced
+
+
+def _orientation(image: Image.Image) -> int:
+    value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    return value if isinstance(value, int) else 1
+
+
+def _flatten(image: Image.Image, channels: int, background: int) -> Image.Image:
+    """Any mode -> 8-bit "L" (1 channel) or "RGB" (3 channels), transparency composited."""
+    if image.mode in _WIDE_GREY_MODES:
+        # The top 8 bits of a 16-bit sample; Pillow's own conversion would clip instead.
+        wide = np.asarray(image)
+        if wide.dtype != np.uint16:  # mode "I": 32-bit signed, clip into 16 bits first
+            wide = np.clip(wide, 0, 65535).astype(np.uint16)
+        image = Image.fromarray((wide >> 8).astype(np.uint8))
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        backdrop = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        image = Image.alpha_composite(backdrop, rgba)
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def _fit(image: Image.Image, policy: ImagePolicy) -> tuple[Image.Image, bool]:
+    _, height, width = policy.input_shape
+    if image.size == (width, height):
+        return image, False
+    if policy.resize_policy == "stretch":
+        return _resize(image, width, height), True
+    scale = min(width / image.width, height / image.height)
+    fitted_w = max(1, min(width, round(image.width * scale)))
+    fitted_h = max(1, min(height, round(image.height * scale)))
+    fitted = _resize(image, fitted_w, fitted_h)
+    fill = policy.background if image.mode == "L" else (policy.background,) * 3
+    canvas = Image.new(image.mode, (width, height), fill)
+    canvas.paste(fitted, ((width - fitted_w) // 2, (height - fitted_h) // 2))
+    return canvas, True
+
+
+def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
+    shrinking = width <= image.width and height <= image.height
+    if shrinking:
+        return image.resize((width, height), Image.Resampling.BOX, reducing_gap=2.0)
+    return image.resize((width, height), Image.Resampling.BILINEAR)

@@ -1,0 +1,260 @@
+"""The web console in a real browser: headless Chromium (Debian's ``chromium`` package)
+driven by Playwright, against ``python -m service`` on loopback with the shipped MNIST
+checkpoints. No browser is downloaded: Playwright launches the system's executable.
+
+Screenshots go to ``test-artifacts/console/`` (ignored by git) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.evalset import load_eval_set
+from tests.service.helpers.servers import STOPPED_BY_SIGTERM, Server, start_server, stop
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[3]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "console"
+TOKEN = "console-test-token-0123456789abcdef"
+# Generous: the machine is shared, and a job process imports torch before it starts.
+WAIT_MS = 240_000
+
+sync_api = pytest.importorskip("playwright.sync_api")
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(".ci/run installs chromium; it is missing")
+    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("console")
+    running = start_server(
+        folder / "server.log",
+        ["--checkpoint", str(ROOT / "checkpoints" / "mnist-tq2")],
+        {
+            "QUSEC_ADMIN_TOKEN": TOKEN,
+            "QUSEC_ROBUSTNESS_DB": str(folder / "jobs.sqlite3"),
+            "QUSEC_ROBUSTNESS_THREADS": "1",
+        },
+    )
+    yield running
+    assert stop(running) in STOPPED_BY_SIGTERM, (folder / "server.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, server: Server) -> Iterator:
+    """A fresh page on the console; fails the test on any script error or CSP violation."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    opened.on(
+        "console",
+        lambda message: (
+            problems.append(f"console {message.type}: {message.text}")
+            if message.type == "error"
+            and "the server responded with a status of 40" not in message.text
+            else None
+        ),
+    )
+    opened.goto(f"{server.url}/")
+    opened.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+    yield opened
+    context.close()
+    assert problems == []
+
+
+def shoot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def mnist_digit(tmp_path: Path, index: int) -> tuple[Path, int]:
+    data = load_eval_set(ROOT / "data" / "eval" / "mnist-test-first1000.npz")
+    pixels = (data.images[index, 0].numpy() * 255).round().astype(np.uint8)
+    path = tmp_path / f"mnist-{index}.png"
+    Image.fromarray(pixels).save(path)
+    return path, int(data.labels[index])
+
+
+def image_levels(page, selector: str) -> list[int]:
+    """The distinct grey levels of an <img>, read back through a canvas."""
+    return page.evaluate(
+        """(selector) => {
+            const img = document.querySelector(selector);
+            const canvas = document.createElement("canvas");
+            canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+            const context = canvas.getContext("2d");
+            context.drawImage(img, 0, 0);
+            const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+            const levels = new Set();
+            for (let i = 0; i < data.length; i += 4) levels.add(data[i]);
+            return [...levels].sort((a, b) => a - b);
+        }""",
+        selector,
+    )
+
+
+def test_models_and_a_real_digit_classified_with_what_the_model_saw(page, tmp_path) -> None:
+    table = page.locator("#models-table")
+    assert "mnist-tq2" in table.inner_text() and "99.1%" in table.inner_text()
+    path, label = mnist_digit(tmp_path, 0)
+    page.set_input_files("#classify-file", str(path))
+    page.wait_for_function(
+        "() => document.querySelector('#classify-status').textContent.startsWith('Classified')",
+        timeout=WAIT_MS,
+    )
+    assert page.locator("#classify-label").inner_text().startswith(f"{label} (class {label})")
+    assert page.evaluate("() => document.querySelector('#quantized-image').naturalWidth") == 28
+    # Two levels: the 2-level quantizer's output; the input keeps MNIST's grey edges.
+    assert image_levels(page, "#quantized-image") == [0, 255]
+    assert len(image_levels(page, "#input-image")) > 2
+    assert page.locator("#classify-top li").count() == 5
+    assert "ms in the service" in page.locator("#classify-timing").inner_text()
+    shoot(page, "classify")
+
+
+def test_a_drawn_digit_is_classified(page) -> None:
+    pad = page.locator("#drawing-pad")
+    box = pad.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.85, steps=12)
+    page.mouse.up()
+    page.click("#drawing-classify")
+    page.wait_for_function(
+        "() => document.querySelector('#classify-status').textContent.includes('the drawing')"
+        " && !document.querySelector('#classify-status').textContent.startsWith('Classifying')",
+        timeout=WAIT_MS,
+    )
+    assert page.locator("#classify-status").inner_text().startswith("Classified the drawing")
+    assert image_levels(page, "#quantized-image") == [0, 255]
+
+
+def test_a_digit_dropped_on_the_page_is_classified(page, tmp_path) -> None:
+    path, label = mnist_digit(tmp_path, 1)
+    page.evaluate(
+        """([data, name]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            const drop = new DragEvent("drop", { dataTransfer: transfer, bubbles: true });
+            document.querySelector("#drop-zone").dispatchEvent(drop);
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), path.name],
+    )
+    status = page.locator("#classify-status")
+    status.filter(has_text="Classified").wait_for(timeout=WAIT_MS)
+    assert path.name in status.inner_text()
+    assert page.locator("#classify-label").inner_text().startswith(f"{label} (class {label})")
+
+
+def test_every_control_is_labelled_and_the_page_fits_a_phone(page) -> None:
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, canvas, button')]
+            .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                     && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+            .map((e) => e.id || e.outerHTML)"""
+    )
+    assert unlabelled == []
+    page.set_viewport_size({"width": 360, "height": 800})
+    too_wide = page.evaluate(
+        """() => [...document.querySelectorAll('body *')]
+            .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1
+                     && !e.closest('.scroll'))
+            .map((e) => e.id || e.tagName)"""
+    )
+    assert too_wide == []
+    # Keyboard: the file picker is reachable by Tab from the model picker.
+    page.focus("#classify-model")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.id") == "classify-file"
+    shoot(page, "narrow")
+
+
+def test_a_wrong_token_shows_the_services_reason(page) -> None:
+    page.fill("#admin-token", "not-the-token-at-all-0000")
+    page.click("#token-form button[type=submit]")
+    status = page.locator("#admin-status")
+    status.filter(has_text="Token not accepted").wait_for(timeout=WAIT_MS)
+    assert "403 forbidden" in status.inner_text()
+    assert page.locator("#check-form").is_hidden()
+    assert page.locator("#robustness-view").is_hidden()
+    # The token field is emptied: the token lives in the script's memory, not the page.
+    assert page.input_value("#admin-token") == ""
+    shoot(page, "wrong-token")
+
+
+def test_admin_runs_a_check_and_reads_its_chart_flags_and_gallery(page) -> None:
+    page.fill("#admin-token", TOKEN)
+    page.click("#token-form button[type=submit]")
+    page.locator("#check-form").wait_for(state="visible", timeout=WAIT_MS)
+    page.fill("#check-attacks", "noise, fgsm")
+    page.fill("#check-epsilons", "0.1, 0.3")
+    page.fill("#check-samples", "20")
+    page.fill("#check-budget", "200")
+    page.click("#check-start")
+    page.wait_for_function(
+        "() => ['done', 'failed', 'timed_out'].includes(document.querySelector('#job-status')"
+        ".textContent)",
+        timeout=WAIT_MS,
+    )
+    assert page.locator("#job-status").inner_text() == "done", page.locator(
+        "#job-error"
+    ).inner_text()
+    assert page.evaluate("() => document.querySelector('#job-progress').value") == 1
+    page.click("#job-open")
+    report = page.locator("#robustness-report")
+    report.locator("svg polyline").first.wait_for(state="attached", timeout=WAIT_MS)
+    # One line per (attack, threat model) that ran at a radius, plus the worst case.
+    series = {"fgsm / transfer", "fgsm / naive white-box", "fgsm / BPDA", "noise / gradient-free"}
+    legend = report.locator(".legend li").all_inner_texts()
+    assert {text.strip() for text in legend} == series | {"worst case (the headline)"}
+    assert report.locator("svg polyline").count() == len(series) + 1
+    assert "FIRED" in report.locator(".flags").inner_text()
+    # One group of examples is open, the first where the attack fooled the model.
+    opened = report.locator("details[open]")
+    assert opened.count() == 1
+    assert opened.locator(".example").first.locator("img").count() == 4
+    assert opened.locator(".fooled").count() >= 1
+    opened.scroll_into_view_if_needed()
+    shoot(page, "report")
+    # The robustness view finds the same report as the model's latest.
+    page.click("#robustness-reload")
+    report.locator("svg polyline").first.wait_for(state="attached", timeout=WAIT_MS)
+    assert "Job" in report.inner_text()
+
+
+def test_admin_cancels_a_check(page) -> None:
+    page.fill("#admin-token", TOKEN)
+    page.click("#token-form button[type=submit]")
+    page.locator("#check-form").wait_for(state="visible", timeout=WAIT_MS)
+    page.fill("#check-attacks", "bim, pgd")
+    page.fill("#check-samples", "100")
+    page.click("#check-start")
+    page.locator("#job-cancel").wait_for(state="visible", timeout=WAIT_MS)
+    page.click("#job-cancel")
+    page.locator("#job-status").filter(has_text="cancelled").wait_for(timeout=WAIT_MS)
+    assert page.locator("#job-cancel").is_hidden()

@@ -1,0 +1,189 @@
+"""The micro-batcher on its own: grouping, equality with unbatched runs, load shedding."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import torch
+
+from models.checkpoint import load_checkpoint
+from service.errors import NotReady, QueueFull
+from service.inference.batching import MicroBatcher
+
+
+def recording_forward(calls: list[int]):
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(len(batch))
+        return batch.flatten(1).sum(dim=1, keepdim=True)
+
+    return forward
+
+
+def make_batcher(forward, **options) -> MicroBatcher:
+    values = {"max_batch_size": 8, "max_wait_seconds": 0.05, "queue_size": 64}
+    values.update(options)
+    return MicroBatcher("test", forward, **values)
+
+
+def test_concurrent_jobs_share_a_batch_and_get_their_own_rows() -> None:
+    calls: list[int] = []
+
+    async def scenario() -> list:
+        batcher = make_batcher(recording_forward(calls))
+        batcher.start()
+        rows = [torch.full((1, 1, 2, 2), float(i)) for i in range(6)]
+        results = await asyncio.gather(*(batcher.submit(r) for r in rows))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert calls == [6]
+    assert [float(r.outputs[0, 0]) for r in results] == [4.0 * i for i in range(6)]
+    assert all(r.batch_rows == 6 for r in results)
+
+
+def test_batches_never_exceed_the_maximum_and_keep_jobs_whole() -> None:
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        batcher = make_batcher(recording_forward(calls), max_batch_size=4)
+        batcher.start()
+        jobs = [torch.zeros(3, 1, 2, 2), torch.zeros(3, 1, 2, 2), torch.zeros(9, 1, 2, 2)]
+        results = await asyncio.gather(*(batcher.submit(j) for j in jobs))
+        assert [len(r.outputs) for r in results] == [3, 3, 9]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [3, 3, 9]  # a job larger than the maximum runs alone, never split
+
+
+def test_batched_outputs_match_unbatched_forward(checkpoints) -> None:
+    model = load_checkpoint(checkpoints["mnist-tq2"]).model
+    inputs = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.softmax(model(batch), dim=1)
+
+    async def scenario() -> list:
+        batcher = make_batcher(forward, max_batch_size=16)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(inputs[i : i + 1]) for i in range(12)))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert results[0].batch_rows == 12
+    with torch.inference_mode():
+        for i, result in enumerate(results):
+            alone = torch.softmax(model(inputs[i : i + 1]), dim=1)
+            assert torch.argmax(alone) == torch.argmax(result.outputs)
+            # Batch-size-dependent kernels may differ in the last float32 bit, no more.
+            torch.testing.assert_close(result.outputs, alone, rtol=0, atol=1e-6)
+
+
+def test_full_queue_is_refused_at_once() -> None:
+    release = threading.Event()
+
+    def blocked(batch: torch.Tensor) -> torch.Tensor:
+        release.wait(10)
+        return batch.flatten(1)[:, :1]
+
+    async def scenario() -> None:
+        batcher = make_batcher(blocked, max_batch_size=1, queue_size=1, max_wait_seconds=0)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit(torch.zeros(1, 1, 1, 1)))
+        await asyncio.sleep(0.05)  # the worker has taken it and is blocked in forward
+        queued = asyncio.ensure_future(batcher.submit(torch.zeros(1, 1, 1, 1)))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await batcher.submit(torch.zeros(1, 1, 1, 1))
+        release.set()
+        await asyncio.gather(running, queued)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_abandoned_jobs_are_not_computed() -> None:
+    calls: list[int] = []
+    release = threading.Event()
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        release.wait(10)
+        calls.append(len(batch))
+        return batch.flatten(1)[:, :1]
+
+    async def scenario() -> None:
+        batcher = make_batcher(forward, max_batch_size=1, max_wait_seconds=0)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(torch.zeros(1, 1, 1, 1)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await batcher.submit(torch.ones(1, 1, 1, 1))
+        release.set()
+        await first
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [1]
+
+
+def test_stop_finishes_queued_jobs_then_refuses_new_ones() -> None:
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        batcher = make_batcher(recording_forward(calls), max_batch_size=2, max_wait_seconds=0)
+        batcher.start()
+        pending = [asyncio.ensure_future(batcher.submit(torch.ones(1, 1, 1, 1))) for _ in range(5)]
+        await asyncio.sleep(0)
+        await batcher.stop()
+        assert all(job.done() and not job.cancelled() for job in pending)
+        with pytest.raises(NotReady):
+            await batcher.submit(torch.ones(1, 1, 1, 1))
+
+    asyncio.run(scenario())
+    assert sum(calls) == 5
+
+
+def test_forward_errors_reach_every_waiter_and_the_worker_survives() -> None:
+    failures = iter([True, False])
+
+    def flaky(batch: torch.Tensor) -> torch.Tensor:
+        if next(failures):
+            raise RuntimeError("device lost")
+        return batch.flatten(1)[:, :1]
+
+    async def scenario() -> None:
+        batcher = make_batcher(flaky)
+        batcher.start()
+        outcomes = await asyncio.gather(
+            *(batcher.submit(torch.zeros(1, 1, 1, 1)) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(o, RuntimeError) for o in outcomes)
+        assert (await batcher.submit(torch.zeros(1, 1, 1, 1))).batch_rows == 1
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_model_that_returns_the_wrong_number_of_rows_fails_every_waiter() -> None:
+    def drops_a_row(batch: torch.Tensor) -> torch.Tensor:
+        return batch.flatten(1).sum(dim=1, keepdim=True)[1:]
+
+    async def scenario() -> list:
+        batcher = make_batcher(drops_a_row)
+        batcher.start()
+        rows = [torch.full((1, 1, 2, 2), float(i)) for i in range(3)]
+        results = await asyncio.gather(*(batcher.submit(r) for r in rows), return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert len(results) == 3
+    for result in results:
+        assert isinstance(result, RuntimeError)
+        assert "model test returned" in str(result)
