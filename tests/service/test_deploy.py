@@ -99,11 +99,38 @@ def test_image_installs_as_the_readme_does() -> None:
     assert "://" not in DOCKERFILE.replace("http://127.0.0.1", "")  # no index hosts baked in
 
 
-def test_image_runs_unprivileged_with_a_healthcheck_and_a_cuda_variant() -> None:
+def test_image_runs_unprivileged_with_a_healthcheck_and_a_cuda_base() -> None:
     users = re.findall(r"^USER\s+(\S+)", DOCKERFILE, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*service\.healthcheck", DOCKERFILE, re.MULTILINE | re.DOTALL)
-    assert "AS base-cuda" in DOCKERFILE and "FROM base-${VARIANT}" in DOCKERFILE
+    # One base, a build argument with a fully qualified default (buildah resolves no short
+    # names, nor a stage named from a variable); CUDA is another base, python3.11 installed on
+    # a base without it.
+    assert re.findall(r"^FROM\s+(.+)$", DOCKERFILE, re.MULTILINE) == ["${BASE_IMAGE}"]
+    assert "ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm" in DOCKERFILE
+    assert "BASE_IMAGE=docker.io/nvidia/cuda:" in DOCKERFILE
+    assert "if ! command -v python3.11" in DOCKERFILE
+    # Podman's default OCI format has no HEALTHCHECK: the header says so.
+    assert "--format docker" in DOCKERFILE
+
+
+def test_image_installs_the_cpu_build_and_every_pip_install_takes_the_pip_options() -> None:
+    assert 'ARG TORCH_REQUIREMENT="torch==2.13.0+cpu"' in DOCKERFILE
+    runs = re.findall(r"^RUN (?:[^\n]*\\\n)*[^\n]*$", DOCKERFILE, re.MULTILINE)
+    installs = [r for r in runs if "pip install" in r]
+    assert len(installs) >= 2
+    first_install = DOCKERFILE.index(installs[0])
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST"):
+        assert DOCKERFILE.index(f"ARG {name}=") < first_install, name
+    for install in installs:
+        assert "--mount=type=secret,id=pip_ca" in install and "PIP_CERT=" in install
+        assert "--mount=type=secret,id=pip_conf" in install and "PIP_CONFIG_FILE=" in install
+
+
+def test_image_copies_files_readable_in_their_own_layer() -> None:
+    assert "chmod -R" not in DOCKERFILE
+    for source in ("checkpoints", "data/eval"):
+        assert re.search(rf"^COPY --chmod=755 {source} ", DOCKERFILE, re.MULTILINE), source
 
 
 def test_dockerignore_lets_every_copied_path_through() -> None:
@@ -113,14 +140,18 @@ def test_dockerignore_lets_every_copied_path_through() -> None:
         if line.startswith("!")
     }
     for sources in re.findall(r"^COPY\s+(.+)\s+\S+$", DOCKERFILE, re.MULTILINE):
-        for source in sources.split():
+        for source in (word for word in sources.split() if not word.startswith("--")):
             assert source.rstrip("/") in allowed, f"{source} is excluded by .dockerignore"
 
 
-def test_compose_mounts_checkpoints_read_only_and_scrapes_the_service() -> None:
+def test_compose_serves_the_images_checkpoints_and_scrapes_the_service() -> None:
     compose = load_yaml("docker-compose.yml")
     service = compose["services"]["qusec"]
-    assert "./checkpoints:/app/checkpoints:ro" in service["volumes"]
+    # The image's own copy, with its permissions and without staging folders.
+    assert not any("/app/checkpoints" in volume for volume in service["volumes"])
+    for checkpoint in service["environment"]["QUSEC_CHECKPOINTS"].split(","):
+        assert checkpoint.startswith("/app/checkpoints/")
+        assert (ROOT / "checkpoints" / Path(checkpoint).name / "manifest.json").is_file()
     assert {"qusec", "prometheus", "grafana"} <= set(compose["services"])
     prometheus = load_yaml("deploy/prometheus/prometheus.yml")
     job = prometheus["scrape_configs"][0]
@@ -129,6 +160,23 @@ def test_compose_mounts_checkpoints_read_only_and_scrapes_the_service() -> None:
     gpu = load_yaml("deploy/compose.gpu.yml")["services"]["qusec"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and gpu["environment"]["QUSEC_DEVICE"] == "cuda"
+
+
+@pytest.mark.parametrize(
+    "relative", ["docker-compose.yml", "deploy/compose.gpu.yml", "deploy/compose.scale.yml"]
+)
+def test_compose_images_are_fully_qualified_or_built_here(relative: str) -> None:
+    """Podman resolves no short names: every pulled image names its registry."""
+    compose = load_yaml(relative)
+    for name, service in compose["services"].items():
+        image = service.get("image")
+        if image is None or image.startswith("qusec:"):  # built here, from the Dockerfile
+            continue
+        registry = image.split("/")[0]
+        assert "/" in image and ("." in registry or registry == "localhost"), (name, image)
+    for scale_service in load_yaml("deploy/compose.scale.yml")["services"].values():
+        for volume in scale_service.get("volumes", []):
+            assert "/app/checkpoints" not in volume
 
 
 def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
@@ -152,7 +200,7 @@ def test_grafana_provisioning_points_at_the_dashboard_folder() -> None:
 
 def test_image_carries_the_eval_subsets_and_a_writable_job_database() -> None:
     env = dict(re.findall(r"(QUSEC_[A-Z_]+)=(\S+)", DOCKERFILE))
-    assert "COPY data/eval ./data/eval" in DOCKERFILE
+    assert "COPY --chmod=755 data/eval ./data/eval" in DOCKERFILE
     assert "!data/eval/" in (ROOT / ".dockerignore").read_text()
     assert env["QUSEC_EVAL_DIR"] == "/app/data/eval"
     database_dir = str(Path(env["QUSEC_ROBUSTNESS_DB"]).parent)
