@@ -16,7 +16,7 @@ from pathlib import Path
 
 from models.checkpoint import CheckpointError, read_manifest
 from models.evalset import EVAL_DIR, write_eval_set
-from models.registry import ARCHITECTURES
+from models.registry import architecture_names
 from training.config import TrainConfig
 from training.datasets import DatasetError, load_dataset
 from training.resume import ResumeError
@@ -35,11 +35,39 @@ def radius(text: str) -> float:
     return value
 
 
+def input_size(text: str) -> tuple[int, int]:
+    """``H,W`` such as ``64,64``."""
+    try:
+        parts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not H,W such as 64,64")
+    return parts  # type: ignore[return-value]
+
+
+def architecture_arg(text: str) -> tuple[str, object]:
+    """``KEY=VALUE``; the value is read as JSON (numbers, true, lists) or else kept a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE such as width=32")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train one model and write its checkpoint folder")
-    train.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
+    train.add_argument(
+        "--dataset",
+        choices=["mnist", "cifar10", "imagefolder"],
+        required=True,
+        help="an official dataset, or imagefolder: --data-dir holds one sub-folder per class "
+        "(docs/models.md)",
+    )
     train.add_argument(
         "--defense",
         choices=["none", "cq", "tq"],
@@ -53,6 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("data"),
         help="folder holding the official dataset files (default ./data)",
+    )
+    folder = train.add_argument_group(
+        "image folder", "--dataset imagefolder only; the policy is in docs/models.md"
+    )
+    folder.add_argument(
+        "--input-size",
+        type=input_size,
+        default=None,
+        help="H,W every image is letterboxed to (default: the most common size)",
+    )
+    folder.add_argument(
+        "--channels",
+        type=int,
+        choices=[1, 3],
+        default=None,
+        help="1 (grey) or 3 (RGB) (default: 1 if every image is grey, else 3)",
+    )
+    folder.add_argument(
+        "--split",
+        type=float,
+        default=None,
+        help="fraction of each class held out for testing, chosen by --seed, when the "
+        "folder has no train/ and test/ sub-folders",
     )
     train.add_argument(
         "--download",
@@ -90,9 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--architecture",
-        choices=sorted(ARCHITECTURES),
+        choices=architecture_names(),
         default="cleverhans-basic-cnn",
-        help="registered architecture to train (default cleverhans-basic-cnn)",
+        help="registered architecture to train, built in or installed through the "
+        "qusec.architectures entry points (default cleverhans-basic-cnn)",
+    )
+    train.add_argument(
+        "--architecture-arg",
+        type=architecture_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument of the architecture's factory, repeatable; recorded in the manifest",
     )
     train.add_argument(
         "--optimizer",
@@ -239,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             init_from=args.init_from,
             progress=not args.no_progress,
             architecture=args.architecture,
+            architecture_args=dict(args.architecture_arg),
+            input_size=args.input_size,
+            channels=args.channels,
+            split=args.split,
             optimizer=args.optimizer,
             momentum=args.momentum,
             adversarial=args.adversarial,
