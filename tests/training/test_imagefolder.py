@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from models.checkpoint import load_checkpoint
@@ -194,3 +195,61 @@ def test_oversized_files_are_refused(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(imagefolder, "MAX_FILE_BYTES", 100)
     with pytest.raises(DatasetError, match="larger than 100 bytes"):
         load_image_folder(data, FolderOptions())
+
+
+def test_an_interrupted_folder_run_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
+    from safetensors.torch import load_file
+
+    from training import resume
+    from training.config import TrainConfig
+    from training.loop import train
+
+    data = make_folder(tmp_path / "flat", per_class=(6, 2), layout="flat")
+
+    def config(name):
+        return TrainConfig(
+            dataset="imagefolder",
+            defense="tq",
+            out=tmp_path / name,
+            data_dir=data,
+            epochs=2,
+            batch_size=8,
+            device="cpu",
+            progress=False,
+            input_size=(12, 12),
+            split=0.25,
+            architecture="resnet20",
+            architecture_args={"blocks_per_stage": 1, "width": 4},
+        )
+
+    train(config("full"))
+    original = resume.save
+
+    def save_then_crash(cfg, model, optimizer, epochs_done, history):
+        original(cfg, model, optimizer, epochs_done, history)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(config("cut"))
+    monkeypatch.setattr(resume, "save", original)
+    state = resume.state_dir(config("cut")) / "state.json"
+    meta = json.loads(state.read_text())
+    assert meta["config"]["input_size"] == [12, 12]
+    train(config("cut"))
+    full = load_file(str(tmp_path / "full" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_state_saved_before_the_new_keys_existed_still_resumes(tmp_path, monkeypatch) -> None:
+    from training import resume
+    from training.config import TrainConfig
+
+    cfg = TrainConfig(dataset="mnist", defense="none", out=tmp_path / "o", data_dir=tmp_path)
+    saved = {k: cfg.to_json()[k] for k in TrainConfig.RESUME_KEYS}
+    for key in ("architecture_args", "input_size", "channels", "split"):
+        del saved[key]
+    assert {k: saved.get(k, resume._default(k)) for k in TrainConfig.RESUME_KEYS} == {
+        k: cfg.to_json()[k] for k in TrainConfig.RESUME_KEYS
+    }
