@@ -134,23 +134,29 @@ def _load_data(config: TrainConfig, runtime: Runtime) -> Dataset:
     return data
 
 
-def _build(config: TrainConfig, data: Dataset) -> QuantizedClassifier:
+def _build(config: TrainConfig, data: Dataset | None = None) -> QuantizedClassifier:
+    """The model for ``data`` (default: the official dataset ``config.dataset`` names)."""
+    if data is None:
+        info = dataset_info(config.dataset)
+        input_shape, class_names = info.input_shape, info.class_names
+    else:
+        input_shape, class_names = data.input_shape, data.class_names
     quantizer = {"kind": config.defense, "levels": config.levels}
     if config.defense == "tq":
         quantizer["steepness"] = config.steepness_start
     return build_model(
-        config.architecture,
-        data.input_shape,
-        len(data.class_names),
-        quantizer,
-        config.architecture_args,
+        config.architecture, input_shape, len(class_names), quantizer, config.architecture_args
     )
 
 
-def _initialise_cnn(config: TrainConfig, model: QuantizedClassifier, dataset: str) -> dict | None:
-    """Copy ``config.init_from``'s network weights into ``model``; returns what was used."""
+def _initialise_cnn(
+    config: TrainConfig, model: QuantizedClassifier, dataset: str | None = None
+) -> dict | None:
+    """Copy ``config.init_from``'s network weights into ``model``; returns what was used.
+    ``dataset`` is the name the run's manifest will carry (default ``config.dataset``)."""
     if config.init_from is None:
         return None
+    dataset = dataset or config.dataset
     source = load_checkpoint(config.init_from)
     if (source.manifest.dataset, source.manifest.architecture) != (dataset, config.architecture):
         raise ValueError(
