@@ -124,16 +124,15 @@ class Normalization(nn.Module):
             raise ValueError(f"normalization std must be positive, got {std_t.tolist()}")
         self.register_buffer("mean", mean_t.view(-1, 1, 1), persistent=False)
         self.register_buffer("std", std_t.view(-1, 1, 1), persistent=False)
+        # As given, for the manifest: float32 buffers would turn 0.3 into 0.30000001.
+        self._given = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
     def spec(self) -> dict:
         """As the manifest records it."""
-        return {
-            "mean": [round(float(v), 8) for v in self.mean.flatten()],
-            "std": [round(float(v), 8) for v in self.std.flatten()],
-        }
+        return {"mean": list(self._given["mean"]), "std": list(self._given["std"])}
 
     def extra_repr(self) -> str:
         return f"mean={self.spec()['mean']}, std={self.spec()['std']}"

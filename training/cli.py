@@ -57,6 +57,16 @@ def architecture_arg(text: str) -> tuple[str, object]:
         return key, raw
 
 
+def per_channel(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers, one per channel, such as ``0.49,0.48,0.45``."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not comma-separated numbers such as 0.49,0.48,0.45"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fraction of each class held out for testing, chosen by --seed, when the "
         "folder has no train/ and test/ sub-folders",
+    )
+    train.add_argument(
+        "--mean",
+        type=per_channel,
+        default=None,
+        help="per-channel mean the network's input is normalized by, after the quantizer "
+        "(with --std; recorded in the manifest)",
+    )
+    train.add_argument(
+        "--std", type=per_channel, default=None, help="per-channel std (with --mean)"
     )
     train.add_argument(
         "--download",
@@ -303,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             input_size=args.input_size,
             channels=args.channels,
             split=args.split,
+            mean=args.mean,
+            std=args.std,
             optimizer=args.optimizer,
             momentum=args.momentum,
             adversarial=args.adversarial,

@@ -45,6 +45,9 @@ class TrainConfig:
     input_size: tuple[int, int] | None = None
     channels: int | None = None
     split: float | None = None
+    # Per-channel mean and std applied after the quantizer (None: the network sees [0, 1]).
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = 0.9  # SGD only (Nesterov)
     # Adversarial training (training/adversarial.py): the method, its L-inf radius in [0, 1]
@@ -76,6 +79,15 @@ class TrainConfig:
             "optimizer must be adam or sgd": self.optimizer in ("adam", "sgd"),
             "momentum must be in [0, 1)": 0 <= self.momentum < 1,
             "channels must be 1 or 3": self.channels in (None, 1, 3),
+            "mean and std go together, one value each per channel, std positive": (
+                self.mean is None and self.std is None
+            )
+            or (
+                self.mean is not None
+                and self.std is not None
+                and len(self.mean) == len(self.std) > 0
+                and min(self.std) > 0
+            ),
             "split must lie strictly between 0 and 1": self.split is None or 0 < self.split < 1,
             "input_size must be two sides >= 1": self.input_size is None
             or (len(self.input_size) == 2 and min(self.input_size) >= 1),
@@ -127,6 +139,8 @@ class TrainConfig:
         "input_size",
         "channels",
         "split",
+        "mean",
+        "std",
         "optimizer",
         "momentum",
         "adversarial",

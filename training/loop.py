@@ -144,8 +144,20 @@ def _build(config: TrainConfig, data: Dataset | None = None) -> QuantizedClassif
     quantizer = {"kind": config.defense, "levels": config.levels}
     if config.defense == "tq":
         quantizer["steepness"] = config.steepness_start
+    normalization = None
+    if config.mean is not None:
+        if len(config.mean) != input_shape[0]:
+            raise ValueError(
+                f"--mean and --std have {len(config.mean)} values for {input_shape[0]} channels"
+            )
+        normalization = {"mean": list(config.mean), "std": list(config.std)}
     return build_model(
-        config.architecture, input_shape, len(class_names), quantizer, config.architecture_args
+        config.architecture,
+        input_shape,
+        len(class_names),
+        quantizer,
+        config.architecture_args,
+        normalization,
     )
 
 

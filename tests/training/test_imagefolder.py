@@ -253,3 +253,16 @@ def test_state_saved_before_the_new_keys_existed_still_resumes(tmp_path, monkeyp
     assert {k: saved.get(k, resume._default(k)) for k in TrainConfig.RESUME_KEYS} == {
         k: cfg.to_json()[k] for k in TrainConfig.RESUME_KEYS
     }
+
+
+def test_normalization_is_trained_behind_the_quantizer_and_recorded(tmp_path, caplog) -> None:
+    data = make_folder(tmp_path / "flat", per_class=(6, 2), layout="flat")
+    out = tmp_path / "ck"
+    extra = ["--split", "0.25", "--channels", "1", "--mean", "0.2", "--std", "0.3"]
+    assert main(train_args(data, out, *extra, "--architecture", "resnet20")) == 0
+    loaded = load_checkpoint(out)
+    assert loaded.manifest.normalization == {"mean": [0.2], "std": [0.3]}
+    assert loaded.model.normalization is not None
+    bad = ["--split", "0.25", "--mean", "0.2,0.2", "--std", "0.3,0.3"]  # RGB: 3 channels
+    assert main(train_args(data, tmp_path / "bad", *bad)) == 2
+    assert "2 values for 3 channels" in caplog.text
