@@ -28,7 +28,6 @@ from models.registry import DATASETS, architecture_names
 SCHEMA_VERSION = 1
 # The architecture name of a checkpoint that holds a torch.export program (models/exported.py).
 EXPORTED_ARCHITECTURE = "exported-program"
-FORMATS = ("safetensors", "exported-program")
 # Model names become URL path segments and Prometheus label values.
 NAME_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127})?$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"

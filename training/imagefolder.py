@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from models.registry import DATASETS
 from training.datasets import Dataset, DatasetError, Split
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def load_image_folder(root: Path | str, options: FolderOptions) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     name = dataset_name(root)
-    if name in ("mnist", "cifar10"):
+    if name in DATASETS:
         raise DatasetError(
             f"{root}: an image folder named {name!r} would pass for the official dataset; "
             "rename the folder (or use --dataset " + name + " for the official files)"
