@@ -1,4 +1,4 @@
-"""Checkpoint folders: ``model.safetensors`` plus ``manifest.json``.
+"""Checkpoint folders: ``model.safetensors`` or an exported ``program.pt2``, and ``manifest.json``.
 
 The manifest says what the weights are (architecture, dataset, input shape,
 classes, quantizer and its learned thresholds), how they were made (training
@@ -27,9 +27,10 @@ from safetensors.torch import load_file, save_file
 
 from models.cnn import QuantizedClassifier
 from models.manifest_schema import SCHEMA_VERSION, manifest_problem
-from models.registry import build_model
+from models.registry import assemble, build_model
 
 WEIGHTS_FILE = "model.safetensors"
+PROGRAM_FILE = "program.pt2"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -52,6 +53,14 @@ class Manifest:
     created_at: str = ""
     name: str = ""
     schema_version: int = SCHEMA_VERSION
+    # Added within schema version 1; absent in older manifests, where they mean these defaults.
+    format: str = "safetensors"  # or "exported-program": weights_sha256 is program.pt2's
+    architecture_args: dict[str, Any] = field(default_factory=dict)
+    normalization: dict[str, list[float]] | None = None  # {"mean": [...], "std": [...]}
+
+    @property
+    def weights_file(self) -> str:
+        return PROGRAM_FILE if self.format == "exported-program" else WEIGHTS_FILE
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Manifest:
@@ -122,8 +131,8 @@ def replacing_folder(folder: Path) -> Iterator[Path]:
 def save_checkpoint(folder: Path | str, model: QuantizedClassifier, manifest: Manifest) -> Manifest:
     """Write weights and manifest atomically (see ``replacing_folder``).
 
-    The quantizer spec in the manifest is taken from the model, so the recorded
-    thresholds are always the ones in the weights.
+    The quantizer spec and the normalization in the manifest are taken from the model, so
+    the recorded thresholds are always the ones in the weights.
     """
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -132,6 +141,9 @@ def save_checkpoint(folder: Path | str, model: QuantizedClassifier, manifest: Ma
         (staging / WEIGHTS_FILE).chmod(0o644)
         manifest.quantizer = (
             model.quantizer.spec() if model.quantizer is not None else {"kind": "none"}
+        )
+        manifest.normalization = (
+            model.normalization.spec() if model.normalization is not None else None
         )
         manifest.weights_sha256 = sha256_file(staging / WEIGHTS_FILE)
         manifest.name = manifest.name or folder.name
@@ -162,10 +174,13 @@ def read_manifest(folder: Path | str) -> Manifest:
 
 
 def load_checkpoint(folder: Path | str, device: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """Load and verify a checkpoint; the model comes back in eval mode."""
+    """Load and verify a checkpoint; the model comes back in eval mode.
+
+    Either kind of folder gives the same kind of model: quantizer, normalization, network.
+    """
     folder = Path(folder)
     manifest = read_manifest(folder)
-    weights = folder / WEIGHTS_FILE
+    weights = folder / manifest.weights_file
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file not found")
     actual = sha256_file(weights)
@@ -174,6 +189,15 @@ def load_checkpoint(folder: Path | str, device: str | torch.device = "cpu") -> L
             f"{weights}: sha256 {actual} does not match the manifest's {manifest.weights_sha256}; "
             "the weights were modified, truncated or belong to another checkpoint"
         )
+    if manifest.format == "exported-program":
+        model = _load_exported(weights, manifest, folder)
+    else:
+        model = _load_registered(weights, manifest, folder)
+    model.to(device).eval()
+    return LoadedCheckpoint(folder, model, manifest)
+
+
+def _load_registered(weights: Path, manifest: Manifest, folder: Path) -> QuantizedClassifier:
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
@@ -184,13 +208,24 @@ def load_checkpoint(folder: Path | str, device: str | torch.device = "cpu") -> L
             tuple(manifest.input_shape),
             len(manifest.class_names),
             manifest.quantizer,
+            manifest.architecture_args,
+            manifest.normalization,
         )
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"{folder}: manifest describes no buildable model ({exc})") from None
     _load_strict(model, state, folder)
     _check_thresholds_match(model, manifest, folder)
-    model.to(device).eval()
-    return LoadedCheckpoint(folder, model, manifest)
+    return model
+
+
+def _load_exported(program: Path, manifest: Manifest, folder: Path) -> QuantizedClassifier:
+    from models.exported import ProgramError, load_program  # torch.export loads slowly
+
+    try:
+        network = load_program(program, tuple(manifest.input_shape), len(manifest.class_names))
+        return assemble(network, manifest.quantizer, manifest.normalization)
+    except (ProgramError, ValueError) as exc:
+        raise CheckpointError(f"{folder}: {exc}") from None
 
 
 def _load_strict(model: QuantizedClassifier, state: dict[str, torch.Tensor], folder: Path) -> None:

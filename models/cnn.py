@@ -1,4 +1,4 @@
-"""The Cleverhans basic CNN, and the defended classifier that puts a quantizer in front of it."""
+"""The Cleverhans basic CNN, and the defended classifier: quantizer, normalization, network."""
 
 from __future__ import annotations
 
@@ -102,18 +102,83 @@ def _valid_size(size: int) -> int:
     return after_conv3
 
 
-class QuantizedClassifier(nn.Module):
-    """A CNN with an optional input quantizer in front: the deployed model.
+class Normalization(nn.Module):
+    """Per-channel ``(x - mean) / std``: what many networks expect instead of [0, 1] pixels.
 
-    ``quantizer_mode`` overrides the quantizer's train/eval default, so an
-    evaluation can select the soft staircase (as the co-author's reference
-    code does) while serving always uses the hard one.
+    It sits after the quantizer, so the quantizer and every attack still work on [0, 1]
+    pixels. Mean and std live in the manifest, not in the weights (non-persistent buffers).
     """
 
-    def __init__(self, cnn: nn.Module, quantizer: InputQuantizer | None = None) -> None:
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float32)
+        std_t = torch.as_tensor(std, dtype=torch.float32)
+        if mean_t.ndim != 1 or mean_t.shape != std_t.shape or mean_t.numel() == 0:
+            raise ValueError(
+                f"normalization needs one mean and one std per channel, got {len(mean)} "
+                f"means and {len(std)} stds"
+            )
+        if not (torch.isfinite(mean_t).all() and torch.isfinite(std_t).all()):
+            raise ValueError("normalization mean and std must be finite")
+        if (std_t <= 0).any():
+            raise ValueError(f"normalization std must be positive, got {std_t.tolist()}")
+        self.register_buffer("mean", mean_t.view(-1, 1, 1), persistent=False)
+        self.register_buffer("std", std_t.view(-1, 1, 1), persistent=False)
+        # As given, for the manifest: float32 buffers would turn 0.3 into 0.30000001.
+        self._given = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def spec(self) -> dict:
+        """As the manifest records it."""
+        return {"mean": list(self._given["mean"]), "std": list(self._given["std"])}
+
+    def extra_repr(self) -> str:
+        return f"mean={self.spec()['mean']}, std={self.spec()['std']}"
+
+
+class NormalizedNetwork(nn.Module):
+    """Normalization, then the network: everything that sees the quantizer's output."""
+
+    def __init__(self, normalization: Normalization, network: nn.Module) -> None:
+        super().__init__()
+        self.normalization = normalization
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.normalization(x))
+
+
+class QuantizedClassifier(nn.Module):
+    """A network with an optional input quantizer in front: the deployed model.
+
+    ``cnn`` is everything after the quantizer, mapping quantized [0, 1] pixels to logits:
+    the network itself, or ``NormalizedNetwork`` when the model normalizes its input
+    (its weights' keys then carry a ``cnn.network.`` prefix). ``network`` and
+    ``normalization`` give the parts. ``quantizer_mode`` overrides the quantizer's
+    train/eval default, so an evaluation can select the soft staircase (as the co-author's
+    reference code does) while serving always uses the hard one.
+    """
+
+    def __init__(
+        self,
+        cnn: nn.Module,
+        quantizer: InputQuantizer | None = None,
+        normalization: Normalization | None = None,
+    ) -> None:
         super().__init__()
         self.quantizer = quantizer
-        self.cnn = cnn
+        self.cnn = cnn if normalization is None else NormalizedNetwork(normalization, cnn)
+
+    @property
+    def network(self) -> nn.Module:
+        """The bare network: normalized (or raw) pixels in, logits out."""
+        return self.cnn.network if isinstance(self.cnn, NormalizedNetwork) else self.cnn
+
+    @property
+    def normalization(self) -> Normalization | None:
+        return self.cnn.normalization if isinstance(self.cnn, NormalizedNetwork) else None
 
     def quantize(self, x: torch.Tensor, mode: QuantizerMode | None = None) -> torch.Tensor:
         return x if self.quantizer is None else self.quantizer(x, mode)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from models.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from models.evalset import EVAL_DIR, write_eval_set
-from models.registry import ARCHITECTURES
+from models.registry import architecture_names
 from training.config import TrainConfig
 from training.datasets import DatasetError, load_dataset
 from training.resume import ResumeError, state_dir
@@ -49,6 +49,38 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def input_size(text: str) -> tuple[int, int]:
+    """``H,W`` such as ``64,64``."""
+    try:
+        parts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not H,W such as 64,64")
+    return parts  # type: ignore[return-value]
+
+
+def architecture_arg(text: str) -> tuple[str, object]:
+    """``KEY=VALUE``; the value is read as JSON (numbers, true, lists) or else kept a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE such as width=32")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def per_channel(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers, one per channel, such as ``0.49,0.48,0.45``."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not comma-separated numbers such as 0.49,0.48,0.45"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
@@ -61,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train one model and write its checkpoint folder",
         formatter_class=HelpFormatter,
     )
-    train.add_argument("--dataset", choices=["mnist", "cifar10"], required=True, help="data set")
+    train.add_argument(
+        "--dataset",
+        choices=["mnist", "cifar10", "imagefolder"],
+        required=True,
+        help="an official dataset, or imagefolder: --data-dir holds one sub-folder per class "
+        "(docs/models.md)",
+    )
     train.add_argument(
         "--defense",
         choices=["none", "cq", "tq"],
@@ -81,6 +119,39 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("data"),
         help="folder holding the official dataset files",
+    )
+    folder = train.add_argument_group(
+        "image folder", "--dataset imagefolder only; the policy is in docs/models.md"
+    )
+    folder.add_argument(
+        "--input-size",
+        type=input_size,
+        default=None,
+        help="H,W every image is letterboxed to (default: the most common size)",
+    )
+    folder.add_argument(
+        "--channels",
+        type=int,
+        choices=[1, 3],
+        default=None,
+        help="1 (grey) or 3 (RGB) (default: 1 if every image is grey, else 3)",
+    )
+    folder.add_argument(
+        "--split",
+        type=float,
+        default=None,
+        help="fraction of each class held out for testing, chosen by --seed, when the "
+        "folder has no train/ and test/ sub-folders (default: none, the folder must have them)",
+    )
+    train.add_argument(
+        "--mean",
+        type=per_channel,
+        default=None,
+        help="per-channel mean the network's input is normalized by, after the quantizer "
+        "(with --std; recorded in the manifest) (default: none, no normalization)",
+    )
+    train.add_argument(
+        "--std", type=per_channel, default=None, help="per-channel std (with --mean) (default: none)"
     )
     train.add_argument(
         "--download",
@@ -123,9 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--architecture",
-        choices=sorted(ARCHITECTURES),
+        choices=architecture_names(),
         default="cleverhans-basic-cnn",
-        help="registered architecture to train",
+        help="registered architecture to train, built in or installed through the "
+        "qusec.architectures entry points",
+    )
+    train.add_argument(
+        "--architecture-arg",
+        type=architecture_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument of the architecture's factory, repeatable; recorded in the manifest "
+        "(default: none, the factory's defaults)",
     )
     train.add_argument(
         "--optimizer",
@@ -295,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             init_from=args.init_from,
             progress=not args.no_progress,
             architecture=args.architecture,
+            architecture_args=dict(args.architecture_arg),
+            input_size=args.input_size,
+            channels=args.channels,
+            split=args.split,
+            mean=args.mean,
+            std=args.std,
             optimizer=args.optimizer,
             momentum=args.momentum,
             adversarial=args.adversarial,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Defense = Literal["none", "cq", "tq"]
 Adversarial = Literal["none", "pgd", "trades", "fgsm-rs"]
@@ -37,6 +37,17 @@ class TrainConfig:
     # quantizer starts fresh. Lets defended models be fine-tuned from the undefended one.
     init_from: Path | None = None
     architecture: str = "cleverhans-basic-cnn"
+    # Keyword arguments of the architecture's factory; recorded in the manifest.
+    architecture_args: dict[str, Any] = field(default_factory=dict)
+    # An image folder (dataset "imagefolder", training/imagefolder.py): the input (H, W) and
+    # channels (None: inferred from the images), and the fraction of each class held out
+    # for testing when the folder has no train/ and test/.
+    input_size: tuple[int, int] | None = None
+    channels: int | None = None
+    split: float | None = None
+    # Per-channel mean and std applied after the quantizer (None: the network sees [0, 1]).
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = 0.9  # SGD only (Nesterov)
     # Adversarial training (training/adversarial.py): the method, its L-inf radius in [0, 1]
@@ -67,6 +78,22 @@ class TrainConfig:
             "limit_train must be positive": self.limit_train is None or self.limit_train > 0,
             "optimizer must be adam or sgd": self.optimizer in ("adam", "sgd"),
             "momentum must be in [0, 1)": 0 <= self.momentum < 1,
+            "channels must be 1 or 3": self.channels in (None, 1, 3),
+            "mean and std go together, one value each per channel, std positive": (
+                self.mean is None and self.std is None
+            )
+            or (
+                self.mean is not None
+                and self.std is not None
+                and len(self.mean) == len(self.std) > 0
+                and min(self.std) > 0
+            ),
+            "split must lie strictly between 0 and 1": self.split is None or 0 < self.split < 1,
+            "input_size must be two sides >= 1": self.input_size is None
+            or (len(self.input_size) == 2 and min(self.input_size) >= 1),
+            "input_size, channels and split are for --dataset imagefolder": self.dataset
+            == "imagefolder"
+            or (self.input_size, self.channels, self.split) == (None, None, None),
             "adversarial must be none, pgd, trades or fgsm-rs": self.adversarial
             in ("none", "pgd", "trades", "fgsm-rs"),
             "adversarial training needs 0 < adv_epsilon <= 1": self.adversarial == "none"
@@ -84,7 +111,12 @@ class TrainConfig:
             raise ValueError("; ".join(failed))
 
     def to_json(self) -> dict:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        def plain(value: Any) -> Any:
+            if isinstance(value, Path):
+                return str(value)
+            return list(value) if isinstance(value, tuple) else value
+
+        return {k: plain(v) for k, v in asdict(self).items()}
 
     # Fields that must agree for an interrupted run to be resumed.
     RESUME_KEYS = (
@@ -103,6 +135,12 @@ class TrainConfig:
         "limit_train",
         "init_from",
         "architecture",
+        "architecture_args",
+        "input_size",
+        "channels",
+        "split",
+        "mean",
+        "std",
         "optimizer",
         "momentum",
         "adversarial",

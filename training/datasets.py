@@ -48,6 +48,9 @@ class Dataset:
     train: Split
     test: Split
     files_sha256: dict[str, str] = field(default_factory=dict)
+    # Known for an image folder; empty for the official datasets (models.registry.DATASETS).
+    class_names: tuple[str, ...] = ()
+    input_shape: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)

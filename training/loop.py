@@ -38,6 +38,7 @@ from training.config import (
     steepness,
 )
 from training.datasets import Dataset, Split, load_dataset
+from training.imagefolder import FolderOptions, load_image_folder
 from training.provenance import git_revision, utc_now
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,13 @@ def train(config: TrainConfig) -> dict:
     revision = git_revision()  # the code that trains, not whatever is checked out at the end
     try:
         torch.manual_seed(config.seed)
-        data = load_dataset(config.dataset, config.data_dir, config.download and runtime.is_main)
+        data = _load_data(config, runtime)
         if config.limit_train:
             data.train = Split(
                 data.train.images[: config.limit_train], data.train.labels[: config.limit_train]
             )
-        model = _build(config)
-        initial = _initialise_cnn(config, model)
+        model = _build(config, data)
+        initial = _initialise_cnn(config, model, data.name)
         model = model.to(runtime.device)
         optimizer = _optimizer(config, model)
         start_epoch, history = resume.restore(config, model, optimizer)
@@ -123,28 +124,58 @@ def _pick_device(choice: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
-def _build(config: TrainConfig) -> QuantizedClassifier:
+def _load_data(config: TrainConfig, runtime: Runtime) -> Dataset:
+    if config.dataset == "imagefolder":
+        options = FolderOptions(config.input_size, config.channels, config.split, config.seed)
+        return load_image_folder(config.data_dir, options)
+    data = load_dataset(config.dataset, config.data_dir, config.download and runtime.is_main)
     info = dataset_info(config.dataset)
+    data.class_names, data.input_shape = info.class_names, info.input_shape
+    return data
+
+
+def _build(config: TrainConfig, data: Dataset | None = None) -> QuantizedClassifier:
+    """The model for ``data`` (default: the official dataset ``config.dataset`` names)."""
+    if data is None:
+        info = dataset_info(config.dataset)
+        input_shape, class_names = info.input_shape, info.class_names
+    else:
+        input_shape, class_names = data.input_shape, data.class_names
     quantizer = {"kind": config.defense, "levels": config.levels}
     if config.defense == "tq":
         quantizer["steepness"] = config.steepness_start
-    return build_model(config.architecture, info.input_shape, len(info.class_names), quantizer)
+    normalization = None
+    if config.mean is not None:
+        if len(config.mean) != input_shape[0]:
+            raise ValueError(
+                f"--mean and --std have {len(config.mean)} values for {input_shape[0]} channels"
+            )
+        normalization = {"mean": list(config.mean), "std": list(config.std)}
+    return build_model(
+        config.architecture,
+        input_shape,
+        len(class_names),
+        quantizer,
+        config.architecture_args,
+        normalization,
+    )
 
 
-def _initialise_cnn(config: TrainConfig, model: QuantizedClassifier) -> dict | None:
-    """Copy ``config.init_from``'s CNN weights into ``model``; returns what was used."""
+def _initialise_cnn(
+    config: TrainConfig, model: QuantizedClassifier, dataset: str | None = None
+) -> dict | None:
+    """Copy ``config.init_from``'s network weights into ``model``; returns what was used.
+    ``dataset`` is the name the run's manifest will carry (default ``config.dataset``)."""
     if config.init_from is None:
         return None
+    dataset = dataset or config.dataset
     source = load_checkpoint(config.init_from)
-    if (source.manifest.dataset, source.manifest.architecture) != (
-        config.dataset,
-        config.architecture,
-    ):
+    if (source.manifest.dataset, source.manifest.architecture) != (dataset, config.architecture):
         raise ValueError(
             f"--init-from {config.init_from}: a {source.manifest.dataset} "
-            f"{source.manifest.architecture} checkpoint cannot start a {config.dataset} run"
+            f"{source.manifest.architecture} checkpoint cannot start a {dataset} run"
         )
-    model.cnn.load_state_dict(source.model.cnn.state_dict(), strict=True)
+    model.network.load_state_dict(source.model.network.state_dict(), strict=True)
     return {"folder": str(config.init_from), "weights_sha256": source.manifest.weights_sha256}
 
 
@@ -311,12 +342,12 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
         metrics["clean_accuracy_soft"] = evaluate(model, data.test, runtime.device, "soft")
     if config.adversarial != "none" and history and history[-1].get("pgd_accuracy") is not None:
         metrics["held_out_pgd_accuracy"] = history[-1]["pgd_accuracy"]
-    info = dataset_info(config.dataset)
     manifest = Manifest(
         architecture=config.architecture,
-        dataset=config.dataset,
-        input_shape=list(info.input_shape),
-        class_names=list(info.class_names),
+        architecture_args=dict(config.architecture_args),
+        dataset=data.name,
+        input_shape=list(data.input_shape),
+        class_names=list(data.class_names),
         quantizer={},
         training={
             **config.to_json(),

@@ -8,6 +8,7 @@ random-number-generator state needs saving.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -54,7 +55,9 @@ def restore(config: TrainConfig, model, optimizer) -> tuple[int, list]:
         return 0, []
     meta = json.loads((folder / "state.json").read_text())
     wanted = {k: config.to_json()[k] for k in TrainConfig.RESUME_KEYS}
-    differing = sorted(k for k in wanted if meta["config"].get(k) != wanted[k])
+    # A state saved before a key existed ran with that key's default.
+    saved = {k: meta["config"].get(k, _default(k)) for k in wanted}
+    differing = sorted(k for k in wanted if saved[k] != wanted[k])
     if differing:
         raise ResumeError(
             f"{folder} holds an interrupted run with different settings ({', '.join(differing)}); "
@@ -73,6 +76,13 @@ def restore(config: TrainConfig, model, optimizer) -> tuple[int, list]:
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     log.info("resuming %s after epoch %d", config.out, meta["epochs_done"])
     return meta["epochs_done"], meta["history"]
+
+
+def _default(key: str) -> object:
+    spec = TrainConfig.__dataclass_fields__[key]
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return None if spec.default is dataclasses.MISSING else spec.default
 
 
 def clear(config: TrainConfig) -> None:

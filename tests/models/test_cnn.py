@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.cnn import BasicCNN
+from models.cnn import BasicCNN, Normalization
 from models.registry import ARCHITECTURES, build_model, dataset_info
 
 
@@ -117,3 +117,32 @@ def test_forward_mode_is_only_used_where_it_applies():
         assert not model._thresholds_by_tangents(x.detach(), None)
     many = build_model("cleverhans-basic-cnn", (1, 28, 28), 10, {"kind": "tq", "levels": 8})
     assert not many.train()._thresholds_by_tangents(x.detach(), None)
+
+
+def test_normalization_comes_after_the_quantizer():
+    model = build_model(
+        "resnet20",
+        (3, 8, 8),
+        5,
+        {"kind": "cq", "levels": 2},
+        {"blocks_per_stage": 1},
+        {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.4]},
+    ).eval()
+    seen = []
+    model.network.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    x = torch.rand(2, 3, 8, 8)
+    model(x)
+    quantized = (x > 0.5).float()  # the quantizer saw [0, 1] pixels
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(-1, 1, 1)
+    std = torch.tensor([0.2, 0.3, 0.4]).view(-1, 1, 1)
+    torch.testing.assert_close(seen[0], (quantized - mean) / std)
+    # The weights' keys are the network's under cnn.network.; mean and std live in the manifest.
+    keys = [k for k in model.state_dict() if not k.startswith("quantizer.")]
+    assert keys and all(k.startswith("cnn.network.") for k in keys)
+
+
+def test_normalization_refuses_bad_statistics():
+    with pytest.raises(ValueError, match="one mean and one std per channel"):
+        Normalization([0.5, 0.5], [1.0])
+    with pytest.raises(ValueError, match="positive"):
+        Normalization([0.5], [0.0])

@@ -78,6 +78,13 @@ MALFORMED = [
     ("unexpected", 1, "unexpected"),
     ("architecture", REMOVE, "architecture"),
     ("weights_sha256", REMOVE, "weights_sha256"),
+    ("format", "onnx", "format"),
+    ("architecture_args", {"not a name": 1}, "architecture_args.not a name.[key]"),
+    ("architecture_args", [1], "architecture_args"),
+    ("normalization", {"mean": [0.5]}, "normalization.std"),
+    ("normalization", {"mean": [0.5], "std": [0.0]}, "normalization.std.0"),
+    ("normalization", {"mean": [0.5, 0.5], "std": [1.0]}, "normalization"),
+    ("normalization", {"mean": [0.5, 0.5], "std": [1.0, 1.0]}, "manifest"),  # 1 channel
 ]
 
 
@@ -98,6 +105,26 @@ def test_each_malformed_manifest_is_refused_naming_its_file_and_field(
     message = str(caught.value)
     assert str(folder / "manifest.json") in message
     assert f"field {field}:" in message
+
+
+def test_any_dataset_size_and_class_count_works_beyond_the_known_datasets() -> None:
+    manifest = changed("dataset", "flowers")
+    manifest.update(input_shape=[3, 96, 64], class_names=[f"c{i}" for i in range(37)])
+    manifest.update(architecture="resnet20", architecture_args={"width": 8})
+    manifest["normalization"] = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}
+    assert manifest_problem(manifest) is None
+    manifest["input_shape"] = [4, 96, 64]
+    assert "1 (grey) or 3 (RGB) channels" in manifest_problem(manifest)
+
+
+def test_an_exported_program_is_its_own_architecture() -> None:
+    manifest = changed("format", "exported-program")
+    assert manifest_problem(manifest).startswith("field architecture:")
+    manifest["architecture"] = "exported-program"
+    assert manifest_problem(manifest) is None
+    assert manifest_problem(changed("architecture", "exported-program")).startswith(
+        "field architecture:"
+    )
 
 
 def test_an_undefended_model_has_no_thresholds() -> None:
