@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from robustness.presets import preset
-from robustness.request import SuiteRequest
+from robustness.request import SuiteRequest, parse_radii
 from robustness.threats import THREAT_MODELS
 
 
@@ -37,14 +37,7 @@ def parse_epsilons(text: str | None) -> tuple[float, ...] | None:
     """'0.1,0.3' or '2/255,8/255' -> floats; fractions are parsed, never evaluated."""
     if text is None:
         return None
-    values = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        numerator, _, denominator = item.partition("/")
-        try:
-            values.append(float(numerator) / float(denominator or 1))
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"not a radius: {item!r}") from None
-    return tuple(values)
+    return parse_radii(text, "--epsilons")
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:

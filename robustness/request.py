@@ -187,15 +187,43 @@ class SuiteRequest:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SuiteRequest:
-        """The inverse of ``as_dict``; unknown keys are refused. Call ``validate`` after."""
+        """The inverse of ``as_dict``; unknown keys are refused. Radii may also be given
+        as strings, "8/255" or "0.03" (``parse_radius``). Call ``validate`` after."""
         unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown request fields: {', '.join(sorted(unknown))}")
         values = dict(raw)
-        for name in ("attacks", "threat_models", "epsilons", "l2_epsilons"):
+        for name in ("attacks", "threat_models"):
             if name in values:
                 values[name] = tuple(values[name])
+        for name in ("epsilons", "l2_epsilons"):
+            if name in values:
+                values[name] = parse_radii(values[name], name)
+        if isinstance(values.get("sanity_epsilon"), str):
+            values["sanity_epsilon"] = parse_radius(values["sanity_epsilon"], "sanity_epsilon")
         return cls(**values)
+
+
+def parse_radius(value: Any, label: str = "radius") -> Any:
+    """A radius as given: a number, or a string such as "0.3" or "8/255" (a fraction is
+    parsed, never evaluated). Other values come back as they are, for ``validate`` to
+    name."""
+    if not isinstance(value, str):
+        return value
+    numerator, _, denominator = value.strip().partition("/")
+    try:
+        return float(numerator) / float(denominator or 1)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{label}: not a radius: {value[:32]!r}") from None
+
+
+def parse_radii(values: Any, label: str = "radii") -> tuple:
+    """A list of radii (numbers or strings like "8/255"), or one comma-separated string."""
+    if isinstance(values, str):
+        values = [part for part in (item.strip() for item in values.split(",")) if part]
+    if not isinstance(values, list | tuple):
+        raise ValueError(f"{label} must be a list of radii, got {type(values).__name__}")
+    return tuple(parse_radius(value, label) for value in values)
 
 
 def with_params(attack: Attack, overrides: Mapping[str, Any]) -> Attack:

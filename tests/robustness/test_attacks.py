@@ -23,6 +23,8 @@ TINY_PARAMS = {
     "apgd_ce_l2": {"steps": 10},
     "apgd_t": {"steps": 10, "target_classes": 2},
     "apgd_t_l2": {"steps": 10, "target_classes": 2},
+    "fab_t": {"steps": 10, "target_classes": 2},
+    "fab_t_l2": {"steps": 10, "target_classes": 2},
     "square": {"queries": 300},
     "square_l2": {"queries": 300},
     "level": {"steps": 10, "restarts": 1, "greedy_steps": 10},
@@ -129,7 +131,7 @@ def test_apgd_and_square_reach_through_the_quantizer(masked, eval_set):
     assert rows["square", "gradient_free"] < clean, rows
 
 
-@pytest.mark.parametrize("name", ["apgd_ce", "apgd_t", "square"])
+@pytest.mark.parametrize("name", ["apgd_ce", "apgd_t", "fab_t", "square"])
 def test_torchattacks_attacks_leave_the_deployed_model_in_eval_mode(name, masked_model, eval_set):
     """torchattacks calls ``train()`` on a model it found training; through a wrapper that
     would switch the deployed model (a TQ model: to its soft staircase) for every later
