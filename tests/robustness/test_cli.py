@@ -151,7 +151,9 @@ def test_bad_arguments_are_reported_not_raised(workspace, capsys):
 
 def test_list_shows_every_attack(capsys):
     assert main(["list"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:4] == ["attack", "norm", "access", "kind"]
+    names = [line.split()[0] for line in lines]
     assert names == [
         "noise",
         "fgsm",
@@ -164,6 +166,8 @@ def test_list_shows_every_attack(capsys):
         "level_8bit",
         "apgd_t",
         "apgd_t_l2",
+        "fab_t",
+        "fab_t_l2",
         "cw_l2",
         "square",
         "square_l2",
@@ -206,7 +210,7 @@ def test_python_dash_m_entry_point_and_package_boundaries():
         capture_output=True,
         text=True,
     )
-    assert listed.stdout.startswith("noise")
+    assert listed.stdout.splitlines()[1].startswith("noise")  # after the header row
 
 
 def test_progress_printer_marks_each_unit_and_long_units_every_interval(capsys):
