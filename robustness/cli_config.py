@@ -93,7 +93,7 @@ def _typed(value: Any, kind: type, label: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{label} must be a {kind.__name__}, got {value!r}")
+        raise ValueError(f"{label} must be of type {kind.__name__}, got {value!r}")
     return value
 
 
