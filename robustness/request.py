@@ -74,7 +74,8 @@ def default_radii(dataset: str, attacks: tuple[str, ...]) -> tuple[tuple[float, 
 
 @dataclass(frozen=True)
 class SuiteRequest:
-    """``epsilons`` are L-inf radii, ``l2_epsilons`` L2 radii, both on [0, 1] pixels.
+    """``epsilons`` are L-inf radii, ``l2_epsilons`` L2 radii, both on [0, 1] pixels; each
+    may be given as a number or a string such as "8/255" (``parse_radius``).
 
     ``sample_limits`` caps the samples of an expensive attack (the first k of the set);
     ``sanity_epsilon`` adds a BIM run at a radius where any working attack reaches ~0%
@@ -93,6 +94,14 @@ class SuiteRequest:
     sanity_epsilon: float | None = 1.0
     sanity_samples: int = 200
     bpda_backward: str = "identity"
+
+    def __post_init__(self) -> None:
+        # Radii as people write them ("8/255", "0.3"), however the request was built.
+        for name in ("epsilons", "l2_epsilons"):
+            object.__setattr__(self, name, parse_radii(getattr(self, name), name))
+        if isinstance(self.sanity_epsilon, str):
+            parsed = parse_radius(self.sanity_epsilon, "sanity_epsilon")
+            object.__setattr__(self, "sanity_epsilon", parsed)
 
     def validate(self, facts: SubjectFacts | None = None, *, skip_inapplicable=False) -> None:
         """Raise ValueError naming the first thing wrong; attacks are resolved to check
@@ -196,12 +205,7 @@ class SuiteRequest:
         for name in ("attacks", "threat_models"):
             if name in values:
                 values[name] = tuple(values[name])
-        for name in ("epsilons", "l2_epsilons"):
-            if name in values:
-                values[name] = parse_radii(values[name], name)
-        if isinstance(values.get("sanity_epsilon"), str):
-            values["sanity_epsilon"] = parse_radius(values["sanity_epsilon"], "sanity_epsilon")
-        return cls(**values)
+        return cls(**values)  # radii given as strings are parsed on construction
 
 
 def parse_radius(value: Any, label: str = "radius") -> Any:

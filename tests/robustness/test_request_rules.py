@@ -90,6 +90,9 @@ def test_a_request_from_json_takes_radii_as_people_write_them() -> None:
             SuiteRequest.from_dict({"epsilons": [bad]})
     with pytest.raises(ValueError, match="must be a list of radii"):
         SuiteRequest.from_dict({"epsilons": 0.1})
+    # However the request is built (the service builds one from its own body).
+    assert SuiteRequest(epsilons=("2/255",), l2_epsilons=["1"]).epsilons == (2 / 255,)
+    assert SuiteRequest(epsilons=("2/255",), l2_epsilons=["1"]).l2_epsilons == (1.0,)
     # A string that parses still meets the radius rules.
     with pytest.raises(ValueError, match="epsilons must lie in"):
         SuiteRequest.from_dict({"epsilons": ["300/255"]}).validate()
