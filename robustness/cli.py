@@ -6,6 +6,8 @@
 ``merge`` folds a later run's rows (an attack rerun, say on more samples) into a report;
 ``render`` rewrites Markdown and plots from JSON reports (and, with ``--html``, a
 self-contained HTML page each); ``list`` shows the attack table.
+
+``python -m robustness COMMAND --help`` shows a command's options and their defaults.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 from models.checkpoint import CheckpointError
 from models.evalset import EvalSetError, eval_set_path, load_eval_set
 from robustness.attacks import ATTACKS
-from robustness.cli_options import common_options, request_from_args
+from robustness.cli_config import apply_config
+from robustness.cli_options import HelpFormatter, common_options, evaluate_request
 from robustness.console import ProgressPrinter, print_summary
 from robustness.merge import MergeError, merge_reports
+from robustness.presets import ATTACK_SETS
 from robustness.render import write_report
 from robustness.runner import budget, run_suite, subject_facts
 from robustness.subjects import default_surrogate, load_subject
@@ -40,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
     try:
+        apply_config(args)
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
         return args.handler(args)
     except (ValueError, CheckpointError, EvalSetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -50,45 +55,46 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qusec-robustness", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="qusec-robustness", description=__doc__, formatter_class=HelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    evaluate = sub.add_parser("evaluate", help="run the attack suite on one checkpoint")
-    evaluate.add_argument("--checkpoint", required=True, type=Path)
-    evaluate.add_argument(
-        "--surrogate",
-        type=Path,
-        help="undefended checkpoint for the transfer threat model "
-        "(default: <checkpoint's folder>/<dataset>-undefended when it exists)",
-    )
-    evaluate.add_argument("--eval-set", type=Path, help="default: data/eval/<dataset>-...npz")
-    evaluate.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated")
-    evaluate.add_argument(
-        "--threat-models",
-        help=f"comma-separated, of {','.join(THREAT_MODELS)} (default: all; those that do not "
-        "apply to the model are listed as skipped in the report, while one named here that "
-        "does not apply is refused)",
-    )
-    evaluate.add_argument("--epsilons", help="L-inf radii, e.g. 0.1,0.2 or 2/255,8/255")
-    evaluate.add_argument("--l2-epsilons", help="L2 radii (default: the dataset preset)")
-    evaluate.add_argument("--out", type=Path, default=Path("robustness-report"))
-    evaluate.add_argument("--stem", help="report file name stem (default: the model's name)")
-    evaluate.add_argument("--time-budget", type=float, help="seconds; partial report after")
-    common_options(evaluate)
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=summary, description=summary, formatter_class=HelpFormatter
+        )
+
+    evaluate = command("evaluate", "run the attack suite on one checkpoint")
+    _evaluate_options(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
-    reproduce = sub.add_parser("reproduce", help="undefended vs CQ vs TQ, all threat models")
-    reproduce.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
-    reproduce.add_argument("--eval-dir", type=Path, default=eval_set_path("mnist").parent)
-    reproduce.add_argument("--datasets", default="mnist,cifar10")
-    reproduce.add_argument("--attacks", help="comma-separated (default: the reproduction set)")
-    reproduce.add_argument("--out", type=Path, default=Path("docs/results"))
+    reproduce = command("reproduce", "undefended vs CQ vs TQ, all threat models")
+    reproduce.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path("checkpoints"),
+        help="folder holding the <dataset>-* checkpoint folders",
+    )
+    reproduce.add_argument(
+        "--eval-dir",
+        type=Path,
+        default=eval_set_path("mnist").parent,
+        help="folder holding the evaluation subsets",
+    )
+    reproduce.add_argument("--datasets", default="mnist,cifar10", help="comma-separated")
+    reproduce.add_argument(
+        "--attacks", help="comma-separated (default: the reproduction set, robustness/presets.py)"
+    )
+    reproduce.add_argument(
+        "--out", type=Path, default=Path("docs/results"), help="folder the reports go to"
+    )
     common_options(reproduce)
     reproduce.set_defaults(handler=_reproduce)
 
-    merge = sub.add_parser(
+    merge = command(
         "merge",
-        help="replace a report's rows for the attacks a later run of the same model, "
+        "replace a report's rows for the attacks a later run of the same model, "
         "evaluation set and seed ran (no parts: derive the headline and flags again)",
     )
     merge.add_argument("base", type=Path, help="the report JSON to start from")
@@ -98,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.set_defaults(handler=_merge)
 
-    render = sub.add_parser("render", help="rewrite the Markdown and PNG of JSON reports")
-    render.add_argument("reports", nargs="+", type=Path)
+    render = command("render", "rewrite the Markdown and PNG of JSON reports")
+    render.add_argument("reports", nargs="+", type=Path, help="report JSON files")
     render.add_argument("--summary", metavar="DATASET", help="also write summary-DATASET.md/png")
     render.add_argument(
         "--html",
@@ -108,20 +114,88 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.set_defaults(handler=_render)
 
-    listing = sub.add_parser("list", help="the registered attacks and their parameters")
+    listing = command("list", "the registered attacks and their parameters")
     listing.set_defaults(handler=_list)
-    for command in (evaluate, reproduce, merge, render, listing):
-        command.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    for each in (evaluate, reproduce, merge, render, listing):
+        each.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return parser
 
 
+def _evaluate_options(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file with any of these options (underscores for dashes, plus [params.ATTACK] "
+        "and [limits] tables); flags given here win over it (see docs/robustness.md)",
+    )
+    evaluate.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="checkpoint folder to attack (manifest.json and weights); required, here or in "
+        "the config file",
+    )
+    evaluate.add_argument(
+        "--surrogate",
+        type=Path,
+        help="undefended checkpoint for the transfer threat model "
+        "(default: <checkpoint's folder>/<dataset>-undefended when it exists)",
+    )
+    evaluate.add_argument(
+        "--eval-set",
+        type=Path,
+        help="labelled images (.npz) (default: data/eval/<dataset>-... for the model's dataset)",
+    )
+    evaluate.add_argument(
+        "--preset",
+        choices=tuple(ATTACK_SETS),
+        help="a named attack set with its budgets and threat models: 'standard' is "
+        "AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square; L-inf and L2)",
+    )
+    evaluate.add_argument(
+        "--attacks",
+        help="comma-separated attack names (default: every attack `list` shows; with "
+        "--preset, the preset's attacks and these beside them)",
+    )
+    evaluate.add_argument(
+        "--threat-models",
+        help=f"comma-separated, of {','.join(THREAT_MODELS)} (default: all, or the preset's; "
+        "those that do not apply to the model are listed as skipped in the report, while one "
+        "named here that does not apply is refused)",
+    )
+    evaluate.add_argument(
+        "--epsilons",
+        help="L-inf radii, e.g. 0.1,0.2 or 2/255,8/255 (default: the dataset's, "
+        "robustness/presets.py)",
+    )
+    evaluate.add_argument("--l2-epsilons", help="L2 radii, e.g. 0.5,1 (default: the dataset's)")
+    evaluate.add_argument("--out", type=Path, help="folder the report files go to")
+    evaluate.add_argument("--stem", help="report file name stem (default: the model's name)")
+    evaluate.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long and write a partial report (default: no limit)",
+    )
+    evaluate.add_argument(
+        "--html",
+        action="store_true",
+        help="also write the report as one self-contained HTML page",
+    )
+    common_options(evaluate)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.checkpoint is None:
+        raise ValueError("no checkpoint: give --checkpoint or checkpoint in the --config file")
     target = load_subject(args.checkpoint)
     surrogate_path = args.surrogate or default_surrogate(args.checkpoint, target.dataset)
     surrogate = load_subject(surrogate_path) if surrogate_path else None
     data = load_eval_set(args.eval_set or eval_set_path(target.dataset))
-    request = request_from_args(args, target.dataset, tuple(args.attacks.split(",")))
-    # The suite's request rules, as the service's admin API applies them.
+    quantized = target.model.quantizer is not None
+    request = evaluate_request(args, target.dataset, quantized)
+    # The suite's request rules, as the service's admin API applies them; threat models
+    # the user did not name (all, or the preset's) are skipped where they do not apply.
     facts = subject_facts(target, surrogate, tuple(data.images.shape[1:]))
     request.validate(facts, skip_inapplicable=args.threat_models is None)
     report = run_suite(
@@ -133,6 +207,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         should_stop=budget(args.time_budget) if args.time_budget is not None else None,
     )
     paths = write_report(report, args.out, args.stem or target.name)
+    if args.html:
+        from robustness.html import write_html
+
+        paths.append(write_html(report, paths[0].with_suffix(".html")))
     print_summary(report, paths)
     return 0
 
@@ -186,6 +264,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    print(f"{'attack':10} {'norm':4} {'access':9} {'kind':8} parameters (defaults)")
     for name, attack in ATTACKS.items():
         kind = "minimal" if attack.minimal else "bounded"
         params = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(attack).items()) or "-"

@@ -45,7 +45,7 @@ def print_summary(report: dict, paths: list[Path]) -> None:
             print(
                 f"  {title} {w['norm']:4} eps={format_eps(w['epsilon']):>7}: "
                 f"{100 * w['robust_accuracy']:5.1f}%  ({w['attack']} / {w['threat_model']}, "
-                f"n={w['samples']})"
+                f"{w.get('attack_set', 'suite')}, n={w['samples']})"
             )
     print(f"  masking flags fired: {', '.join(fired_flags(report)) or 'none'}")
     for path in paths:

@@ -11,7 +11,7 @@ import re
 from html import escape
 from pathlib import Path
 
-from robustness.render import accuracy_series, format_eps
+from robustness.render import accuracy_series, attack_set_name, format_eps, radii_as_given
 
 THREAT_NAMES = {
     "transfer": "transfer",
@@ -127,12 +127,46 @@ def _headline(report: dict) -> str:
             f'<td class="n"><strong>{_pct(w["robust_accuracy"])}</strong></td>',
             f"<td>{escape(w['attack'])}</td>",
             f"<td>{escape(THREAT_NAMES.get(w['threat_model'], w['threat_model']))}</td>",
+            f"<td>{escape(attack_set_name(w))}</td>",
             f'<td class="n">{int(w["samples"])}{"" if w["complete"] else " (cut short)"}</td>',
         ]
         for w in report["worst_case"]
     ]
-    header = ["norm", "radius", "worst-case robust accuracy", "attack", "threat model", "samples"]
-    return _table(header, rows)
+    header = [
+        "norm",
+        "radius",
+        "worst-case robust accuracy",
+        "attack",
+        "threat model",
+        "attack set",
+        "samples",
+    ]
+    return _table(header, rows) + _per_set(report)
+
+
+def _per_set(report: dict) -> str:
+    entries = report.get("worst_case_per_attack_set") or []
+    if not entries:
+        return ""
+    rows = [
+        [
+            f"<td>{escape(attack_set_name(w))}</td>",
+            f"<td>{_norm(w['norm'])}</td>",
+            f'<td class="n">{escape(format_eps(w["epsilon"]))}</td>',
+            f'<td class="n"><strong>{_pct(w.get("per_sample_accuracy"))}</strong></td>',
+            f'<td class="n">{_pct(w["robust_accuracy"])}</td>',
+            f"<td>{escape(w['attack'])} / {escape(w['threat_model'])}</td>",
+            f"<td>{'complete' if w.get('complete_set') else 'partial'}</td>",
+        ]
+        for w in entries
+    ]
+    header = ["attack set", "norm", "radius", "per sample", "lowest attack", "attack", "set"]
+    note = (
+        "<p>Per attack set: <code>standard</code> is AutoAttack's standard version at its "
+        "published budgets, <code>suite</code> every other attack. Per sample, a sample counts "
+        "only if no attack of the set fooled it, as AutoAttack reports robust accuracy.</p>"
+    )
+    return note + _table(header, rows)
 
 
 class _Plot:
@@ -224,7 +258,9 @@ def _flags(report: dict) -> str:
             flag["fired"], ("not checked", "")
         )
         words = FLAG_WORDS.get(flag["name"], flag["meaning"])
-        evidence = "".join(f"<li>{escape(e)}</li>" for e in flag["evidence"][:6])
+        evidence = "".join(
+            f"<li>{escape(radii_as_given(e, report))}</li>" for e in flag["evidence"][:6]
+        )
         items.append(
             f'<li><span class="{css}">{state}</span> <code>{escape(flag["name"])}</code>: '
             f"{escape(words)}" + (f"<ul>{evidence}</ul>" if evidence else "") + "</li>"

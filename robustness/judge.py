@@ -63,6 +63,9 @@ def judge_unit(
             "complete": complete,
             "clean_accuracy": _mean(clean_correct),
             **outcome_stats(x, images, clean_correct, correct),
+            # Which samples stayed robust, so an attack set's accuracy can be taken per
+            # sample over its attacks, as AutoAttack reports it.
+            "robust_samples": encode_mask(clean_correct & correct),
             "seconds": round(seconds, 3),
         }
 
@@ -95,6 +98,23 @@ def outcome_stats(
             "l2_max": _stat(l2.max()) if attacked else 0.0,
         },
     }
+
+
+def encode_mask(mask: torch.Tensor) -> str:
+    """A boolean vector as hex, sample i at bit i (little-endian within each digit)."""
+    bits = mask.bool().tolist()
+    return "".join(
+        f"{sum(1 << j for j, bit in enumerate(bits[i : i + 4]) if bit):x}"
+        for i in range(0, len(bits), 4)
+    )
+
+
+def decode_mask(text: str, length: int) -> torch.Tensor:
+    """The inverse of ``encode_mask``."""
+    if len(text) != -(-length // 4):
+        raise ValueError(f"a mask of {length} samples has {-(-length // 4)} hex digits")
+    bits = [bool(int(digit, 16) >> j & 1) for digit in text for j in range(4)]
+    return torch.tensor(bits[:length], dtype=torch.bool)
 
 
 def _mean(mask: torch.Tensor) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from robustness.attacks import ATTACKS
@@ -30,6 +31,38 @@ def format_eps(eps: float | None) -> str:
     return f"{eps:g}"
 
 
+_EPS_IN_TEXT = re.compile(r"eps=([0-9][0-9.e+-]*)")
+
+
+def radii_as_given(text: str, report: dict) -> str:
+    """``eps=0.00784314`` in a flag's evidence (printed with six digits when the report was
+    made) as the radius the report requested, written as in its tables: ``eps=2/255``.
+    Numbers that match no requested radius are left as they are."""
+    request = report.get("request") or {}
+    radii = [
+        *request.get("epsilons", []),
+        *request.get("l2_epsilons", []),
+        *([request["sanity_epsilon"]] if request.get("sanity_epsilon") else []),
+    ]
+
+    def as_given(match: re.Match) -> str:
+        try:
+            value = float(match.group(1))
+        except ValueError:
+            return match.group(0)
+        for radius in radii:
+            if abs(radius - value) <= 1e-5 * max(abs(radius), 1e-12):
+                return f"eps={format_eps(radius)}"
+        return match.group(0)
+
+    return _EPS_IN_TEXT.sub(as_given, text)
+
+
+def attack_set_name(entry: dict) -> str:
+    """A row's or headline entry's attack set; reports from before sets name none."""
+    return entry.get("attack_set", "suite")
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
@@ -51,20 +84,11 @@ def to_markdown(report: dict, plot_name: str | None = None) -> str:
         "",
     ]
     lines += _table(
-        ["norm", "epsilon", "worst-case robust accuracy", "attack", "threat model", "samples"],
-        [
-            [
-                w["norm"],
-                format_eps(w["epsilon"]),
-                f"**{_pct(w['robust_accuracy'])}**",
-                w["attack"],
-                w["threat_model"],
-                f"{w['samples']}" + ("" if w["complete"] else "*"),
-            ]
-            for w in report["worst_case"]
-        ],
+        HEADLINE_COLUMNS,
+        [_headline_row(w) for w in report["worst_case"]],
     )
     lines += _headline_8bit(report)
+    lines += _headline_per_set(report)
     if plot_name:
         lines += ["", f"![accuracy vs epsilon]({plot_name})"]
     lines += ["", "## Gradient-masking flags", ""] + _flags(report)
@@ -88,20 +112,58 @@ def _headline_8bit(report: dict) -> list[str]:
     if not entries:
         return []
     lines = ["", "On the 8-bit grid (whole intensity steps, what the service receives):", ""]
-    return lines + _table(
-        ["norm", "epsilon", "worst-case robust accuracy", "attack", "threat model", "samples"],
+    return lines + _table(HEADLINE_COLUMNS, [_headline_row(w) for w in entries])
+
+
+HEADLINE_COLUMNS = [
+    "norm",
+    "epsilon",
+    "worst-case robust accuracy",
+    "attack",
+    "threat model",
+    "attack set",
+    "samples",
+]
+
+
+def _headline_row(w: dict) -> list[str]:
+    return [
+        w["norm"],
+        format_eps(w["epsilon"]),
+        f"**{_pct(w['robust_accuracy'])}**",
+        w["attack"],
+        w["threat_model"],
+        attack_set_name(w),
+        f"{w['samples']}" + ("" if w["complete"] else "*"),
+    ]
+
+
+def _headline_per_set(report: dict) -> list[str]:
+    """Per attack set: its lowest single attack, and its accuracy taken per sample."""
+    entries = report.get("worst_case_per_attack_set") or []
+    if not entries:
+        return []
+    lines = [
+        "",
+        "Per attack set (`standard`: AutoAttack's standard version at its published budgets; "
+        "`suite`: every other attack). Per sample: a sample counts only if no attack of the "
+        "set fooled it, as AutoAttack reports robust accuracy.",
+        "",
+    ]
+    header = ["attack set", "norm", "epsilon", "per sample", "lowest attack", "attack", "set"]
+    rows = [
         [
-            [
-                w["norm"],
-                format_eps(w["epsilon"]),
-                f"**{_pct(w['robust_accuracy'])}**",
-                w["attack"],
-                w["threat_model"],
-                f"{w['samples']}" + ("" if w["complete"] else "*"),
-            ]
-            for w in entries
-        ],
-    )
+            attack_set_name(w),
+            w["norm"],
+            format_eps(w["epsilon"]),
+            f"**{_pct(w.get('per_sample_accuracy'))}**",
+            _pct(w["robust_accuracy"]),
+            f"{w['attack']} / {w['threat_model']}",
+            "complete" if w.get("complete_set") else "partial",
+        ]
+        for w in entries
+    ]
+    return lines + _table(header, rows)
 
 
 def _summary(report: dict) -> list[str]:
@@ -151,7 +213,7 @@ def _flags(report: dict) -> list[str]:
     for flag in report["masking_flags"]:
         state = {True: "**FIRED**", False: "clear", None: "not checked"}[flag["fired"]]
         lines.append(f"- {state} `{flag['name']}`: {flag['meaning']}")
-        lines += [f"  - {item}" for item in flag["evidence"][:6]]
+        lines += [f"  - {radii_as_given(item, report)}" for item in flag["evidence"][:6]]
         if len(flag["evidence"]) > 6:
             lines.append(f"  - ... and {len(flag['evidence']) - 6} more (see the JSON)")
     probes = report["gradient_probes"]

@@ -20,6 +20,8 @@ import torch
 from models.evalset import EvalSet
 from robustness.attacks import ATTACKS, Attack
 from robustness.flags import masking_flags
+from robustness.judge import decode_mask
+from robustness.presets import ATTACK_SETS, SUITE, attack_set_of
 from robustness.request import SuiteRequest
 
 SCHEMA_VERSION = 1
@@ -41,6 +43,8 @@ def build_report(
     started: float,
     examples: dict | None = None,
 ) -> dict:
+    params = {name: dataclasses.asdict(a) for name, a in attacks.items()}
+    rows = [_with_attack_set(row, params) for row in rows]
     return {
         "schema_version": SCHEMA_VERSION,
         "status": status,
@@ -50,7 +54,7 @@ def build_report(
         "samples": len(clean_correct),
         "seed": request.seed,
         "request": request.as_dict(),
-        "attack_params": {name: dataclasses.asdict(a) for name, a in attacks.items()},
+        "attack_params": params,
         "clean_accuracy": round(float(clean_correct.float().mean()), 6),
         "gradient_probes": probes,
         **derived_from_rows(rows, probes),
@@ -72,7 +76,64 @@ def derived_from_rows(rows: list[dict], probes: dict[str, dict]) -> dict:
         "worst_case_8bit": worst_case([r for r in rows if _on_8bit_grid(r)]),
         "worst_case_per_attack": worst_case(rows, per_attack=True),
         "masking_flags": masking_flags(rows, probes),
+        # Reports from before attack sets have no set on their rows, and derive as they did.
+        **(
+            {"worst_case_per_attack_set": worst_case_per_attack_set(rows)}
+            if any("attack_set" in row for row in rows)
+            else {}
+        ),
     }
+
+
+def _with_attack_set(row: dict, params: dict) -> dict:
+    # The sanity run's BIM may run with defaults that are not in the request's parameters.
+    return {**row, "attack_set": attack_set_of(row["attack"], params.get(row["attack"], {}))}
+
+
+def row_attack_set(row: dict) -> str:
+    return row.get("attack_set", SUITE)
+
+
+def worst_case_per_attack_set(rows: list[dict]) -> list[dict]:
+    """The headline per attack set; ``complete_set`` says whether every attack of a named
+    set for that norm has a row at that radius (a set is only the set when all of it ran)."""
+    entries = []
+    for name in sorted({row_attack_set(r) for r in rows}, key=lambda n: n != SUITE):
+        members = [r for r in rows if row_attack_set(r) == name and not r["sanity"]]
+        for entry in worst_case(members):
+            at_radius = [
+                r for r in members if (r["norm"], r["epsilon"]) == (entry["norm"], entry["epsilon"])
+            ]
+            ran = {r["attack"] for r in at_radius}
+            entries.append(
+                {
+                    **entry,
+                    "complete_set": _set_members(name, entry["norm"], ran) <= ran,
+                    "per_sample_accuracy": per_sample_accuracy(at_radius),
+                }
+            )
+    return entries
+
+
+def _set_members(name: str, norm: str, ran: set[str]) -> set[str]:
+    named = ATTACK_SETS.get(name)
+    return ran if named is None else {a for a in named.attacks if ATTACKS[a].norm == norm}
+
+
+def per_sample_accuracy(rows: list[dict]) -> float | None:
+    """The fraction of samples that no row's attack fooled (AutoAttack's robust accuracy
+    of an ensemble: at most the lowest row's); None unless every row recorded its robust
+    samples over the same samples."""
+    if not rows or any("robust_samples" not in r for r in rows):
+        return None
+    counts = {r["samples"] for r in rows}
+    if len(counts) != 1:
+        return None
+    (count,) = counts
+    robust = torch.ones(count, dtype=torch.bool)
+    for row in rows:
+        robust &= decode_mask(row["robust_samples"], count)
+    return round(float(robust.float().mean()), 6)
 
 
 def _on_8bit_grid(row: dict) -> bool:
@@ -102,6 +163,7 @@ def worst_case(rows: list[dict], per_attack: bool = False) -> list[dict]:
             "threat_model": row["threat_model"],
             "samples": row["samples"],
             "complete": row["complete"],
+            **({"attack_set": row["attack_set"]} if "attack_set" in row else {}),
         }
         for _, row in sorted(best.items(), key=lambda item: _order(item[0]))
     ]

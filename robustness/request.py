@@ -74,7 +74,8 @@ def default_radii(dataset: str, attacks: tuple[str, ...]) -> tuple[tuple[float, 
 
 @dataclass(frozen=True)
 class SuiteRequest:
-    """``epsilons`` are L-inf radii, ``l2_epsilons`` L2 radii, both on [0, 1] pixels.
+    """``epsilons`` are L-inf radii, ``l2_epsilons`` L2 radii, both on [0, 1] pixels; each
+    may be given as a number or a string such as "8/255" (``parse_radius``).
 
     ``sample_limits`` caps the samples of an expensive attack (the first k of the set);
     ``sanity_epsilon`` adds a BIM run at a radius where any working attack reaches ~0%
@@ -93,6 +94,14 @@ class SuiteRequest:
     sanity_epsilon: float | None = 1.0
     sanity_samples: int = 200
     bpda_backward: str = "identity"
+
+    def __post_init__(self) -> None:
+        # Radii as people write them ("8/255", "0.3"), however the request was built.
+        for name in ("epsilons", "l2_epsilons"):
+            object.__setattr__(self, name, parse_radii(getattr(self, name), name))
+        if isinstance(self.sanity_epsilon, str):
+            parsed = parse_radius(self.sanity_epsilon, "sanity_epsilon")
+            object.__setattr__(self, "sanity_epsilon", parsed)
 
     def validate(self, facts: SubjectFacts | None = None, *, skip_inapplicable=False) -> None:
         """Raise ValueError naming the first thing wrong; attacks are resolved to check
@@ -187,15 +196,38 @@ class SuiteRequest:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SuiteRequest:
-        """The inverse of ``as_dict``; unknown keys are refused. Call ``validate`` after."""
+        """The inverse of ``as_dict``; unknown keys are refused. Radii may also be given
+        as strings, "8/255" or "0.03" (``parse_radius``). Call ``validate`` after."""
         unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown request fields: {', '.join(sorted(unknown))}")
         values = dict(raw)
-        for name in ("attacks", "threat_models", "epsilons", "l2_epsilons"):
+        for name in ("attacks", "threat_models"):
             if name in values:
                 values[name] = tuple(values[name])
-        return cls(**values)
+        return cls(**values)  # radii given as strings are parsed on construction
+
+
+def parse_radius(value: Any, label: str = "radius") -> Any:
+    """A radius as given: a number, or a string such as "0.3" or "8/255" (a fraction is
+    parsed, never evaluated). Other values come back as they are, for ``validate`` to
+    name."""
+    if not isinstance(value, str):
+        return value
+    numerator, _, denominator = value.strip().partition("/")
+    try:
+        return float(numerator) / float(denominator or 1)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{label}: not a radius: {value[:32]!r}") from None
+
+
+def parse_radii(values: Any, label: str = "radii") -> tuple:
+    """A list of radii (numbers or strings like "8/255"), or one comma-separated string."""
+    if isinstance(values, str):
+        values = [part for part in (item.strip() for item in values.split(",")) if part]
+    if not isinstance(values, list | tuple):
+        raise ValueError(f"{label} must be a list of radii, got {type(values).__name__}")
+    return tuple(parse_radius(value, label) for value in values)
 
 
 def with_params(attack: Attack, overrides: Mapping[str, Any]) -> Attack:

@@ -107,7 +107,9 @@ def _worst_cell(report: dict, eps: float, field: str = "worst_case") -> str:
     )
     if entry is None:
         return "-"
-    return f"{_cell(entry, report['samples'])} ({entry['attack']}/{entry['threat_model']})"
+    # Reports from before attack sets name none, and render as they always did.
+    named = f", {entry['attack_set']}" if "attack_set" in entry else ""
+    return f"{_cell(entry, report['samples'])} ({entry['attack']}/{entry['threat_model']}{named})"
 
 
 def _per_attack(reports: list[dict], radii: list[float]) -> list[str]:

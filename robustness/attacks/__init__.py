@@ -13,6 +13,8 @@ from robustness.attacks.apgd_t_l2 import APGDTL2
 from robustness.attacks.base import Attack, Norm
 from robustness.attacks.bim import BIM
 from robustness.attacks.cw_l2 import CarliniWagnerL2
+from robustness.attacks.fab_t import FABT
+from robustness.attacks.fab_t_l2 import FABTL2
 from robustness.attacks.fgsm import FGSM
 from robustness.attacks.hop_skip_jump import HopSkipJump
 from robustness.attacks.level_space import LevelSpace
@@ -38,6 +40,8 @@ ATTACKS: dict[str, Attack] = {
         LevelSpace8Bit(),
         APGDT(),
         APGDTL2(),
+        FABT(),
+        FABTL2(),
         CarliniWagnerL2(),
         Square(),
         SquareL2(),

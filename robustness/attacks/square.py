@@ -21,11 +21,14 @@ from robustness.attacks.base import ModelFn
 class Square:
     """A CPU budget (AutoAttack: 5,000 queries): ``queries`` forward passes per image,
     fewer for images fooled early. ``p_init`` is the first square's share of the image,
-    shrunk on AutoAttack's schedule (rescaled to the query budget)."""
+    shrunk on AutoAttack's schedule, rescaled to the query budget unless
+    ``rescale_schedule`` is false (AutoAttack's standard version keeps the schedule of
+    10,000 queries with its 5,000)."""
 
     queries: int = 1000
     restarts: int = 1
     p_init: float = 0.8
+    rescale_schedule: bool = True
 
     name: ClassVar[str] = "square"
     norm: ClassVar[str] = "linf"
@@ -41,7 +44,7 @@ class Square:
             n_restarts=self.restarts,
             p_init=self.p_init,
             loss="margin",
-            resc_schedule=True,
+            resc_schedule=self.rescale_schedule,
             seed=next_seed(),
         )
         return call(attack, model_fn, x, y)

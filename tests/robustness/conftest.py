@@ -9,11 +9,13 @@ gradients through the quantizer can flip any pixel, while one who does not gets 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from models.evalset import EvalSet
+from models.checkpoint import Manifest, save_checkpoint
+from models.evalset import EvalSet, write_eval_set
 from models.registry import build_model
 from robustness.runner import Subject
 
@@ -87,3 +89,27 @@ def undefended(undefended_model) -> Subject:
 @pytest.fixture(scope="session")
 def masked(masked_model) -> Subject:
     return Subject("tiny-cq2", "synthetic", "sha-cq2", masked_model)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, undefended_model, masked_model, eval_set):
+    """Tiny checkpoints (mnist-undefended, mnist-cq2) and an evaluation set on disk, for the
+    command line's tests."""
+    root = tmp_path_factory.mktemp("cli")
+    for name, model in (("mnist-undefended", undefended_model), ("mnist-cq2", masked_model)):
+        manifest = Manifest(
+            architecture="cleverhans-basic-cnn",
+            dataset="mnist",
+            input_shape=[1, 28, 28],
+            class_names=[str(d) for d in range(10)],
+            quantizer={},
+        )
+        save_checkpoint(root / "checkpoints" / name, model, manifest)
+    images = (eval_set.images * 255).round().to(dtype=torch.uint8).numpy()
+    write_eval_set(
+        root / "eval" / "mnist-test-first1000.npz",
+        images,
+        eval_set.labels.numpy().astype(np.int64),
+        {"source": "synthetic test digits"},
+    )
+    return root

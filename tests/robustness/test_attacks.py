@@ -23,6 +23,8 @@ TINY_PARAMS = {
     "apgd_ce_l2": {"steps": 10},
     "apgd_t": {"steps": 10, "target_classes": 2},
     "apgd_t_l2": {"steps": 10, "target_classes": 2},
+    "fab_t": {"steps": 10, "target_classes": 2},
+    "fab_t_l2": {"steps": 10, "target_classes": 2},
     "square": {"queries": 300},
     "square_l2": {"queries": 300},
     "level": {"steps": 10, "restarts": 1, "greedy_steps": 10},
@@ -129,7 +131,7 @@ def test_apgd_and_square_reach_through_the_quantizer(masked, eval_set):
     assert rows["square", "gradient_free"] < clean, rows
 
 
-@pytest.mark.parametrize("name", ["apgd_ce", "apgd_t", "square"])
+@pytest.mark.parametrize("name", ["apgd_ce", "apgd_t", "fab_t", "square"])
 def test_torchattacks_attacks_leave_the_deployed_model_in_eval_mode(name, masked_model, eval_set):
     """torchattacks calls ``train()`` on a model it found training; through a wrapper that
     would switch the deployed model (a TQ model: to its soft staircase) for every later
@@ -143,3 +145,24 @@ def test_torchattacks_attacks_leave_the_deployed_model_in_eval_mode(name, masked
     x, y = eval_set.images[:4], eval_set.labels[:4]
     attack.craft(surface, x, y, 0.2)
     assert not any(m.training for m in model.modules())
+
+
+def test_fab_t_reaches_through_the_quantizer_with_bpda_and_not_without(masked, eval_set):
+    """FAB steps to the linearised boundary of each target class: through BPDA it finds
+    examples on the masked model; with the staircase's true (zero) gradient it has no
+    boundary to step to, and every image comes back clean (never non-finite)."""
+    request = SuiteRequest(
+        attacks=("fab_t",),
+        threat_models=("naive", "bpda"),
+        epsilons=(0.3,),
+        samples=12,
+        batch_size=12,
+        attack_params={"fab_t": {"steps": 20, "target_classes": 3}},
+        sanity_epsilon=None,
+    )
+    report = run_suite(masked, eval_set, request)
+    rows = {r["threat_model"]: r for r in report["results"]}
+    clean = report["clean_accuracy"]
+    assert rows["bpda"]["robust_accuracy"] <= clean - 0.3, rows
+    assert rows["naive"]["robust_accuracy"] == clean
+    assert rows["naive"]["perturbation"]["linf_max"] == 0.0

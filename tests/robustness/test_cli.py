@@ -7,38 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from models.checkpoint import Manifest, save_checkpoint
-from models.evalset import write_eval_set
 from robustness.cli import main
 from robustness.cli_options import parse_epsilons, parse_limits, parse_overrides
 from robustness.console import ProgressPrinter
 from robustness.runner import Progress
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, undefended_model, masked_model, eval_set):
-    root = tmp_path_factory.mktemp("cli")
-    for name, model in (("mnist-undefended", undefended_model), ("mnist-cq2", masked_model)):
-        manifest = Manifest(
-            architecture="cleverhans-basic-cnn",
-            dataset="mnist",
-            input_shape=[1, 28, 28],
-            class_names=[str(d) for d in range(10)],
-            quantizer={},
-        )
-        save_checkpoint(root / "checkpoints" / name, model, manifest)
-    images = (eval_set.images * 255).round().to(dtype=__import__("torch").uint8).numpy()
-    write_eval_set(
-        root / "eval" / "mnist-test-first1000.npz",
-        images,
-        eval_set.labels.numpy().astype(np.int64),
-        {"source": "synthetic test digits"},
-    )
-    return root
-
 
 FAST = ["--samples", "16", "--batch-size", "8", "--sanity-samples", "8", "--threads", "1"]
 
@@ -151,7 +125,9 @@ def test_bad_arguments_are_reported_not_raised(workspace, capsys):
 
 def test_list_shows_every_attack(capsys):
     assert main(["list"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:4] == ["attack", "norm", "access", "kind"]
+    names = [line.split()[0] for line in lines]
     assert names == [
         "noise",
         "fgsm",
@@ -164,6 +140,8 @@ def test_list_shows_every_attack(capsys):
         "level_8bit",
         "apgd_t",
         "apgd_t_l2",
+        "fab_t",
+        "fab_t_l2",
         "cw_l2",
         "square",
         "square_l2",
@@ -206,7 +184,7 @@ def test_python_dash_m_entry_point_and_package_boundaries():
         capture_output=True,
         text=True,
     )
-    assert listed.stdout.startswith("noise")
+    assert listed.stdout.splitlines()[1].startswith("noise")  # after the header row
 
 
 def test_progress_printer_marks_each_unit_and_long_units_every_interval(capsys):

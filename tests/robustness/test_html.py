@@ -88,3 +88,16 @@ def test_render_writes_html_for_a_report_made_before_examples_and_says_so(tmp_pa
     assert "carries no adversarial examples" in page
     for worst in report["worst_case"]:
         assert f"<strong>{100 * worst['robust_accuracy']:.1f}%</strong>" in page
+
+
+def test_flags_print_radii_as_the_tables_do_in_published_reports():
+    """The flags' evidence was written with six digits (eps=0.00784314); rendered, it names
+    the radius the report requested, as the tables write it (2/255)."""
+    from robustness.render import to_markdown
+
+    report = json.loads((RESULTS / "cifar10-tq4.json").read_text())
+    evidence = " ".join(e for flag in report["masking_flags"] for e in flag["evidence"])
+    assert "eps=0.00784314" in evidence  # the record itself is left as published
+    for page in (to_markdown(report), to_html(report)):
+        assert "eps=0.00784314" not in page and "eps=0.0156863" not in page
+        assert "eps=2/255" in page and "eps=4/255" in page

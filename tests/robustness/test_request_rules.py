@@ -68,3 +68,31 @@ def test_inapplicable_threat_models_may_be_left_to_the_runner_to_skip() -> None:
         request.validate(UNDEFENDED_ALONE)
     request.validate(UNDEFENDED_ALONE, skip_inapplicable=True)
     request.validate(DEFENDED)
+
+
+def test_a_request_from_json_takes_radii_as_people_write_them() -> None:
+    """The service's API and a stored job give radii as JSON: numbers, or strings such as
+    "8/255" (parsed as a fraction, never evaluated), as the command line takes them."""
+    request = SuiteRequest.from_dict(
+        {
+            "epsilons": ["8/255", 0.1, "0.2"],
+            "l2_epsilons": "0.5, 1",
+            "sanity_epsilon": "255/255",
+        }
+    )
+    assert request.epsilons == (8 / 255, 0.1, 0.2)
+    assert request.l2_epsilons == (0.5, 1.0)
+    assert request.sanity_epsilon == 1.0
+    request.validate(DEFENDED)
+    assert SuiteRequest.from_dict(request.as_dict()) == request
+    for bad in ("8/0", "__import__('os')", "1/2/3", "eight"):
+        with pytest.raises(ValueError, match="not a radius"):
+            SuiteRequest.from_dict({"epsilons": [bad]})
+    with pytest.raises(ValueError, match="must be a list of radii"):
+        SuiteRequest.from_dict({"epsilons": 0.1})
+    # However the request is built (the service builds one from its own body).
+    assert SuiteRequest(epsilons=("2/255",), l2_epsilons=["1"]).epsilons == (2 / 255,)
+    assert SuiteRequest(epsilons=("2/255",), l2_epsilons=["1"]).l2_epsilons == (1.0,)
+    # A string that parses still meets the radius rules.
+    with pytest.raises(ValueError, match="epsilons must lie in"):
+        SuiteRequest.from_dict({"epsilons": ["300/255"]}).validate()
