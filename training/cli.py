@@ -151,7 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(with --std; recorded in the manifest) (default: none, no normalization)",
     )
     train.add_argument(
-        "--std", type=per_channel, default=None, help="per-channel std (with --mean) (default: none)"
+        "--std",
+        type=per_channel,
+        default=None,
+        help="per-channel std (with --mean) (default: none)",
     )
     train.add_argument(
         "--download",
