@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder holding the official dataset files",
     )
     folder = train.add_argument_group(
-        "image folder", "--dataset imagefolder only; the policy is in docs/models.md"
+        "image folder", "only with --dataset imagefolder; the policy is in docs/models.md"
     )
     folder.add_argument(
         "--input-size",
