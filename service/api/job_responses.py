@@ -6,35 +6,37 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.jobs.store import JobRecord
 
-def public_job(job: dict[str, Any], with_report: bool) -> dict[str, Any]:
-    """A job as the admin API shows it."""
-    spec = job["spec"]
+
+def public_job(job: JobRecord, with_report: bool) -> dict[str, Any]:
+    """A job as the admin API shows it (the JSON of ``schemas.RobustnessJob``)."""
+    spec = job.spec
     body = {
-        "id": job["id"],
-        "status": job["status"],
-        "model": job["model"],
+        "id": job.id,
+        "status": job.status,
+        "model": job.model,
         "samples": "uploaded" if spec["eval_set"] is None else Path(spec["eval_set"]).name,
         "request": spec["request"],
         "time_budget_seconds": spec["time_budget_seconds"],
         "estimated_cost": spec.get("cost"),
-        "created_at": _iso(job["created_at"]),
-        "started_at": _iso(job["started_at"]),
-        "finished_at": _iso(job["finished_at"]),
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
         "progress": _progress(job),
-        "cancel_requested": job["stop_request"] == "cancel",
-        "attempt": job["attempt"],
-        "parts": job["parts"],
-        "error": job["error"],
-        "worst_case": job["headline"],
+        "cancel_requested": job.stop_request == "cancel",
+        "attempt": job.attempt,
+        "parts": job.parts,
+        "error": job.error,
+        "worst_case": job.headline,
     }
     if with_report:
-        body["report"] = job.get("report")
+        body["report"] = job.report
     return body
 
 
-def _progress(job: dict[str, Any]) -> dict[str, Any]:
-    progress = dict(job["progress"] or {"done_batches": 0, "total_batches": 0})
+def _progress(job: JobRecord) -> dict[str, Any]:
+    progress = dict(job.progress or {"done_batches": 0, "total_batches": 0})
     total = progress["total_batches"]
     progress["fraction"] = round(progress["done_batches"] / total, 4) if total else 0.0
     return progress

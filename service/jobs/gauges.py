@@ -35,7 +35,7 @@ class StoreGauges:
                 try:
                     job = self.store.get(job_id)
                     if job is not None:
-                        report, finished_at = job["report"], job["finished_at"]
+                        report, finished_at = job.report, job.finished_at
                         self.metrics.publish_robustness_report(model, report, finished_at)
                 except (KeyError, TypeError, ValueError) as exc:  # one bad row stops nothing
                     log.warning("job %s: its report cannot be published (%r)", job_id, exc)

@@ -41,7 +41,15 @@ from service.jobs.planning import CheckRequest, Target, plan_job
 from service.jobs.samples import parse_samples
 from service.jobs.scheduling import JobLoop
 from service.jobs.spec import JobSpec, WorkerConfig
-from service.jobs.store import FINISHED, QUEUED, RUNNING, JobStore, QueueFullError, open_store
+from service.jobs.store import (
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    JobRecord,
+    JobStore,
+    QueueFullError,
+    open_store,
+)
 from service.jobs.targets import describe_target
 from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
@@ -166,7 +174,7 @@ class JobManager:
     # Requests (called on worker threads: SQLite and upload parsing block).
 
     @_guarded
-    def submit(self, body: CheckRequest, upload: bytes | None) -> dict:
+    def submit(self, body: CheckRequest, upload: bytes | None) -> JobRecord:
         target = self._target(body.model)
         if upload is not None:
             limit = self.settings.robustness_max_upload_images
@@ -196,7 +204,7 @@ class JobManager:
                 )
             except QueueFullError as exc:
                 raise JobQueueFull(str(exc)) from None
-        log.info("job %s queued", job["id"], extra={"job_id": job["id"], "model": target.name})
+        log.info("job %s queued", job.id, extra={"job_id": job.id, "model": target.name})
         self.gauges.count_active()
         return job
 
@@ -205,7 +213,7 @@ class JobManager:
         limit = self.settings.robustness_max_queued_cost
         active = self.store.recent(self.settings.robustness_queue_size + 1, QUEUED)
         active += self.store.recent(1, RUNNING)
-        waiting = sum(int(job["spec"].get("cost", 0)) for job in active)
+        waiting = sum(int(job.spec.get("cost", 0)) for job in active)
         if waiting + cost > limit:
             message = (
                 f"queued and running checks would cost {waiting + cost:,} model evaluations, "
@@ -214,18 +222,18 @@ class JobManager:
             raise JobQueueFull(message, message=message)
 
     @_guarded
-    def get(self, job_id: str) -> dict:
+    def get(self, job_id: str) -> JobRecord:
         job = self.store.get(job_id)
         if job is None:
             raise UnknownJob(f"job {job_id[:64]!r}")
         return job
 
     @_guarded
-    def recent(self, limit: int, status: str | None) -> list[dict]:
+    def recent(self, limit: int, status: str | None) -> list[JobRecord]:
         return self.store.recent(limit, status)
 
     @_guarded
-    def cancel(self, job_id: str) -> dict:
+    def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job at once, or ask the running one to stop (partial report kept)."""
         before = self.store.request_stop(job_id, "cancel")
         if before is None:
@@ -251,28 +259,28 @@ class JobManager:
 
     # The scheduler: ``JobLoop``'s run callback, on the scheduler thread.
 
-    def _run(self, job: dict) -> None:
+    def _run(self, job: JobRecord) -> None:
         try:
             self._watch(job)
         except Exception as exc:  # a scheduler that dies would strand every later job
-            log.error("job %s: supervision failed", job["id"], exc_info=exc)
-            self.store.finish(job["id"], job["lease"], "failed", None, "internal error")
+            log.error("job %s: supervision failed", job.id, exc_info=exc)
+            self.store.finish(job.id, job.lease, "failed", None, "internal error")
         finally:
             with self._deadline_lock:
                 self._running, self._running_parent, self._deadline = None, None, None
                 self._running_lease = None
             self.gauges.count_active()
 
-    def _watch(self, job: dict) -> None:
+    def _watch(self, job: JobRecord) -> None:
         """Run ``job`` in a job process and watch it until it exits, killing it past its
         deadline or once its lease is lost."""
-        spec = JobSpec.from_dict(job["spec"])
+        spec = JobSpec.from_dict(job.spec)
         grace = self.settings.robustness_stop_grace_seconds
         with self._deadline_lock:
-            self._running, self._running_parent = job["id"], job["parent_id"]
-            self._running_lease = job["lease"]
+            self._running, self._running_parent = job.id, job.parent_id
+            self._running_lease = job.lease
             self._deadline = Deadline(
-                job["started_at"] + spec.time_budget_seconds + grace,
+                job.started_at + spec.time_budget_seconds + grace,
                 "timed_out",
                 "the job overran its time budget and was stopped without a report",
             )
@@ -285,29 +293,29 @@ class JobManager:
             deadline = self._deadline
             if killed is None and deadline and time.time() > deadline.at:
                 killed = deadline
-                log.warning("job %s: killing its process (%s)", job["id"], killed.status)
+                log.warning("job %s: killing its process (%s)", job.id, killed.status)
                 process.kill()
             # The job process renews the lease too, once it has started; this covers its
             # start-up (importing torch can take long on a loaded host).
             if time.monotonic() - renewed > self.settings.robustness_lease_seconds / 3:
                 renewed = time.monotonic()
                 if not self._renew(job) and killed is None:
-                    log.warning("job %s: lease lost; killing its process", job["id"])
+                    log.warning("job %s: lease lost; killing its process", job.id)
                     killed = Deadline(0, "", "")
                     process.kill()
         process.stdin.close()  # type: ignore[union-attr]
         self._settle(job, process.returncode, killed)
 
-    def _renew(self, job: dict) -> bool:
+    def _renew(self, job: JobRecord) -> bool:
         lease = self.settings.robustness_lease_seconds
         try:
-            return self.store.renew(job["id"], job["lease"], lease)
+            return self.store.renew(job.id, job.lease, lease)
         except Exception as exc:  # the store is unreachable: the lease may lapse
-            log.warning("job %s: lease renewal failed: %s", job["id"], exc)
+            log.warning("job %s: lease renewal failed: %s", job.id, exc)
             return True
 
-    def _spawn(self, job: dict) -> subprocess.Popen:
-        config = WorkerConfig.from_settings(self.settings, job_id=job["id"], lease=job["lease"])
+    def _spawn(self, job: JobRecord) -> subprocess.Popen:
+        config = WorkerConfig.from_settings(self.settings, job_id=job.id, lease=job.lease)
         # stdin carries the configuration, then stays open: the job process exits when
         # it closes, which is also what happens when this process dies.
         process = subprocess.Popen(
@@ -318,7 +326,7 @@ class JobManager:
         )
         process.stdin.write(config.to_line())  # type: ignore[union-attr]
         process.stdin.flush()  # type: ignore[union-attr]
-        log.info("job %s running in process %d", job["id"], process.pid)
+        log.info("job %s running in process %d", job.id, process.pid)
         return process
 
     def _job_environment(self) -> dict[str, str]:
@@ -328,15 +336,15 @@ class JobManager:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("QUSEC_")}
         return {**environment, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
-    def _settle(self, job: dict, exitcode: int | None, killed: Deadline | None) -> None:
+    def _settle(self, job: JobRecord, exitcode: int | None, killed: Deadline | None) -> None:
         """Finish the job if its process could not; count it; publish a completed report."""
         if killed is not None:
             status, error = killed.status, killed.error
         else:
             status, error = "failed", f"the job process exited with status {exitcode}"
         if status:  # not when the lease was lost: the job is someone else's now
-            self.store.finish(job["id"], job["lease"], status, error=error)  # no-op if finished
-        split.settle_parent_of(self.store, job["id"])  # no-op unless its last part
+            self.store.finish(job.id, job.lease, status, error=error)  # no-op if finished
+        split.settle_parent_of(self.store, job.id)  # no-op unless its last part
         pruned = self.store.prune(self.settings.robustness_keep_finished_jobs)
         if pruned:
             log.info(
@@ -345,12 +353,12 @@ class JobManager:
                 self.settings.robustness_keep_finished_jobs,
             )
         self.gauges.count_active()
-        final = self.store.get(job["id"], with_report=False)
-        if final is None or final["status"] not in FINISHED:
+        final = self.store.get(job.id, with_report=False)
+        if final is None or final.status not in FINISHED:
             return
-        self.metrics.robustness_jobs.labels(status=final["status"]).inc()
+        self.metrics.robustness_jobs.labels(status=final.status).inc()
         self.gauges.publish_latest()
-        log.info("job %s %s", job["id"], final["status"], extra={"job_id": job["id"]})
+        log.info("job %s %s", job.id, final.status, extra={"job_id": job.id})
 
     # The upkeep.
 

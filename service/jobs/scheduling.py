@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 
 from service.jobs import split
-from service.jobs.store import QUEUED, JobStore
+from service.jobs.store import QUEUED, JobRecord, JobStore
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class JobLoop:
         self,
         store: JobStore,
         lease_seconds: float,
-        run: Callable[[dict], None],
+        run: Callable[[JobRecord], None],
         *,
         idle_seconds: float = 1.0,
         metrics: ServiceMetrics | None = None,
@@ -62,9 +62,9 @@ class JobLoop:
                 self._idle(stop)
                 continue
             if stop.is_set():  # claimed while stopping: it runs after the restart
-                self.store.release(job["id"], job["lease"])
+                self.store.release(job.id, job.lease)
                 break
-            log.info("job %s claimed by %s (attempt %d)", job["id"], self.holder, job["attempt"])
+            log.info("job %s claimed by %s (attempt %d)", job.id, self.holder, job.attempt)
             self.run_job(job)
             ran += 1
         return ran

@@ -19,7 +19,7 @@ from models.checkpoint import load_checkpoint
 from robustness.plan import Subject, plan_units
 from robustness.request import SuiteRequest
 from service.jobs.spec import JobSpec
-from service.jobs.store import JobStore
+from service.jobs.store import JobRecord, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +43,19 @@ def plan_parts(spec: JobSpec, dataset: str, model) -> list[JobSpec] | None:
     return [replace(spec, units=(index,)) for index in range(len(units))]
 
 
-def assemble(parts: list[dict]) -> tuple[str, dict | None, str | None]:
+def assemble(parts: list[JobRecord]) -> tuple[str, dict | None, str | None]:
     """(status, report, error) of a split check from its finished parts, in plan order."""
     # Only a replica that settles a split check needs the merge rules; the serving process
     # otherwise never loads them (tests/service/test_operations.py).
     from robustness.merge import assemble_parts
 
-    statuses = [part["status"] for part in parts]
-    reports = [part["report"] for part in parts if part.get("report") is not None]
+    statuses = [part.status for part in parts]
+    reports = [part.report for part in parts if part.report is not None]
     if all(status == "done" for status in statuses):
         return "done", assemble_parts(reports), None
     status = next(s for s in _PRECEDENCE if s in statuses)
-    first = next(part for part in parts if part["status"] == status)
-    error = (
-        f"{statuses.count('done')} of {len(parts)} parts done; a {status} part: {first['error']}"
-    )
+    first = next(part for part in parts if part.status == status)
+    error = f"{statuses.count('done')} of {len(parts)} parts done; a {status} part: {first.error}"
     if status == "failed" or not reports:
         return status, None, error
     return status, assemble_parts(reports), error
@@ -66,9 +64,9 @@ def assemble(parts: list[dict]) -> tuple[str, dict | None, str | None]:
 def settle_parent_of(store: JobStore, job_id: str) -> str | None:
     """If ``job_id`` is the last part of a split check to finish, finish the check."""
     job = store.get(job_id, with_report=False)
-    if job is None or job["parent_id"] is None:
+    if job is None or job.parent_id is None:
         return None
-    return settle(store, job["parent_id"])
+    return settle(store, job.parent_id)
 
 
 def settle(store: JobStore, parent_id: str) -> str | None:
@@ -80,8 +78,3 @@ def settle(store: JobStore, parent_id: str) -> str | None:
     if status is not None:
         log.info("job %s %s (assembled from its parts)", parent_id, status)
     return status
-
-
-def samples_owner(job: dict) -> str:
-    """The job whose uploaded samples a job reads: a part reads its parent's."""
-    return job.get("parent_id") or job["id"]

@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from typing import TextIO
 
 import torch
@@ -45,7 +46,7 @@ from service.jobs.lease import Deadline, LeaseKeeper
 from service.jobs.samples import parse_samples
 from service.jobs.scheduling import JobLoop
 from service.jobs.spec import JobSpec, WorkerConfig
-from service.jobs.store import QUEUED, JobStore
+from service.jobs.store import QUEUED, JobRecord, JobStore
 from service.logs import configure_logging
 from service.settings import ServiceSettings
 
@@ -80,7 +81,7 @@ def main(stdin: TextIO = sys.stdin) -> None:
     if job is None:
         log.error("job %s not found", config.job_id)
         return
-    run_job(store, {**job, "lease": config.lease}, config, threading.Event(), supervised=True)
+    run_job(store, replace(job, lease=config.lease), config, threading.Event(), supervised=True)
 
 
 def work(
@@ -89,7 +90,7 @@ def work(
     """The standalone worker: the one scheduling loop (``scheduling.JobLoop``), running each
     job in this process, until ``shutdown``; returns the number of jobs it ran."""
 
-    def run(job: dict) -> None:
+    def run(job: JobRecord) -> None:
         run_job(store, job, config, shutdown, supervised=False)
 
     loop = JobLoop(store, config.lease_seconds, run, idle_seconds=IDLE_SECONDS)
@@ -97,16 +98,20 @@ def work(
 
 
 def run_job(
-    store: JobStore, job: dict, config: WorkerConfig, shutdown: threading.Event, supervised: bool
+    store: JobStore,
+    job: JobRecord,
+    config: WorkerConfig,
+    shutdown: threading.Event,
+    supervised: bool,
 ) -> str | None:
     """Run a claimed job and finish it under its lease; returns what became of it (None:
     the lease was lost and the result dropped)."""
     started = time.monotonic()
-    spec = JobSpec.from_dict(job["spec"])
-    context = {"job_id": job["id"], "model": spec.model}
+    spec = JobSpec.from_dict(job.spec)
+    context = {"job_id": job.id, "model": spec.model}
     log.info("job started", extra=context)
-    keeper = LeaseKeeper(store, job["id"], job["lease"], config.lease_seconds)
-    poller = StopPoller(store, job["id"], keeper.lost, shutdown)
+    keeper = LeaseKeeper(store, job.id, job.lease, config.lease_seconds)
+    poller = StopPoller(store, job.id, keeper.lost, shutdown)
     if not supervised:  # nobody else would kill it if it overran
         keeper.deadline = lambda: _deadline(job, spec, poller, config.stop_grace_seconds)
     with keeper:
@@ -114,13 +119,13 @@ def run_job(
     if keeper.lost.is_set():
         return None
     if status == QUEUED:
-        store.release(job["id"], job["lease"])
+        store.release(job.id, job.lease)
         log.info("job put back in the queue: this worker is shutting down", extra=context)
         return QUEUED
-    if not store.finish(job["id"], job["lease"], status, report=report, error=error):
-        log.warning("job %s was no longer ours to finish; result dropped", job["id"])
+    if not store.finish(job.id, job.lease, status, report=report, error=error):
+        log.warning("job %s was no longer ours to finish; result dropped", job.id)
         return None
-    split.settle_parent_of(store, job["id"])
+    split.settle_parent_of(store, job.id)
     log.info("job finished: %s", status, extra=context)
     return status
 
@@ -136,15 +141,15 @@ def _execute(spec, store, job, config, started, poller, context) -> tuple:
         return "failed", None, _failure(exc, config, context)
     if report["status"] != "stopped":
         return "done", report, None
-    reason = store.stop_request(job["id"])
+    reason = store.stop_request(job.id)
     if reason is None and poller.shutdown.is_set():
         return QUEUED, None, None
     status, note = STOPPED[reason]
     return status, report, note
 
 
-def _deadline(job: dict, spec: JobSpec, poller: StopPoller, grace: float) -> Deadline:
-    overrun = Deadline(job["started_at"] + spec.time_budget_seconds + grace, "timed_out", OVERRAN)
+def _deadline(job: JobRecord, spec: JobSpec, poller: StopPoller, grace: float) -> Deadline:
+    overrun = Deadline(job.started_at + spec.time_budget_seconds + grace, "timed_out", OVERRAN)
     if poller.seen_at is not None and poller.reason == "cancel":
         late = Deadline(poller.seen_at + grace, "cancelled", "cancelled; the job did not stop")
         return min(overrun, late, key=lambda deadline: deadline.at)
@@ -170,7 +175,7 @@ def _run(spec, store, job, config, started, poller) -> dict:
     if target.sha256 != spec.weights_sha256:
         raise JobError("the checkpoint changed on disk since the service loaded it")
     surrogate = Subject.from_checkpoint(load_checkpoint(spec.surrogate)) if spec.surrogate else None
-    data = _samples(spec, store, split.samples_owner(job), config)
+    data = _samples(spec, store, job.samples_owner, config)
     request = SuiteRequest.from_dict(spec.request)
     remaining = spec.time_budget_seconds - (time.monotonic() - started)
     return run_suite(
@@ -178,7 +183,7 @@ def _run(spec, store, job, config, started, poller) -> dict:
         data,
         request,
         surrogate=surrogate,
-        progress=ProgressWriter(store, job["id"], job["lease"]),
+        progress=ProgressWriter(store, job.id, job.lease),
         should_stop=budget(remaining, cancelled=poller),
         only_units=spec.units,
     )

@@ -85,7 +85,7 @@ async def submit(request: Request, jobs: Jobs, settings: Settings) -> JSONRespon
     body = parse_request(raw)
     job = await asyncio.to_thread(jobs.submit, body, samples)
     jobs.wake()
-    location = f"{router.prefix}/{job['id']}"
+    location = f"{router.prefix}/{job.id}"
     return JSONResponse(
         {**public_job(job, with_report=False), "location": location},
         status_code=202,
@@ -111,7 +111,7 @@ async def list_jobs(
         try:
             shown.append(public_job(job, with_report=False))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            log.warning("job %s: its stored record is malformed (%r); left out", job.get("id"), exc)
+            log.warning("job %s: its stored record is malformed (%r); left out", job.id, exc)
     return {"jobs": shown}
 
 
@@ -139,5 +139,5 @@ async def cancel_job(job_id: JobId, jobs: Jobs) -> JSONResponse:
     job = await asyncio.to_thread(jobs.cancel, job_id)
     # 202 while a running job is still winding down; 200 once it is cancelled.
     return JSONResponse(
-        public_job(job, with_report=False), status_code=202 if job["status"] == "running" else 200
+        public_job(job, with_report=False), status_code=202 if job.status == "running" else 200
     )

@@ -1,6 +1,7 @@
-"""The job store: one interface (``interface``), two engines that each own their schema
-(``sqlite``, embedded, the default; ``postgres``, shared by replicas and workers), and
-``open_store``, which picks the engine a setting names. Callers see no SQL."""
+"""The job store: one interface (``interface``, built on ``base`` and ``leases``), two
+engines that each own their schema (``sqlite``, embedded, the default; ``postgres``, shared
+by replicas and workers), and ``open_store``, which picks the engine a setting names.
+Callers see no SQL; jobs come back as ``JobRecord`` (``records``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from service.jobs.store.interface import (
     RUNNING,
     STATUSES,
     Connection,
+    JobRecord,
     JobStore,
     QueueFullError,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "RUNNING",
     "STATUSES",
     "Connection",
+    "JobRecord",
     "JobStore",
     "QueueFullError",
     "open_store",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from service.jobs.store.interface import Connection
+from service.jobs.store.base import Connection
 
 
 def migrate(db: Connection, migrations: list[list[str]]) -> int:

@@ -65,10 +65,10 @@ def test_one_damaged_row_never_breaks_the_job_list(serve, tmp_path) -> None:
     broken_json = store.submit("mnist-tq2", good, None, 10)
     missing_field = store.submit("mnist-tq2", {"model": "mnist-tq2"}, None, 10)
     for job in (kept, broken_json, missing_field):
-        store.request_stop(job["id"], "cancel")  # a queued job is cancelled at once: never run
+        store.request_stop(job.id, "cancel")  # a queued job is cancelled at once: never run
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE jobs SET spec = '{not json' WHERE id = ?", (broken_json["id"],))
+        db.execute("UPDATE jobs SET spec = '{not json' WHERE id = ?", (broken_json.id,))
     client = serve(admin_token=TOKEN, robustness_db=path)
     answer = client.get("/robustness-check", headers=AUTH)
     assert answer.status_code == 200, answer.text
-    assert [job["id"] for job in answer.json()["jobs"]] == [kept["id"]]
+    assert [job["id"] for job in answer.json()["jobs"]] == [kept.id]

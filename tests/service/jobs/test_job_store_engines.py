@@ -51,7 +51,7 @@ def test_migrations_are_versioned_and_applied_once(store) -> None:
     job = store.submit("m", {"n": 1}, None, capacity=5)
     store.initialise()  # a second replica starting: nothing to do, nothing lost
     assert versions(store) == list(range(1, len(expected) + 1))
-    assert store.get(job["id"])["spec"] == {"n": 1}
+    assert store.get(job.id).spec == {"n": 1}
 
 
 def test_a_sqlite_database_from_before_versioning_is_upgraded(tmp_path) -> None:
@@ -66,17 +66,17 @@ def test_a_sqlite_database_from_before_versioning_is_upgraded(tmp_path) -> None:
     store = SqliteJobStore(path)
     store.initialise()
     old = store.get("old")
-    assert old["status"] == "done" and old["attempt"] == 0 and old["report"] == {"worst_case": []}
+    assert old.status == "done" and old.attempt == 0 and old.report == {"worst_case": []}
     assert versions(store) == [1, 2]
 
 
 def test_concurrent_claimants_never_get_the_same_job(store) -> None:
-    submitted = {store.submit("m", {"n": n}, None, capacity=100)["id"] for n in range(24)}
+    submitted = {store.submit("m", {"n": n}, None, capacity=100).id for n in range(24)}
     claimed: list[str] = []
 
     def claim_all(holder: str) -> None:
         while (job := store.claim_next(holder)) is not None:
-            claimed.append(job["id"])
+            claimed.append(job.id)
 
     threads = [threading.Thread(target=claim_all, args=(f"h{i}",)) for i in range(4)]
     for thread in threads:
@@ -93,35 +93,35 @@ def test_an_expired_lease_is_requeued_once_then_interrupted_and_late_writes_are_
     first = store.submit("m", {}, None, capacity=5)
     behind = store.submit("m", {}, None, capacity=5)
     claim = store.claim_next("worker-a", SHORT_LEASE)
-    assert claim["id"] == first["id"] and claim["attempt"] == 1
-    assert wait_expired(store) == [(first["id"], QUEUED)]
+    assert claim.id == first.id and claim.attempt == 1
+    assert wait_expired(store) == [(first.id, QUEUED)]
     # It kept its place: the next claim takes it again, before the job behind it.
     again = store.claim_next("worker-b", SHORT_LEASE)
-    assert again["id"] == first["id"] and again["attempt"] == 2 and again["holder"] == "worker-b"
+    assert again.id == first.id and again.attempt == 2 and again.holder == "worker-b"
     # The first holder, back from the dead, can no longer write anything.
-    assert not store.update_progress(first["id"], claim["lease"], {"done_batches": 9})
-    assert not store.renew(first["id"], claim["lease"], 60)
-    assert not store.finish(first["id"], claim["lease"], "done", report={"worst_case": []})
-    assert wait_expired(store) == [(first["id"], "interrupted")]
-    lost = store.get(first["id"])
-    assert lost["status"] == "interrupted" and lost["error"] == LEASE_LOST_TWICE
-    assert not store.finish(first["id"], again["lease"], "done", report={"worst_case": []})
-    assert store.get(behind["id"])["status"] == QUEUED
+    assert not store.update_progress(first.id, claim.lease, {"done_batches": 9})
+    assert not store.renew(first.id, claim.lease, 60)
+    assert not store.finish(first.id, claim.lease, "done", report={"worst_case": []})
+    assert wait_expired(store) == [(first.id, "interrupted")]
+    lost = store.get(first.id)
+    assert lost.status == "interrupted" and lost.error == LEASE_LOST_TWICE
+    assert not store.finish(first.id, again.lease, "done", report={"worst_case": []})
+    assert store.get(behind.id).status == QUEUED
 
 
 def test_a_renewed_lease_does_not_expire_and_a_finished_report_stays(store) -> None:
     job = store.submit("m", {}, None, capacity=5)
     claim = store.claim_next("w", SHORT_LEASE)
     for _ in range(4):
-        assert store.renew(job["id"], claim["lease"], 30)
+        assert store.renew(job.id, claim.lease, 30)
         time.sleep(SHORT_LEASE / 2)
     assert store.expire_leases() == []
-    assert store.finish(job["id"], claim["lease"], "done", report={"worst_case": [1]})
-    assert not store.finish(job["id"], claim["lease"], "failed", error="late")
+    assert store.finish(job.id, claim.lease, "done", report={"worst_case": [1]})
+    assert not store.finish(job.id, claim.lease, "failed", error="late")
     assert store.expire_leases() == []
-    done = store.get(job["id"])
-    assert done["status"] == "done" and done["report"] == {"worst_case": [1]}
-    assert done["error"] is None
+    done = store.get(job.id)
+    assert done.status == "done" and done.report == {"worst_case": [1]}
+    assert done.error is None
 
 
 def test_cancel_is_a_flag_the_holder_reads_and_an_expired_cancelled_job_is_cancelled(
@@ -129,42 +129,42 @@ def test_cancel_is_a_flag_the_holder_reads_and_an_expired_cancelled_job_is_cance
 ) -> None:
     job = store.submit("m", {}, None, capacity=5)
     claim = store.claim_next("w", SHORT_LEASE)
-    assert store.request_stop(job["id"], "cancel") == RUNNING
-    assert store.request_stop(job["id"], "shutdown") == RUNNING
-    assert store.stop_request(job["id"]) == "cancel"  # never downgraded
-    assert wait_expired(store) == [(job["id"], "cancelled")]
-    assert store.get(job["id"])["status"] == "cancelled"
-    assert not store.finish(job["id"], claim["lease"], "done", report={"worst_case": []})
+    assert store.request_stop(job.id, "cancel") == RUNNING
+    assert store.request_stop(job.id, "shutdown") == RUNNING
+    assert store.stop_request(job.id) == "cancel"  # never downgraded
+    assert wait_expired(store) == [(job.id, "cancelled")]
+    assert store.get(job.id).status == "cancelled"
+    assert not store.finish(job.id, claim.lease, "done", report={"worst_case": []})
 
 
 def test_a_split_check_is_claimed_by_parts_and_settled_once(store) -> None:
     parts = [{"units": [index]} for index in range(3)]
     parent = store.submit("m", {"units": None}, b"npz", capacity=1, parts=parts)
-    assert parent["parts"] == 3
+    assert parent.parts == 3
     claims = [store.claim_next(f"w{i}") for i in range(2)]
-    assert [c["part"] for c in claims] == [0, 1]
-    assert {c["parent_id"] for c in claims} == {parent["id"]}
-    assert store.get(parent["id"])["status"] == RUNNING
+    assert [c.part for c in claims] == [0, 1]
+    assert {c.parent_id for c in claims} == {parent.id}
+    assert store.get(parent.id).status == RUNNING
     # Listing and the queue's capacity see the check, not its parts.
-    assert [job["id"] for job in store.recent(10)] == [parent["id"]]
+    assert [job.id for job in store.recent(10)] == [parent.id]
     assert store.count_active() == {QUEUED: 0, RUNNING: 1}
-    store.update_progress(claims[0]["id"], claims[0]["lease"], _progress(2, 4))
-    store.update_progress(claims[1]["id"], claims[1]["lease"], _progress(1, 4))
-    assert store.get(parent["id"])["progress"]["done_batches"] == 3
-    assert store.request_stop(parent["id"], "cancel") == RUNNING
-    statuses = [part["status"] for part in store.parts(parent["id"])]
+    store.update_progress(claims[0].id, claims[0].lease, _progress(2, 4))
+    store.update_progress(claims[1].id, claims[1].lease, _progress(1, 4))
+    assert store.get(parent.id).progress["done_batches"] == 3
+    assert store.request_stop(parent.id, "cancel") == RUNNING
+    statuses = [part.status for part in store.parts(parent.id)]
     assert statuses == [RUNNING, RUNNING, "cancelled"]
 
     def assemble(finished: list[dict]) -> tuple:
-        return "cancelled", {"worst_case": [p["part"] for p in finished]}, "assembled"
+        return "cancelled", {"worst_case": [p.part for p in finished]}, "assembled"
 
-    assert store.settle_split(parent["id"], assemble) is None  # parts still running
+    assert store.settle_split(parent.id, assemble) is None  # parts still running
     for claim in claims:
-        store.finish(claim["id"], claim["lease"], "cancelled")
-    assert store.settle_split(parent["id"], assemble) == "cancelled"
-    assert store.settle_split(parent["id"], assemble) is None  # once only
-    settled = store.get(parent["id"])
-    assert settled["report"] == {"worst_case": [0, 1, 2]} and settled["error"] == "assembled"
+        store.finish(claim.id, claim.lease, "cancelled")
+    assert store.settle_split(parent.id, assemble) == "cancelled"
+    assert store.settle_split(parent.id, assemble) is None  # once only
+    settled = store.get(parent.id)
+    assert settled.report == {"worst_case": [0, 1, 2]} and settled.error == "assembled"
 
 
 def _progress(done: int, total: int) -> dict:

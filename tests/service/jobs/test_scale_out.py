@@ -110,7 +110,7 @@ def fleet(checkpoints, postgres, tmp_path_factory) -> Iterator[Fleet]:
 
 
 def holder_pid(store: PostgresJobStore, job_id: str) -> int:
-    return int(store.get(job_id)["holder"].rsplit(":", 1)[1])
+    return int(store.get(job_id).holder.rsplit(":", 1)[1])
 
 
 def test_submit_on_one_replica_read_and_cancel_on_the_other(fleet) -> None:
@@ -147,7 +147,7 @@ def test_two_workers_split_one_check_into_the_one_worker_report(fleet) -> None:
         whole = poll(a, whole_id, finished, timeout=300)
     assert split["status"] == whole["status"] == "done"
     assert split["parts"] == 8 and whole["parts"] is None
-    holders = {part["holder"] for part in fleet.store.parts(split_id)}
+    holders = {part.holder for part in fleet.store.parts(split_id)}
     assert len(holders) == 2, holders  # both workers took parts
     assert _rows(split["report"]) == _rows(whole["report"])
     assert len(_rows(whole["report"])) == 8

@@ -80,12 +80,12 @@ def test_the_loop_runs_a_split_check_into_the_report_of_the_whole(
         "mnist-tq2", spec.as_dict(), None, capacity=5, parts=[p.as_dict() for p in parts]
     )
     assert work(config, store, threading.Event(), max_jobs=9) == 9
-    whole, parent = store.get(whole["id"]), store.get(parent["id"])
-    assert whole["status"] == parent["status"] == "done"
-    assert parent["report"]["parts"] == 8
-    assert _rows(parent["report"]) == _rows(whole["report"])
-    assert parent["headline"] == whole["headline"] == whole["report"]["worst_case"]
-    assert parent["progress"]["done_batches"] == parent["progress"]["total_batches"] == 16
+    whole, parent = store.get(whole.id), store.get(parent.id)
+    assert whole.status == parent.status == "done"
+    assert parent.report["parts"] == 8
+    assert _rows(parent.report) == _rows(whole.report)
+    assert parent.headline == whole.headline == whole.report["worst_case"]
+    assert parent.progress["done_batches"] == parent.progress["total_batches"] == 16
 
 
 def test_a_stopping_worker_puts_its_job_back_where_it_was(store, config, checkpoints) -> None:
@@ -103,16 +103,16 @@ def test_a_stopping_worker_puts_its_job_back_where_it_was(store, config, checkpo
     loop = threading.Thread(target=work, args=(config, store, shutdown))
     loop.start()
     deadline = time.monotonic() + 120
-    while not (store.get(job["id"])["progress"] or {}).get("done_batches"):
-        assert time.monotonic() < deadline and loop.is_alive(), store.get(job["id"])
+    while not (store.get(job.id).progress or {}).get("done_batches"):
+        assert time.monotonic() < deadline and loop.is_alive(), store.get(job.id)
         time.sleep(0.05)
     shutdown.set()
     loop.join(timeout=300)
     assert not loop.is_alive()
-    back = store.get(job["id"])
-    assert back["status"] == QUEUED and back["attempt"] == 0 and back["progress"] is None
-    assert store.claim_next("next")["id"] == job["id"]  # ahead of the one behind it
-    assert store.get(behind["id"])["status"] == QUEUED
+    back = store.get(job.id)
+    assert back.status == QUEUED and back.attempt == 0 and back.progress is None
+    assert store.claim_next("next").id == job.id  # ahead of the one behind it
+    assert store.get(behind.id).status == QUEUED
 
 
 def _rows(report: dict) -> list[dict]:
