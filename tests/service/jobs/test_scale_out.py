@@ -25,6 +25,7 @@ import pytest
 
 from service.jobs.store.postgres import PostgresJobStore
 from tests.service.helpers.admin import AUTH, TOKEN, finished, metric_value, poll, slow
+from tests.service.helpers.postgres import fresh_database
 from tests.service.helpers.servers import ROOT, STOPPED_BY_SIGTERM, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
@@ -85,9 +86,7 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(checkpoints, postgres, tmp_path_factory) -> Iterator[Fleet]:
-    from tests.service.helpers.postgres import fresh_database
-
-    url = fresh_database(postgres)
+    url = fresh_database(postgres.url)
     logs = tmp_path_factory.mktemp("fleet")
     shared = {"QUSEC_JOBS_URL": url, "QUSEC_ROBUSTNESS_LEASE_SECONDS": LEASE_SECONDS}
     replica = {
