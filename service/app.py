@@ -25,6 +25,9 @@ from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
+# How often a service whose job store could not be opened at startup tries again.
+JOB_STORE_RETRY_SECONDS = 5.0
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,15 +48,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     pool.start()
     app.state.pool = pool
-    jobs = await _start_jobs(app, settings, pool)
+    await _start_jobs(app, settings, pool)
     warm_up = asyncio.create_task(pool.warm_up(started), name="warm-up")
     if settings.workers > 1:
         # A supervised worker shares its port with the others: it must not accept
         # connections (which uvicorn starts after this startup) before it can serve them.
         await asyncio.wait([warm_up])
         if not pool.ready:
-            if jobs is not None:
-                await jobs.stop()
+            await _stop_jobs(app)
             await pool.stop()
             raise RuntimeError(f"worker not ready: {pool.failure}")
     try:
@@ -63,33 +65,61 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not warm_up.done():
             warm_up.cancel()
         await asyncio.wait([warm_up])
-        if jobs is not None:
-            await jobs.stop()
+        await _stop_jobs(app)
         await pool.stop()
         log.info("stopped")
 
 
-async def _start_jobs(
-    app: FastAPI, settings: ServiceSettings, pool: ClassifierPool
-) -> JobManager | None:
+async def _start_jobs(app: FastAPI, settings: ServiceSettings, pool: ClassifierPool) -> None:
     """The robustness-check jobs, when admin access is configured (else nothing runs)."""
     if not settings.admin_enabled:
-        return None
+        return
     try:
         app.state.admin_token = load_admin_token(settings)
         jobs = await asyncio.to_thread(JobManager.open, settings, app.state.metrics, pool)
     except JobsUnavailable as exc:
         # Classification does not depend on the job database: it serves, the admin routes
-        # answer 503 with this reason.
+        # answer 503 with this reason, and the store is tried again until it opens.
         log.error("robustness-check jobs unavailable: %s", exc.detail)
         app.state.jobs_problem = exc.message
-        return None
+        app.state.jobs_opener = asyncio.create_task(
+            _open_jobs_later(app, settings, pool), name="job-store-opener"
+        )
+        return
     except BaseException:
         await pool.stop()
         raise
     jobs.start()
     app.state.jobs = jobs
-    return jobs
+
+
+async def _open_jobs_later(app: FastAPI, settings: ServiceSettings, pool: ClassifierPool) -> None:
+    """Try the job store again until it opens (a database that was down at startup)."""
+    while True:
+        await asyncio.sleep(JOB_STORE_RETRY_SECONDS)
+        try:
+            jobs = await asyncio.to_thread(JobManager.open, settings, app.state.metrics, pool)
+        except JobsUnavailable as exc:
+            log.debug("robustness-check jobs still unavailable: %s", exc.detail)
+            app.state.jobs_problem = exc.message
+            continue
+        except Exception as exc:  # the store opened but cannot be used (a newer schema)
+            log.error("robustness-check jobs unavailable", exc_info=exc)
+            app.state.jobs_problem = "the job store cannot be used; see the service's log"
+            return
+        jobs.start()
+        app.state.jobs, app.state.jobs_problem = jobs, None
+        log.warning("robustness-check jobs available: the job store opened")
+        return
+
+
+async def _stop_jobs(app: FastAPI) -> None:
+    opener = app.state.jobs_opener
+    if opener is not None:
+        opener.cancel()
+        await asyncio.wait([opener])
+    if app.state.jobs is not None:
+        await app.state.jobs.stop()
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -104,6 +134,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.pool = None
     app.state.jobs = None
+    app.state.jobs_opener = None
     app.state.admin_token = None
     app.state.jobs_problem = None
     install_error_handlers(app, settings.retry_after_seconds)

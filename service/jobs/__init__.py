@@ -4,7 +4,8 @@
 its migrations); ``planning`` turns a request into a validated job; ``cost`` estimates
 it; ``spec`` is what a job runs; ``samples`` validates uploaded sample sets;
 ``manager`` keeps the queue and runs jobs in ``worker`` processes (also the standalone
-``qusec-worker``); ``lease`` renews a running job's lease; ``split`` splits a check into
-parts and assembles their report; ``gauges`` publishes the queue's size; ``targets``
-describes what a check may target.
+``qusec-worker``), each watched by ``supervision``; ``scheduling`` is the one loop that
+claims them; ``lease`` renews a running job's lease and gives up a run whose store failed;
+``split`` splits a check into parts and assembles their report; ``gauges`` publishes the
+queue's size; ``targets`` describes what a check may target.
 """

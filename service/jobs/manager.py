@@ -9,12 +9,14 @@ republishes the gauges of each model's last completed report, and starts:
 - the scheduler (unless ``QUSEC_ROBUSTNESS_RUN_JOBS`` is false): the one scheduling loop
   (``scheduling.JobLoop``) on a thread of its own, woken by a submit in this process and
   looking every second for jobs submitted elsewhere. For each job it claims it starts a
-  job process (``python -m service.jobs.worker``, a fresh interpreter) and watches it
-  until it exits, killing it when it overruns its time budget (or a stop request) by
-  more than the grace period;
-- the upkeep: every third of a lease it renews the running job's lease, settles expired
-  leases (the loop's own code, for a replica that runs no jobs), refreshes the gauges
-  from reports finished anywhere, and counts the shared queue.
+  job process and watches it until it exits (``supervision.JobProcess``: deadlines, the
+  lease), then settles the job, trying again until the store lets it;
+- the upkeep: every third of a lease it settles expired leases (the loop's own code, for
+  a replica that runs no jobs), refreshes the gauges from reports finished anywhere, and
+  counts the shared queue.
+
+A store that fails (down, or refusing writes) never stops either: requests answer 503
+``jobs_unavailable`` meanwhile, and both carry on once it is back.
 """
 
 from __future__ import annotations
@@ -22,25 +24,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
 from service.errors import InvalidSamples, JobFinished, JobQueueFull, JobsUnavailable, UnknownJob
 from service.inference.pool import ClassifierPool
 from service.jobs import split
 from service.jobs.gauges import StoreGauges
-from service.jobs.lease import Deadline
+from service.jobs.lease import first_line
 from service.jobs.planning import CheckRequest, Target, plan_job
 from service.jobs.samples import parse_samples
 from service.jobs.scheduling import JobLoop
-from service.jobs.spec import JobSpec, WorkerConfig
 from service.jobs.store import (
     FINISHED,
     QUEUED,
@@ -50,17 +47,17 @@ from service.jobs.store import (
     QueueFullError,
     open_store,
 )
+from service.jobs.supervision import ABANDON, Ending, JobProcess
 from service.jobs.targets import describe_target
 from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-WATCH_SECONDS = 0.2
 # How often an idle scheduler looks at the queue for jobs other processes submitted.
 QUEUE_LOOK_SECONDS = 1.0
-# Where ``service`` can be imported from, whatever the service's working directory.
-_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+# The longest pause between tries to settle a job while its store fails.
+SETTLE_RETRY_SECONDS = 5.0
 INTERRUPTED_BY_CRASH = "the service stopped unexpectedly while the job ran"
 T = TypeVar("T")
 
@@ -106,14 +103,10 @@ class JobManager:
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
         self._upkeep: asyncio.Task | None = None
-        self._running: str | None = None
-        self._running_parent: str | None = None
-        self._running_lease: str | None = None
+        # The job process being watched: set by the scheduler thread, read by a cancel
+        # (on a request's thread) or a shutdown (on the event loop).
+        self._current: JobProcess | None = None
         self.gauges = StoreGauges(store, metrics)
-        # The running job's deadline: set by the scheduler thread, moved by a cancel (on a
-        # request's thread) or a shutdown (on the event loop).
-        self._deadline: Deadline | None = None
-        self._deadline_lock = threading.Lock()
         self._stopping = False
         self._submitting = threading.Lock()
 
@@ -157,10 +150,13 @@ class JobManager:
         self._stopping = True
         self._stop.set()
         self.jobs.wake.set()
-        running = self._running
-        if running is not None:
+        current = self._current
+        if current is not None:
             message = "the service shut down while the job ran"
-            self._stop_running(running, "shutdown", "interrupted", message)
+            try:
+                self._stop_running(current, "shutdown", "interrupted", message)
+            except self.store.errors as exc:  # its deadline is set: it is killed past it
+                log.warning("job %s: cannot ask it to stop: %s", current.job.id, exc)
         if self._scheduler is not None:
             await asyncio.to_thread(self._scheduler.join)
         if self._upkeep is not None:
@@ -242,13 +238,17 @@ class JobManager:
             raise JobFinished(f"job {job_id} is {before}")
         if before == QUEUED:
             self.metrics.robustness_jobs.labels(status="cancelled").inc()
+        if before == RUNNING:
+            # A holder that is gone cannot read the flag: once its lease has lapsed, the
+            # job is cancelled here and now rather than at the next look.
+            self.jobs.settle_expired()
         if before in (QUEUED, RUNNING):
             split.settle(self.store, job_id)  # a split check whose parts all stopped now
-        running = self._running
-        if before == RUNNING and job_id in (running, self._running_parent):
-            self._stop_running(
-                running, None, "cancelled", "cancelled; the job did not stop in time"
-            )
+        current = self._current
+        ours = current is not None and job_id in (current.job.id, current.job.parent_id)
+        if before == RUNNING and ours:
+            error = "cancelled; the job did not stop in time"
+            self._stop_running(current, None, "cancelled", error)
         self.gauges.count_active()
         log.info("job %s cancel requested (was %s)", job_id, before, extra={"job_id": job_id})
         return self.get(job_id)
@@ -260,90 +260,51 @@ class JobManager:
     # The scheduler: ``JobLoop``'s run callback, on the scheduler thread.
 
     def _run(self, job: JobRecord) -> None:
+        """Run ``job`` in a job process, then settle it. Never raises: a scheduler that
+        dies would strand every later job."""
         try:
-            self._watch(job)
-        except Exception as exc:  # a scheduler that dies would strand every later job
+            self._current = JobProcess(job, self.store, self.settings)
+            self._count_active()
+            ending = self._current.run()
+        except Exception as exc:
             log.error("job %s: supervision failed", job.id, exc_info=exc)
-            self.store.finish(job.id, job.lease, "failed", None, "internal error")
+            ending = Ending("failed", "internal error")
         finally:
-            with self._deadline_lock:
-                self._running, self._running_parent, self._deadline = None, None, None
-                self._running_lease = None
-            self.gauges.count_active()
+            self._current = None
+        self._settle_eventually(job, ending)
 
-    def _watch(self, job: JobRecord) -> None:
-        """Run ``job`` in a job process and watch it until it exits, killing it past its
-        deadline or once its lease is lost."""
-        spec = JobSpec.from_dict(job.spec)
-        grace = self.settings.robustness_stop_grace_seconds
-        with self._deadline_lock:
-            self._running, self._running_parent = job.id, job.parent_id
-            self._running_lease = job.lease
-            self._deadline = Deadline(
-                job.started_at + spec.time_budget_seconds + grace,
-                "timed_out",
-                "the job overran its time budget and was stopped without a report",
-            )
-        self.gauges.count_active()
-        process = self._spawn(job)
-        killed: Deadline | None = None
-        renewed = time.monotonic()
-        while process.poll() is None:
-            time.sleep(WATCH_SECONDS)
-            deadline = self._deadline
-            if killed is None and deadline and time.time() > deadline.at:
-                killed = deadline
-                log.warning("job %s: killing its process (%s)", job.id, killed.status)
-                process.kill()
-            # The job process renews the lease too, once it has started; this covers its
-            # start-up (importing torch can take long on a loaded host).
-            if time.monotonic() - renewed > self.settings.robustness_lease_seconds / 3:
-                renewed = time.monotonic()
-                if not self._renew(job) and killed is None:
-                    log.warning("job %s: lease lost; killing its process", job.id)
-                    killed = Deadline(0, "", "")
-                    process.kill()
-        process.stdin.close()  # type: ignore[union-attr]
-        self._settle(job, process.returncode, killed)
+    def _settle_eventually(self, job: JobRecord, ending: Ending) -> None:
+        """Settle the job as soon as the store lets us, trying again while it fails (down,
+        or refusing writes). Nothing renews the lease meanwhile, so if this process stops
+        first, the lease's expiry settles the job instead."""
+        pause = min(SETTLE_RETRY_SECONDS, self.settings.robustness_lease_seconds / 3)
+        tries = 0
+        while True:
+            try:
+                self._settle(job, ending)
+                return
+            except self.store.errors as exc:
+                if tries == 0:
+                    log.warning(
+                        "job %s: cannot settle it while the job store fails (%s); trying again",
+                        job.id,
+                        first_line(exc),
+                    )
+                tries += 1
+            if self._stop.wait(pause):
+                log.warning("job %s: left to its lease's expiry at shutdown", job.id)
+                return
 
-    def _renew(self, job: JobRecord) -> bool:
-        lease = self.settings.robustness_lease_seconds
-        try:
-            return self.store.renew(job.id, job.lease, lease)
-        except Exception as exc:  # the store is unreachable: the lease may lapse
-            log.warning("job %s: lease renewal failed: %s", job.id, exc)
-            return True
-
-    def _spawn(self, job: JobRecord) -> subprocess.Popen:
-        config = WorkerConfig.from_settings(self.settings, job_id=job.id, lease=job.lease)
-        # stdin carries the configuration, then stays open: the job process exits when
-        # it closes, which is also what happens when this process dies.
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.jobs.worker"],
-            stdin=subprocess.PIPE,
-            cwd=_SOURCE_ROOT,
-            env=self._job_environment(),
-        )
-        process.stdin.write(config.to_line())  # type: ignore[union-attr]
-        process.stdin.flush()  # type: ignore[union-attr]
-        log.info("job %s running in process %d", job.id, process.pid)
-        return process
-
-    def _job_environment(self) -> dict[str, str]:
-        # Settings reach the job process in its configuration line, not the environment,
-        # so the admin token stays behind; OpenMP's pool is capped before torch starts.
-        threads = str(self.settings.robustness_threads)
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("QUSEC_")}
-        return {**environment, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-
-    def _settle(self, job: JobRecord, exitcode: int | None, killed: Deadline | None) -> None:
-        """Finish the job if its process could not; count it; publish a completed report."""
-        if killed is not None:
-            status, error = killed.status, killed.error
-        else:
-            status, error = "failed", f"the job process exited with status {exitcode}"
-        if status:  # not when the lease was lost: the job is someone else's now
-            self.store.finish(job.id, job.lease, status, error=error)  # no-op if finished
+    def _settle(self, job: JobRecord, ending: Ending) -> None:
+        """Finish the job if its process could not, or hand a lost run back; count it;
+        publish a completed report."""
+        lease = job.lease or ""
+        if ending.status == ABANDON:
+            became = self.store.abandon(job.id, lease, ending.error or "")
+            if became is not None:
+                log.warning("job %s: its run was lost (%s); now %s", job.id, ending.error, became)
+        elif ending.status:  # not when the lease was lost: the job is someone else's now
+            self.store.finish(job.id, lease, ending.status, error=ending.error)  # no-op if done
         split.settle_parent_of(self.store, job.id)  # no-op unless its last part
         pruned = self.store.prune(self.settings.robustness_keep_finished_jobs)
         if pruned:
@@ -354,40 +315,54 @@ class JobManager:
             )
         self.gauges.count_active()
         final = self.store.get(job.id, with_report=False)
-        if final is None or final.status not in FINISHED:
+        if final is None or not final.finished:
             return
         self.metrics.robustness_jobs.labels(status=final.status).inc()
-        self.gauges.publish_latest()
+        try:
+            self.gauges.publish_latest()
+        except self.store.errors as exc:  # the upkeep publishes it at its next round
+            log.warning("job %s: its report's gauges wait for the store: %s", job.id, exc)
         log.info("job %s %s", job.id, final.status, extra={"job_id": job.id})
+
+    def _count_active(self) -> None:
+        try:
+            self.gauges.count_active()
+        except self.store.errors as exc:  # the upkeep counts again at its next round
+            log.warning("cannot count the queue: %s", first_line(exc))
 
     # The upkeep.
 
     async def _keep_up(self) -> None:
         interval = self.settings.robustness_lease_seconds / 3
+        failing = False
         while True:
             await asyncio.sleep(interval)
             try:
                 await asyncio.to_thread(self._upkeep_once)
-            except Exception as exc:  # the store may be briefly unreachable: try again
-                log.error("job upkeep failed: %s", exc)
+            except self.store.errors as exc:  # down or refusing writes: try again, quietly
+                if not failing:
+                    log.warning("job upkeep: the job store fails: %s", first_line(exc))
+                failing = True
+                continue
+            except Exception as exc:
+                log.error("job upkeep failed", exc_info=exc)
+                continue
+            if failing:
+                log.warning("job upkeep: the job store answers again")
+            failing = False
 
     def _upkeep_once(self) -> None:
-        job_id, lease = self._running, self._running_lease
-        if job_id is not None and lease is not None:  # ours is alive, whatever its clock says
-            self.store.renew(job_id, lease, self.settings.robustness_lease_seconds)
         self.jobs.settle_expired()
         self.gauges.refresh()
 
-    def _stop_running(self, job_id: str, reason: str | None, status: str, error: str) -> None:
-        """Give the running job ``job_id`` the grace period to stop, else it is killed."""
-        if self._running != job_id:
-            return  # it finished meanwhile
-        if reason is not None:
-            self.store.request_stop(job_id, reason)
+    def _stop_running(
+        self, current: JobProcess, reason: str | None, status: str, error: str
+    ) -> None:
+        """Give the running job the grace period to stop, else its process is killed."""
         at = time.time() + self.settings.robustness_stop_grace_seconds
-        with self._deadline_lock:
-            if self._running == job_id and (self._deadline is None or at < self._deadline.at):
-                self._deadline = Deadline(at, status, error)
+        current.stop_by(at, status, error)
+        if reason is not None:
+            self.store.request_stop(current.job.id, reason)
 
 
 __all__ = ["QUEUED", "RUNNING", "JobManager"]

@@ -6,6 +6,10 @@ loop, running each job in-process (``service.jobs.worker``). Both see expired le
 (jobs whose holder died) the same way: logged, counted in ``robustness_jobs_total`` when
 the loop has the service's metrics, and their split check settled when they were its
 last part.
+
+Nothing ends the loop but ``stop``: a store that cannot be used (down, refusing writes)
+is tried again after a pause, for as long as it takes, and a job whose run raised is
+logged, so one bad moment never leaves a replica that no longer claims jobs.
 """
 
 from __future__ import annotations
@@ -46,28 +50,42 @@ class JobLoop:
 
     def run(self, stop: threading.Event, max_jobs: int | None = None) -> int:
         """Claim and run jobs until ``stop`` is set (or ``max_jobs`` ran); returns how many ran."""
-        ran = 0
+        ran, failing = 0, False
         while not stop.is_set() and (max_jobs is None or ran < max_jobs):
             self.wake.clear()
             try:
                 self.settle_expired()
                 job = self.store.claim_next(self.holder, self.lease_seconds)
-            except Exception as exc:  # the store is unreachable: wait and try again
-                log.error("the job store failed: %s", exc)
+            except Exception as exc:  # the store is down or refuses writes: try again
+                if not failing:
+                    log.error("the job store failed; trying again until it answers: %s", exc)
+                failing = True
                 stop.wait(self.idle_seconds * 5)
                 continue
+            if failing:
+                log.warning("the job store answers again; claiming jobs")
+            failing = False
             if job is None:
                 # A submit here wakes the loop at once; a job submitted to another process
                 # sharing the store is seen at the next look.
                 self._idle(stop)
                 continue
             if stop.is_set():  # claimed while stopping: it runs after the restart
-                self.store.release(job.id, job.lease)
+                self._release(job)
                 break
             log.info("job %s claimed by %s (attempt %d)", job.id, self.holder, job.attempt)
-            self.run_job(job)
+            try:
+                self.run_job(job)
+            except Exception as exc:  # a loop that dies strands every later job
+                log.error("job %s: running it failed", job.id, exc_info=exc)
             ran += 1
         return ran
+
+    def _release(self, job: JobRecord) -> None:
+        try:
+            self.store.release(job.id, job.lease)  # type: ignore[arg-type]
+        except Exception as exc:  # its lease, no longer renewed, puts it back instead
+            log.warning("job %s: could not put it back in the queue: %s", job.id, exc)
 
     def settle_expired(self) -> None:
         """Queue again or interrupt the jobs whose holder's lease expired, anywhere."""

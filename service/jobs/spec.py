@@ -12,6 +12,10 @@ from service.jobs.store import JobStore, open_store
 if TYPE_CHECKING:
     from service.settings import ServiceSettings
 
+# A job process that gave up its run because the job store failed exits with this status
+# (EX_TEMPFAIL): the service that started it hands the run back to the queue.
+STORE_FAULT_EXIT_STATUS = 75
+
 
 @dataclass(frozen=True)
 class JobSpec:

@@ -17,6 +17,12 @@ the row's stop request (cancel or shutdown) is polled through the suite's ``shou
 hook, a thread renews the lease (``lease.LeaseKeeper``), and the row is finished with
 the report, partial or complete, under the lease. The last part of a split check to
 finish assembles the check's report (``split``).
+
+A store call that fails ends the run (``lease.StoreFault``): the suite stops at its next
+batch and the run is handed back (``JobStore.abandon``). A job process leaves that to the
+service that started it and exits with ``STORE_FAULT_EXIT_STATUS``; a standalone worker
+hands it back itself if the store answers again, else leaves it to the lease's expiry,
+and goes on with its loop, which waits for the store.
 """
 
 from __future__ import annotations
@@ -42,10 +48,10 @@ from robustness.request import SuiteRequest
 from robustness.runner import Progress, Subject, budget, run_suite
 from service.errors import ServiceError
 from service.jobs import split
-from service.jobs.lease import Deadline, LeaseKeeper
+from service.jobs.lease import Deadline, LeaseKeeper, StoreFault
 from service.jobs.samples import parse_samples
 from service.jobs.scheduling import JobLoop
-from service.jobs.spec import JobSpec, WorkerConfig
+from service.jobs.spec import STORE_FAULT_EXIT_STATUS, JobSpec, WorkerConfig
 from service.jobs.store import QUEUED, JobRecord, JobStore
 from service.logs import configure_logging
 from service.settings import ServiceSettings
@@ -63,10 +69,16 @@ STOPPED = {
     None: ("timed_out", "the time budget ran out; the report holds what was done"),
 }
 OVERRAN = "the job overran its time budget and was stopped without a report"
+# What ``run_job`` returns for a run given up because its store failed.
+ABANDONED = "abandoned"
 
 
 class JobError(Exception):
     """A job cannot run as specified; the message is shown to the operator."""
+
+
+class StoreFailed(Exception):
+    """A store call of the run failed (recorded in its ``StoreFault``): the run ends."""
 
 
 def main(stdin: TextIO = sys.stdin) -> None:
@@ -77,11 +89,17 @@ def main(stdin: TextIO = sys.stdin) -> None:
     _exit_with_service(stdin)
     _configure_process(config)
     store = config.store()
-    job = store.get(config.job_id, with_report=False)  # type: ignore[arg-type]
+    try:
+        job = store.get(config.job_id, with_report=False)  # type: ignore[arg-type]
+    except store.errors as exc:
+        log.warning("job %s: the job store failed before the job started: %s", config.job_id, exc)
+        sys.exit(STORE_FAULT_EXIT_STATUS)
     if job is None:
         log.error("job %s not found", config.job_id)
         return
-    run_job(store, replace(job, lease=config.lease), config, threading.Event(), supervised=True)
+    job = replace(job, lease=config.lease)
+    if run_job(store, job, config, threading.Event(), supervised=True) == ABANDONED:
+        sys.exit(STORE_FAULT_EXIT_STATUS)  # the service hands the run back
 
 
 def work(
@@ -105,19 +123,40 @@ def run_job(
     supervised: bool,
 ) -> str | None:
     """Run a claimed job and finish it under its lease; returns what became of it (None:
-    the lease was lost and the result dropped)."""
+    the lease was lost and the result dropped; ``ABANDONED``: the store failed)."""
     started = time.monotonic()
     spec = JobSpec.from_dict(job.spec)
     context = {"job_id": job.id, "model": spec.model}
     log.info("job started", extra=context)
-    keeper = LeaseKeeper(store, job.id, job.lease, config.lease_seconds)
-    poller = StopPoller(store, job.id, keeper.lost, shutdown)
+    fault = StoreFault(job.id)
+    keeper = LeaseKeeper(store, job.id, job.lease, config.lease_seconds, fault)
+    poller = StopPoller(store, job.id, keeper.lost, shutdown, fault)
     if not supervised:  # nobody else would kill it if it overran
         keeper.deadline = lambda: _deadline(job, spec, poller, config.stop_grace_seconds)
     with keeper:
         status, report, error = _execute(spec, store, job, config, started, poller, context)
     if keeper.lost.is_set():
         return None
+    if not fault.happened.is_set():
+        try:
+            return _conclude(store, job, status, report, error, context)
+        except store.errors as exc:
+            fault.record("finishing the job", exc)
+    if supervised:
+        return ABANDONED  # the service that started this process hands the run back
+    try:
+        became = store.abandon(job.id, job.lease, fault.why())
+    except store.errors as exc:
+        log.warning("job %s: left to its lease's expiry: %s", job.id, exc, extra=context)
+        return ABANDONED
+    log.warning("job %s: run handed back; now %s", job.id, became, extra=context)
+    if became is not None and became != QUEUED:
+        split.settle_parent_of(store, job.id)
+    return ABANDONED
+
+
+def _conclude(store, job, status, report, error, context) -> str | None:
+    """Put the job back in the queue or finish it, under its lease."""
     if status == QUEUED:
         store.release(job.id, job.lease)
         log.info("job put back in the queue: this worker is shutting down", extra=context)
@@ -131,17 +170,26 @@ def run_job(
 
 
 def _execute(spec, store, job, config, started, poller, context) -> tuple:
-    """(status, report, error) of running the job; failures are the job's, not ours."""
+    """(status, report, error) of running the job; failures are the job's, not ours
+    (a failed store call ends the run without an outcome: ``StoreFault``)."""
     try:
         report = _run(spec, store, job, config, started, poller)
+    except StoreFailed:
+        return ABANDONED, None, None
     except (JobError, CheckpointError, EvalSetError, ServiceError, ValueError) as exc:
         log.warning("job failed: %s", exc, extra=context)
         return "failed", None, str(exc)[:500]
     except Exception as exc:
         return "failed", None, _failure(exc, config, context)
+    if poller.fault.happened.is_set():
+        return ABANDONED, None, None
     if report["status"] != "stopped":
         return "done", report, None
-    reason = store.stop_request(job.id)
+    try:
+        reason = store.stop_request(job.id)
+    except store.errors as exc:
+        poller.fault.record("reading the stop request", exc)
+        return ABANDONED, None, None
     if reason is None and poller.shutdown.is_set():
         return QUEUED, None, None
     status, note = STOPPED[reason]
@@ -175,7 +223,7 @@ def _run(spec, store, job, config, started, poller) -> dict:
     if target.sha256 != spec.weights_sha256:
         raise JobError("the checkpoint changed on disk since the service loaded it")
     surrogate = Subject.from_checkpoint(load_checkpoint(spec.surrogate)) if spec.surrogate else None
-    data = _samples(spec, store, job.samples_owner, config)
+    data = _samples(spec, store, job.samples_owner, config, poller.fault)
     request = SuiteRequest.from_dict(spec.request)
     remaining = spec.time_budget_seconds - (time.monotonic() - started)
     return run_suite(
@@ -183,16 +231,22 @@ def _run(spec, store, job, config, started, poller) -> dict:
         data,
         request,
         surrogate=surrogate,
-        progress=ProgressWriter(store, job.id, job.lease),
+        progress=ProgressWriter(store, job.id, job.lease, poller.fault),
         should_stop=budget(remaining, cancelled=poller),
         only_units=spec.units,
     )
 
 
-def _samples(spec: JobSpec, store: JobStore, owner: str, config: WorkerConfig) -> EvalSet:
+def _samples(
+    spec: JobSpec, store: JobStore, owner: str, config: WorkerConfig, fault: StoreFault
+) -> EvalSet:
     if spec.eval_set is not None:
         return load_eval_set(spec.eval_set)
-    upload = store.samples(owner)
+    try:
+        upload = store.samples(owner)
+    except store.errors as exc:
+        fault.record("reading the uploaded samples", exc)
+        raise StoreFailed(fault.why()) from None
     if upload is None:
         raise JobError("the job's uploaded samples are missing")
     return parse_samples(
@@ -202,12 +256,19 @@ def _samples(spec: JobSpec, store: JobStore, owner: str, config: WorkerConfig) -
 
 class StopPoller:
     """``cancelled`` hook for the suite's budget: was this job asked to stop (in the
-    store, wherever it was asked), did its lease go, or is this worker shutting down?"""
+    store, wherever it was asked), did its lease go, did its store fail, or is this
+    worker shutting down?"""
 
     def __init__(
-        self, store: JobStore, job_id: str, lost: threading.Event, shutdown: threading.Event
+        self,
+        store: JobStore,
+        job_id: str,
+        lost: threading.Event,
+        shutdown: threading.Event,
+        fault: StoreFault,
     ) -> None:
         self.store, self.job_id, self.lost, self.shutdown = store, job_id, lost, shutdown
+        self.fault = fault
         self._checked = float("-inf")
         self.reason: str | None = None
         self.seen_at: float | None = None
@@ -216,8 +277,12 @@ class StopPoller:
         now = time.monotonic()
         if self.seen_at is None and now - self._checked >= POLL_SECONDS:
             self._checked = now
-            self.reason = self.store.stop_request(self.job_id)
-        if self.seen_at is None and (self.reason or self.lost.is_set() or self.shutdown.is_set()):
+            try:
+                self.reason = self.store.stop_request(self.job_id)
+            except self.store.errors as exc:
+                self.fault.record("reading the stop request", exc)
+        ended = self.lost.is_set() or self.fault.happened.is_set() or self.shutdown.is_set()
+        if self.seen_at is None and (self.reason or ended):
             self.seen_at = time.time()
         return self.seen_at is not None
 
@@ -225,8 +290,8 @@ class StopPoller:
 class ProgressWriter:
     """Writes the suite's progress to the job's row, at most every ``POLL_SECONDS``."""
 
-    def __init__(self, store: JobStore, job_id: str, lease: str) -> None:
-        self.store, self.job_id, self.lease = store, job_id, lease
+    def __init__(self, store: JobStore, job_id: str, lease: str, fault: StoreFault) -> None:
+        self.store, self.job_id, self.lease, self.fault = store, job_id, lease, fault
         self._written = float("-inf")
 
     def __call__(self, progress: Progress) -> None:
@@ -235,17 +300,19 @@ class ProgressWriter:
         if not last and now - self._written < POLL_SECONDS:
             return
         self._written = now
-        self.store.update_progress(
-            self.job_id,
-            self.lease,
-            {
-                "done_batches": progress.done_batches,
-                "total_batches": progress.total_batches,
-                "attack": progress.attack,
-                "threat_model": progress.threat_model,
-                "epsilon": progress.epsilon,
-            },
-        )
+        row = {
+            "done_batches": progress.done_batches,
+            "total_batches": progress.total_batches,
+            "attack": progress.attack,
+            "threat_model": progress.threat_model,
+            "epsilon": progress.epsilon,
+        }
+        if self.fault.happened.is_set():
+            return
+        try:
+            self.store.update_progress(self.job_id, self.lease, row)
+        except self.store.errors as exc:
+            self.fault.record("writing progress", exc)
 
 
 def _configure_process(config: WorkerConfig) -> None:

@@ -11,7 +11,9 @@ The same on both engines:
   can never overwrite what came after: the token is the fencing token.
 - A lease that expires (its holder's machine died) is handled by whoever looks next
   (``expire_leases``): the job is queued again once, keeping its place, and interrupted
-  the second time; a job whose cancel was requested is cancelled instead.
+  the second time; a job whose cancel was requested is cancelled instead. A holder that
+  knows its run is lost through no fault of the job's (its store writes failed, its job
+  process died of it) says so at once (``abandon``), with the same outcome.
 - Stop requests (cancel, shutdown) are a column the holder polls, so a cancel reaches the
   job wherever it runs.
 
@@ -35,7 +37,13 @@ from service.jobs.store.records import FINISHED, QUEUED, RUNNING, JobRecord
 # machine down twice is not tried a third time.
 MAX_ATTEMPTS = 2
 DEFAULT_LEASE_SECONDS = 30.0
-LEASE_LOST_TWICE = "the job's worker stopped renewing its lease twice (its machine died?)"
+# A job interrupted after its second lost run says so, then why the last run was lost.
+LOST_TWICE = "the job's run was lost twice"
+LEASE_EXPIRED = (
+    "its worker stopped renewing its lease (its machine died, or it could not write to "
+    "the job store)"
+)
+LEASE_LOST_TWICE = f"{LOST_TWICE}: {LEASE_EXPIRED}"
 
 # (parts, in plan order, with reports) -> (status, report, error) of the whole check.
 Assemble = Callable[[list[JobRecord]], tuple[str, dict | None, str | None]]
@@ -88,29 +96,42 @@ class LeasedStore(StoreBase):
 
     def expire_leases(self) -> list[tuple[str, str]]:
         """Handle every running job whose lease expired: (id, what it became)."""
-        handled = []
         with self._transaction() as db:
-            for row in self._expired(db):
-                if row["stop_request"] == "cancel":
-                    status, error = "cancelled", "cancelled; its worker stopped renewing its lease"
-                elif row["attempt"] < MAX_ATTEMPTS:
-                    db.execute(
-                        "UPDATE jobs SET status = ?, started_at = NULL, lease = NULL, "
-                        "holder = NULL, lease_expires_at = NULL, progress = NULL, "
-                        "stop_request = NULL WHERE id = ?",
-                        (QUEUED, row["id"]),
-                    )
-                    handled.append((row["id"], QUEUED))
-                    continue
-                else:
-                    status, error = "interrupted", LEASE_LOST_TWICE
-                db.execute(
-                    "UPDATE jobs SET status = ?, finished_at = ?, error = ?, lease = NULL, "
-                    "lease_expires_at = NULL WHERE id = ?",
-                    (status, time.time(), error, row["id"]),
-                )
-                handled.append((row["id"], status))
-        return handled
+            return [(row["id"], self._lost(db, row, LEASE_EXPIRED)) for row in self._expired(db)]
+
+    def abandon(self, job_id: str, lease: str, why: str) -> str | None:
+        """The holder gives up its run, lost through no fault of the job's (``why``): the
+        job is queued again if it has a run left, else interrupted saying why; cancelled
+        if a cancel was requested. Returns what it became; None if it was not the
+        holder's any more (finished, expired and handled by someone else)."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT id, attempt, stop_request FROM jobs "
+                f"WHERE id = ? AND lease = ? AND status = ?{self.lock_sql}",
+                (job_id, lease, RUNNING),
+            ).fetchone()
+            return self._lost(db, row, why) if row is not None else None
+
+    def _lost(self, db: Connection, row: dict, why: str) -> str:
+        """Inside a transaction: settle a running job whose run was lost; its new status."""
+        if row["stop_request"] == "cancel":
+            status, error = "cancelled", f"cancelled; {why}"
+        elif row["attempt"] < MAX_ATTEMPTS:
+            db.execute(
+                "UPDATE jobs SET status = ?, started_at = NULL, lease = NULL, "
+                "holder = NULL, lease_expires_at = NULL, progress = NULL, "
+                "stop_request = NULL WHERE id = ?",
+                (QUEUED, row["id"]),
+            )
+            return QUEUED
+        else:
+            status, error = "interrupted", f"{LOST_TWICE}: {why}"
+        db.execute(
+            "UPDATE jobs SET status = ?, finished_at = ?, error = ?, lease = NULL, "
+            "lease_expires_at = NULL WHERE id = ?",
+            (status, time.time(), error, row["id"]),
+        )
+        return status
 
     # Stop requests.
 

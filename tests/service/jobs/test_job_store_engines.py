@@ -14,6 +14,7 @@ import pytest
 
 from service.jobs.store import QUEUED, RUNNING, JobStore
 from service.jobs.store.interface import LEASE_LOST_TWICE
+from service.jobs.store.leases import LOST_TWICE
 from service.jobs.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
 from service.jobs.store.postgres import PostgresJobStore
 from service.jobs.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
@@ -175,3 +176,25 @@ def _progress(done: int, total: int) -> dict:
         "threat_model": "naive",
         "epsilon": 0.1,
     }
+
+
+def test_a_run_handed_back_is_queued_once_then_interrupted_saying_why(store) -> None:
+    job = store.submit("m", {}, None, capacity=5)
+    first = store.claim_next("w", 60)
+    assert store.abandon(job.id, "not-its-lease", "why") is None  # fenced like every write
+    assert store.abandon(job.id, first.lease, "the job store failed") == QUEUED
+    again = store.claim_next("w", 60)
+    assert again.id == job.id and again.attempt == 2
+    assert store.abandon(job.id, again.lease, "the job store failed") == "interrupted"
+    lost = store.get(job.id)
+    assert lost.status == "interrupted"
+    assert lost.error == f"{LOST_TWICE}: the job store failed"
+    assert store.abandon(job.id, again.lease, "late") is None
+
+
+def test_a_run_handed_back_after_a_cancel_is_cancelled(store) -> None:
+    job = store.submit("m", {}, None, capacity=5)
+    claim = store.claim_next("w", 60)
+    store.request_stop(job.id, "cancel")
+    assert store.abandon(job.id, claim.lease, "its job process died") == "cancelled"
+    assert store.get(job.id).error == "cancelled; its job process died"

@@ -1,8 +1,10 @@
 """The standalone worker's loop, in process, on a SQLite store: it runs what is queued,
-hands a job back to the queue when it is told to stop, and assembles a split check."""
+hands a job back to the queue when it is told to stop or its store fails, and assembles a
+split check."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 
@@ -14,6 +16,7 @@ from robustness.request import SuiteRequest
 from service.jobs import split
 from service.jobs.planning import JobSpec
 from service.jobs.store import QUEUED
+from service.jobs.store.leases import LOST_TWICE
 from service.jobs.store.sqlite import SqliteJobStore
 from service.jobs.worker import WorkerConfig, work
 
@@ -113,6 +116,48 @@ def test_a_stopping_worker_puts_its_job_back_where_it_was(store, config, checkpo
     assert back.status == QUEUED and back.attempt == 0 and back.progress is None
     assert store.claim_next("next").id == job.id  # ahead of the one behind it
     assert store.get(behind.id).status == QUEUED
+
+
+class RefusingStore(SqliteJobStore):
+    """Refuses the first ``refusals`` progress writes, as a database gone for a moment."""
+
+    refusals = 0
+
+    def update_progress(self, job_id: str, lease: str, progress: dict) -> bool:
+        if self.refusals:
+            self.refusals -= 1
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return super().update_progress(job_id, lease, progress)
+
+
+@pytest.mark.parametrize(("refusals", "status"), [(1, "done"), (2, "interrupted")])
+def test_a_run_whose_store_write_fails_is_handed_back_and_run_again_once(
+    tmp_path, config, checkpoints, refusals, status
+) -> None:
+    store = RefusingStore(tmp_path / "refusing.sqlite3")
+    store.initialise()
+    spec = job_spec(
+        checkpoints["mnist-tq2"],
+        attacks=("fgsm",),
+        threat_models=("naive",),
+        epsilons=(0.3,),
+        attack_params={},
+    )
+    job = store.submit("mnist-tq2", spec.as_dict(), None, capacity=5)
+    store.refusals = refusals
+    shutdown = threading.Event()
+    give_up = threading.Timer(300, shutdown.set)  # a loop left idle fails, never hangs
+    give_up.start()
+    try:
+        assert work(config, store, shutdown, max_jobs=2) == 2
+    finally:
+        give_up.cancel()
+    ended = store.get(job.id)
+    assert (ended.status, ended.attempt) == (status, 2)
+    if status == "interrupted":
+        assert ended.error.startswith(LOST_TWICE) and "writing progress" in ended.error
+    else:
+        assert ended.report["status"] == "complete"
 
 
 def _rows(report: dict) -> list[dict]:
