@@ -224,3 +224,24 @@ def test_a_store_that_refuses_writes_ends_the_run_until_it_accepts_them(pair, cl
         wait_for_its_job_process_to_end(holder)
     job = poll(b, job_id, finished)
     assert job["status"] == "done" and job["attempt"] == 2, job
+
+
+def test_a_replica_started_during_an_outage_opens_its_store_once_it_is_back(
+    pair, serve, checkpoints
+) -> None:
+    pair.database.stop()
+    try:
+        replica = serve(
+            checkpoints=[checkpoints["mnist-tq2"]],
+            admin_token=TOKEN,
+            jobs_url=pair.url,
+            robustness_run_jobs=False,  # a serving-only replica: it claims nothing here
+        )
+        assert replica.post("/classify", content=PNG).status_code == 200
+        assert refused_for_the_store(replica.get("/robustness-check", headers=AUTH))
+    finally:
+        pair.database.start()
+    wait_until(
+        lambda: replica.get("/robustness-check", headers=AUTH).status_code == 200,
+        "the replica never opened its store",
+    )
