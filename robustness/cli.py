@@ -108,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("reports", nargs="+", type=Path, help="report JSON files")
     render.add_argument("--summary", metavar="DATASET", help="also write summary-DATASET.md/png")
     render.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="DIR",
+        help="with --summary, lead it with the verdict table: each model's training and its "
+        "cost from DIR/<model>/manifest.json, whose weights must be the ones the report "
+        "attacked (default: no verdict table)",
+    )
+    render.add_argument(
         "--html",
         action="store_true",
         help="also write a self-contained HTML report (charts, flags, examples) per JSON",
@@ -248,6 +256,7 @@ def _read_report(path: Path) -> dict:
 def _render(args: argparse.Namespace) -> int:
     from robustness.html import write_html
     from robustness.summary import write_summary
+    from robustness.verdict import read_manifests
 
     reports = []
     for path in args.reports:
@@ -257,8 +266,12 @@ def _render(args: argparse.Namespace) -> int:
         if args.html:
             print(f"wrote {write_html(report, path.with_suffix('.html'))}")
         reports.append(report)
+    if args.checkpoints is not None and not args.summary:
+        raise ValueError("--checkpoints needs --summary")
     if args.summary:
-        for written in write_summary(reports, args.reports[0].parent, args.summary):
+        manifests = None if args.checkpoints is None else read_manifests(reports, args.checkpoints)
+        written_files = write_summary(reports, args.reports[0].parent, args.summary, manifests)
+        for written in written_files:
             print(f"wrote {written}")
     return 0
 
