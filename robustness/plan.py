@@ -31,12 +31,19 @@ class Subject:
     dataset: str
     sha256: str
     model: QuantizedClassifier
+    class_names: tuple[str, ...] = ()  # from the manifest; reports print labels by name
 
     @classmethod
     def from_checkpoint(cls, checkpoint: LoadedCheckpoint) -> Subject:
         manifest = checkpoint.manifest
         name = manifest.name or checkpoint.path.name
-        return cls(name, manifest.dataset, manifest.weights_sha256, checkpoint.model)
+        return cls(
+            name,
+            manifest.dataset,
+            manifest.weights_sha256,
+            checkpoint.model,
+            tuple(manifest.class_names),
+        )
 
     def describe(self) -> dict:
         quantizer = self.model.quantizer
@@ -45,6 +52,7 @@ class Subject:
             "dataset": self.dataset,
             "sha256": self.sha256,
             "quantizer": quantizer.spec() if quantizer is not None else {"kind": "none"},
+            **({"class_names": list(self.class_names)} if self.class_names else {}),
         }
 
 

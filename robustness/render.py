@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from models.registry import DATASETS
 from robustness.attacks import ATTACKS
 
 THREAT_STYLES = {"transfer": ":", "naive": "--", "bpda": "-", "gradient_free": "-."}
@@ -23,12 +24,45 @@ def write_report(report: dict, out_dir: Path | str, stem: str) -> list[Path]:
 
 
 def format_eps(eps: float | None) -> str:
+    """A radius as people write it: a short decimal when it is one (0.3, 0.25), else a whole
+    number of 255ths when it is one (8/255, 32/255), else six significant digits. The
+    console's ``formatEpsilon`` (service/api/routes/console_files/js/format.js) follows the
+    same rule."""
     if eps is None:
         return "unbounded"
+    decimal = f"{eps:.6g}"
+    if float(decimal) == eps:
+        return decimal
     in_255ths = eps * 255
-    if eps < 0.1 and abs(in_255ths - round(in_255ths)) < 1e-6:
+    if abs(in_255ths - round(in_255ths)) < 1e-6:
         return f"{round(in_255ths)}/255"
-    return f"{eps:g}"
+    return decimal
+
+
+def requested_radii(report: dict) -> dict[str, list[float]]:
+    """The radii the report's request named, per norm, in the order given."""
+    request = report.get("request") or {}
+    return {
+        "linf": list(request.get("epsilons") or []),
+        "l2": list(request.get("l2_epsilons") or []),
+    }
+
+
+def class_names(report: dict) -> list[str] | None:
+    """The model's class names: from the report (reports record them since they were added),
+    else from the dataset when it is a known one; None when neither says."""
+    model = report.get("model") or {}
+    if model.get("class_names"):
+        return [str(name) for name in model["class_names"]]
+    known = DATASETS.get(model.get("dataset", ""))
+    return list(known.class_names) if known is not None else None
+
+
+def class_name(index: int, names: list[str] | None) -> str:
+    """A label as a person reads it: its class name where known, else its index."""
+    if names is not None and 0 <= index < len(names):
+        return names[index]
+    return str(index)
 
 
 _EPS_IN_TEXT = re.compile(r"eps=([0-9][0-9.e+-]*)")

@@ -97,6 +97,10 @@ class JobFinished(ServiceError):
     status, reason, message = 409, "job_finished", "the job has already finished"
 
 
+class NoReport(ServiceError):
+    status, reason, message = 409, "no_report", "the job has no report (yet)"
+
+
 class BodyTooLarge(ServiceError):
     status, reason, message = 413, "body_too_large", "the request body exceeds the size limit"
 
@@ -186,6 +190,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     UnknownModel,
     UnknownJob,
     JobFinished,
+    NoReport,
     BodyTooLarge,
     ImageTooLarge,
     TooManyScans,

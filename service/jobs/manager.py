@@ -221,8 +221,8 @@ class JobManager:
         return job
 
     @_guarded
-    def recent(self, limit: int, status: str | None) -> list[dict]:
-        return self.store.recent(limit, status)
+    def recent(self, limit: int, status: str | None, model: str | None = None) -> list[dict]:
+        return self.store.recent(limit, status, model)
 
     @_guarded
     def cancel(self, job_id: str) -> dict:

@@ -23,17 +23,23 @@ router = APIRouter(include_in_schema=False)
 FILES = {
     "index.html": "text/html; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+    "favicon.ico": "image/vnd.microsoft.icon",
     **{
         f"js/{name}.js": "text/javascript; charset=utf-8"
         for name in (
             "main",
             "api",
             "dom",
+            "format",
             "chart",
             "gallery",
             "models",
             "classify",
             "drawing",
+            "report",
+            "checks",
+            "compare",
             "robustness",
             "admin",
         )
@@ -76,6 +82,12 @@ async def root() -> RedirectResponse:
 @router.get("/ui/")
 async def index() -> Response:
     return _serve("index.html")
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    # Browsers ask for it on their own; the console's page names favicon.svg instead.
+    return _serve("favicon.ico")
 
 
 @router.get("/ui/{name:path}")

@@ -173,14 +173,19 @@ class JobStore(ABC):
         with self._connect() as connection:
             return [_decode(row) for row in connection.execute(query, (job_id,)).fetchall()]
 
-    def recent(self, limit: int, status: str | None = None) -> list[dict]:
-        """Newest first, without reports."""
-        where, args = (
-            (f"WHERE {_TOP} AND status = ?", (status,)) if status else (f"WHERE {_TOP}", ())
-        )
+    def recent(self, limit: int, status: str | None = None, model: str | None = None) -> list[dict]:
+        """Newest first, without reports; of one status and one model when given."""
+        conditions, args = [_TOP], []
+        if status:
+            conditions.append("status = ?")
+            args.append(status)
+        if model:
+            conditions.append("model = ?")
+            args.append(model)
         with self._connect() as db:
             rows = db.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM jobs {where} ORDER BY seq DESC LIMIT ?",
+                f"SELECT {_SUMMARY_COLUMNS} FROM jobs WHERE {' AND '.join(conditions)} "
+                "ORDER BY seq DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
         return [job for row in rows if (job := _decode_or_skip(row)) is not None]

@@ -1,7 +1,8 @@
 // The loaded models: a table, and the model pickers of the other views.
 
 import { api, describeError } from "./api.js";
-import { byId, clear, el, percent, setStatus } from "./dom.js";
+import { byId, clear, el, setStatus } from "./dom.js";
+import { percent } from "./format.js";
 
 function defenceCells(model) {
   const defence = model.defence || {};
