@@ -244,3 +244,83 @@ def test_robustness_evaluate_runs_on_the_imported_checkpoint(imported, tmp_path)
     assert folder_report["eval_set"]["sha256"] != report["eval_set"]["sha256"]
     # The same images, fitted the same way: the same clean accuracy.
     assert folder_report["clean_accuracy"] == report["clean_accuracy"] == 1.0
+
+
+PACKAGE_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "qusec-stripes"
+version = "0.1.0"
+
+[project.entry-points."qusec.architectures"]
+stripe-net = "qusec_stripes:build"
+"""
+PACKAGE_MODULE = """\
+from torch import nn
+
+
+def build(input_shape, num_classes, hidden=8):
+    channels, height, width = input_shape
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(channels * height * width, hidden), nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    )
+"""
+
+
+def test_a_pip_installed_architecture_trains_on_a_folder_and_is_served(tmp_path) -> None:
+    """A package made here, installed by pip (offline, into a folder on PYTHONPATH), adds
+    an architecture through the entry-point group; training on an image folder and the
+    service find it by name, with no edit to QuSec."""
+    package = tmp_path / "qusec-stripes"
+    (package / "qusec_stripes").mkdir(parents=True)
+    (package / "pyproject.toml").write_text(PACKAGE_PYPROJECT)
+    (package / "qusec_stripes" / "__init__.py").write_text(PACKAGE_MODULE)
+    site = tmp_path / "site"
+    installed = python(
+        "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
+        "--target", str(site), str(package),
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    env = {"PYTHONPATH": str(site)}
+    listed = python("-m", "models", "architectures", env=env)
+    assert "stripe-net" in listed.stdout.split(), listed.stderr
+
+    rng = np.random.default_rng(2)
+    for part, count in (("train", 24), ("test", 6)):
+        labels = np.arange(count) % 3
+        for index, (image, label) in enumerate(zip(bands(labels, rng), labels, strict=True)):
+            folder = tmp_path / "stripes" / part / CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{index}.png").write_bytes(png(image))
+    out = tmp_path / "checkpoints" / "stripes-cq2"
+    trained = python(
+        "-m", "training", "train", "--dataset", "imagefolder",
+        "--data-dir", str(tmp_path / "stripes"), "--architecture", "stripe-net",
+        "--architecture-arg", "hidden=12", "--defense", "cq", "--levels", "2",
+        "--epochs", "1", "--batch-size", "8", "--no-progress", "--device", "cpu",
+        "--out", str(out),
+        env=env,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["architecture"] == "stripe-net"
+    assert manifest["architecture_args"] == {"hidden": 12}
+    assert (out / "eval-set.npz").is_file(), "training on a folder keeps an evaluation set"
+
+    server = start_server(tmp_path / "server.log", ["--checkpoint", str(out)], env)
+    try:
+        answer = httpx.post(
+            f"{server.url}/classify",
+            content=png(bands(np.array([1]), rng)[0], scale=2),
+            headers={"Content-Type": "image/png"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["class_name"] in CLASSES[:3]
+        assert answer.json()["model"]["name"] == "stripes-cq2"
+    finally:
+        assert stop(server) in STOPPED_BY_SIGTERM
