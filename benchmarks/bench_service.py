@@ -239,7 +239,8 @@ def run_limit_round(result: Result, checkpoint: Path, cpus: int, seconds: float)
     processes = result.scenario.processes or 1
     threads = 1 if result.scenario.processes else cpus
     command = [sys.executable, str(FORWARD_LIMIT), "--checkpoint", str(checkpoint)]
-    command += ["--batch", str(result.concurrency), "--threads", str(threads)]
+    batches = sorted({max(1, result.concurrency // 2), result.concurrency})
+    command += ["--batch", ",".join(map(str, batches)), "--threads", str(threads)]
     command += ["--seconds", f"{seconds:g}"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     copies = [
@@ -279,6 +280,21 @@ def process_tree(pid: int) -> list[int]:
     except FileNotFoundError:  # it exited meanwhile
         return []
     return members
+
+
+def stop_tree(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGINT, then SIGKILL to the whole tree if it has not exited within ``grace``
+    (LitServe's processes have been seen to outlive a SIGINT while still paused)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace)
+        return
+    except subprocess.TimeoutExpired:
+        log.warning("pid %d did not stop on SIGINT; killing its process tree", process.pid)
+    for member in process_tree(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+    process.wait(timeout=grace)
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -389,7 +405,7 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if r.scenario.server == "limit":  # rows, not requests: no latency, no server
-            rows = f"{r.concurrency} rows"
+            rows = f"{max(1, r.concurrency // 2)}-{r.concurrency} rows"
             print(f"| {r.scenario.name} | {rows} | - | - | {r.rate:.0f} | - | - | - |")
             continue
         print(
@@ -515,8 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             pause_all_but(pids, None)
             for process in (server, peer):
                 if process is not None:
-                    process.send_signal(signal.SIGINT)
-                    process.wait(timeout=60)
+                    stop_tree(process)
     if args.wrk:
         each = f"{args.seconds:g} s of wrk per scenario, each after 1 s unmeasured"
     else:
