@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from models.checkpoint import Manifest, load_checkpoint, save_checkpoint
 from models.cnn import QuantizedClassifier
+from models.evalset import CHECKPOINT_EVAL_SET, write_eval_set
 from models.quantizers import QuantizerMode
 from models.registry import build_model, dataset_info
 from training import resume
@@ -361,7 +363,7 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
         git_revision=revision,
         created_at=utc_now(),
     )
-    save_checkpoint(config.out, model.cpu(), manifest)
+    save_checkpoint(config.out, model.cpu(), manifest, _eval_set_writer(config, data))
     resume.clear(config)
     log.info(
         "wrote %s: clean accuracy %.4f on %d test images",
@@ -370,6 +372,29 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
         metrics["test_samples"],
     )
     return metrics
+
+
+# The evaluation set a checkpoint of an image folder keeps (models/evalset.py): the first
+# images of its test split, as the official datasets' shipped sets are.
+EVAL_SET_SIZE = 1000
+
+
+def _eval_set_writer(config: TrainConfig, data: Dataset):
+    """None for the official datasets (their sets are shipped in data/eval)."""
+    if config.dataset != "imagefolder":
+        return None
+    count = min(EVAL_SET_SIZE, len(data.test.labels))
+    source = {
+        "dataset": data.name,
+        "source": f"first {count} images of the image folder's test split, in file order",
+        "source_files_sha256": data.files_sha256,
+    }
+
+    def write(staging: Path) -> None:
+        path = staging / CHECKPOINT_EVAL_SET
+        write_eval_set(path, data.test.images[:count], data.test.labels[:count], source)
+
+    return write
 
 
 def _overfitting_verdict(config: TrainConfig, history: list[dict]) -> dict:

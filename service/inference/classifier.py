@@ -30,6 +30,7 @@ from models.quantizers import InputQuantizer, StaircaseTable
 from robustness.png import encode_png, png_base64
 from service.errors import InferenceTimeout
 from service.inference.batching import MicroBatcher
+from service.inference.folding import fold_batch_norms
 from service.logs import current_request_id
 from service.metrics import ServiceMetrics
 from service.sanitize.decode_workers import DecodeWorkers
@@ -91,6 +92,9 @@ class Classifier:
         # Fixed at load: the model is in eval mode and never trained here, and TQ derives
         # its thresholds through a softmax that would otherwise run on every request.
         self._staircase = _staircase(loaded.model.quantizer)
+        # What predict runs: everything after the quantizer, batch norms folded when that
+        # gives the same logits (service/inference/folding.py).
+        self._network = fold_batch_norms(loaded.model.cnn, self.input_shape, self.name, device)
         self.batcher = MicroBatcher(
             self.name,
             lambda batch: self.predict(batch),  # looked up per call, so tests can patch it
@@ -131,7 +135,7 @@ class Classifier:
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """Quantized (N, C, H, W) -> probabilities (N, K) on the CPU; runs on the worker thread."""
         with torch.inference_mode():
-            logits = self.model.cnn(batch.to(self.device))
+            logits = self._network(batch.to(self.device))
             return torch.softmax(logits.float(), dim=1).cpu()
 
     def encode(

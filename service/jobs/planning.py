@@ -48,8 +48,12 @@ class CheckRequest(BaseModel):
     model: str | None = Field(None, max_length=128, description="loaded model; default model")
     attacks: list[str] = Field(list(DEFAULT_ATTACKS), min_length=1, max_length=len(ATTACKS))
     threat_models: list[str] | None = Field(None, min_length=1, max_length=len(THREAT_MODELS))
-    epsilons: list[float] | None = Field(None, description="L-inf radii; default: dataset's")
-    l2_epsilons: list[float] | None = Field(None, description="L2 radii; default: dataset's")
+    epsilons: list[float] | None = Field(
+        None, description="L-inf radii; default: the dataset's, or the generic preset's"
+    )
+    l2_epsilons: list[float] | None = Field(
+        None, description="L2 radii; default: the dataset's, or the generic preset's"
+    )
     samples: int | None = Field(None, ge=1, description="first N of the set; default: all")
     batch_size: int = Field(100, ge=1, le=1000)
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -168,7 +172,7 @@ def _radii(
     if body.epsilons is not None and body.l2_epsilons is not None:
         return tuple(body.epsilons), tuple(body.l2_epsilons)
     try:
-        linf, l2 = default_radii(facts.dataset, attacks)
+        linf, l2 = default_radii(facts.dataset, attacks, facts.input_shape)
     except ValueError as exc:
         _refuse(str(exc))
     chosen_linf = linf if body.epsilons is None else tuple(body.epsilons)

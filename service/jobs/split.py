@@ -33,7 +33,14 @@ def plan_parts(spec: JobSpec, dataset: str, model) -> list[JobSpec] | None:
     ``model`` is the served model (the plan depends on whether it has a quantizer).
     """
     request = SuiteRequest.from_dict(spec.request)
-    target = Subject(spec.model, dataset, spec.weights_sha256, model)
+    target = Subject(
+        spec.model,
+        dataset,
+        spec.weights_sha256,
+        model,
+        input_shape=tuple(spec.input_shape),
+        classes=spec.classes,
+    )
     surrogate = None
     if spec.surrogate is not None:
         surrogate = Subject.from_checkpoint(load_checkpoint(spec.surrogate))

@@ -201,7 +201,7 @@ def test_cli_describe_prints_a_row_per_checkpoint(tmp_path, tiny_mnist):
     assert result.returncode == 0, result.stderr
     row = result.stdout.splitlines()[-1]
     manifest = load_checkpoint(tmp_path / "out").manifest
-    assert row.startswith("| out | tq | 2 |")
+    assert row.startswith("| out | cleverhans-basic-cnn | 1x28x28 | 10 | tq | 2 |")
     assert f"{100 * manifest.metrics['clean_accuracy']:.2f}%" in row
 
 

@@ -30,8 +30,12 @@ function checkRequest() {
   const request = {
     model: byId("check-model").value,
     attacks: byId("check-attacks").value.split(",").map((s) => s.trim()).filter(Boolean),
-    threat_models: [...document.querySelectorAll("input[name=threat]:checked")].map((c) => c.value),
   };
+  // Every box checked: the service picks every threat model that applies to the model (no
+  // transfer without a surrogate, no BPDA without a quantizer); fewer: exactly those.
+  const boxes = [...document.querySelectorAll("input[name=threat]")];
+  const checked = boxes.filter((c) => c.checked).map((c) => c.value);
+  if (checked.length !== boxes.length) request.threat_models = checked;
   const epsilons = radii(byId("check-epsilons").value);
   if (epsilons) request.epsilons = epsilons;
   const samples = byId("check-samples").value;

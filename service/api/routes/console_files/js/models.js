@@ -25,6 +25,9 @@ function row(model) {
     {},
     el("th", { scope: "row" }, model.name),
     el("td", {}, manifest.dataset || "?"),
+    el("td", {}, manifest.architecture || "?"),
+    el("td", {}, (manifest.input_shape || []).join("×") || "?"),
+    el("td", { class: "number" }, (manifest.class_names || []).length || "?"),
     ...defenceCells(model),
     el("td", { class: "number" }, percent(metrics.clean_accuracy) + tested),
   );
