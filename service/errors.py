@@ -227,3 +227,8 @@ def error_body(message: str, reason: str, request_id: str | None) -> bytes:
     """The one encoding of the error body every refusal carries, at any layer."""
     body = {"error": message, "reason": reason, "request_id": request_id}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def body_limit_message(limit: int) -> str:
+    """What a client reads when its body is over the limit: the limit itself."""
+    return f"the request body exceeds the limit of {limit} bytes"

@@ -33,7 +33,7 @@ from tests.service.helpers.checkpoints import write_checkpoint
         ({"attack_params": {"pgd": {"nb_iter": 5}}}, "invalid_job_request", "not requested"),
         ({"attack_params": {"fgsm": {"nb_iter": 5}}}, "invalid_job_request", "no parameter"),
         ({"shell": "rm -rf /"}, "invalid_job_request", "invalid shell"),
-        ({"model": "mnist-cq9"}, "unknown_model", "no model of that name"),
+        ({"model": "mnist-cq9"}, "unknown_model", "'mnist-cq9' is loaded; loaded: mnist-tq2"),
     ],
     ids=lambda value: str(value)[:40],
 )
