@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.jobs.radii import add_labels, label_table
+
 
 def public_job(job: dict[str, Any], with_report: bool) -> dict[str, Any]:
     """A job as the admin API shows it."""
@@ -28,9 +30,16 @@ def public_job(job: dict[str, Any], with_report: bool) -> dict[str, Any]:
         "error": job["error"],
         "worst_case": job["headline"],
     }
+    if spec.get("radii_as_given") is not None:
+        body["radii_as_given"] = spec["radii_as_given"]
     if with_report:
         body["report"] = job.get("report")
+    add_labels([body["progress"], body["worst_case"], body.get("report")], _labels(spec))
     return body
+
+
+def _labels(spec: dict[str, Any]) -> dict[str, str]:
+    return label_table(spec["request"], spec.get("radii_as_given"))
 
 
 def _progress(job: dict[str, Any]) -> dict[str, Any]:

@@ -218,6 +218,7 @@ class JobProgress(BaseModel):
     attack: str | None = None
     threat_model: str | None = None
     epsilon: float | None = None
+    epsilon_label: str | None = Field(None, description="the radius as the request wrote it")
 
 
 class RobustnessJob(BaseModel):
@@ -239,6 +240,9 @@ class RobustnessJob(BaseModel):
     parts: int | None = Field(description="a split check's number of parts; null when whole")
     error: str | None
     worst_case: list[dict[str, Any]] | None
+    radii_as_given: dict[str, Any] | None = Field(
+        None, description='the radii exactly as the request wrote them ("8/255"), when it did'
+    )
     report: dict[str, Any] | None = Field(None, description="only on GET of one job")
     location: str | None = Field(None, description="only on submission")
 
