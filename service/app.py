@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from service.api.auth import load_admin_token
 from service.api.error_handlers import install_error_handlers
+from service.api.query import reject_unknown_query
 from service.api.routes import classify, fast_routes, include_routers
+from service.api.schemas import error_responses
 from service.edge.middleware import RequestContextMiddleware
 from service.errors import JobsUnavailable
 from service.inference.pool import ClassifierPool
@@ -99,6 +101,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         title="QuSec inference service",
         description="Image classifiers defended by QuSecNets input quantization.",
         lifespan=lifespan,
+        # Every route refuses query parameters it does not declare (400, naming them).
+        dependencies=[Depends(reject_unknown_query)],
+        responses=error_responses(400),
     )
     app.state.settings = settings
     app.state.metrics = metrics

@@ -68,6 +68,11 @@ class BadContentEncoding(ServiceError):
     message = "the body does not decompress as its Content-Encoding says"
 
 
+class UnknownQueryParameter(ServiceError):
+    status, reason = 400, "unknown_query_parameter"
+    message = "the request names query parameters this route does not take"
+
+
 class ClientDisconnected(ServiceError):
     status, reason, message = 400, "client_disconnected", "the client went away mid-body"
 
@@ -179,6 +184,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     TrailingData,
     InvalidJson,
     BadContentEncoding,
+    UnknownQueryParameter,
     ClientDisconnected,
     Unauthorized,
     Forbidden,

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from service.api.admission import admitted
 from service.api.error_handlers import service_error_response, validation_error_response
+from service.api.query import check_query
 from service.api.schemas import ClassifyResponse, error_responses
 from service.edge.body import Reservation, read_image_upload
 from service.errors import NotReady, ServiceError
@@ -53,7 +54,7 @@ _BODY_DOC = {
 
 
 class ClassifyQuery(BaseModel):
-    """The query parameters of ``POST /classify`` (unknown ones are ignored)."""
+    """The query parameters of ``POST /classify`` (any other is refused, 400)."""
 
     model: str | None = Field(None, max_length=128, description="loaded model name")
     include_quantized: bool = Field(
@@ -70,10 +71,10 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     """``POST /classify`` as a plain ASGI call (see the module's docstring)."""
     request = Request(scope, receive)
     try:
+        pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        check_query((name for name, _ in pairs), ClassifyQuery.model_fields)
         try:
-            query = ClassifyQuery.model_validate(
-                dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-            )
+            query = ClassifyQuery.model_validate(dict(pairs))
         except ValidationError as exc:
             errors = [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
             response = validation_error_response(request, errors)
