@@ -101,6 +101,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         title="QuSec inference service",
         description="Image classifiers defended by QuSecNets input quantization.",
         lifespan=lifespan,
+        # /docs and /redoc are served offline, with the console's security headers
+        # (service/api/routes/docs.py), instead of FastAPI's pages that load a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         # Every route refuses query parameters it does not declare (400, naming them).
         dependencies=[Depends(reject_unknown_query)],
         responses=error_responses(400),

@@ -12,12 +12,12 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
-from service.api.routes import admin, classify, console, health, inference_v2, naive
+from service.api.routes import admin, classify, console, docs, health, inference_v2, naive
 from service.settings import ServiceSettings
 
 
 def include_routers(app: FastAPI, settings: ServiceSettings) -> None:
-    routers = [health.router, console.router, classify.router, inference_v2.router]
+    routers = [health.router, console.router, docs.router, classify.router, inference_v2.router]
     if settings.enable_naive_endpoint:
         routers.append(naive.router)
     if settings.admin_enabled:
