@@ -118,6 +118,14 @@ class QuantizedImage(BaseModel):
     data: str
 
 
+class InputWarning(BaseModel):
+    code: str = Field(
+        description="colour_image_for_grey_model, grey_image_for_colour_model, "
+        "much_larger_than_input or aspect_ratio_mismatch"
+    )
+    message: str
+
+
 class ClassifyResponse(BaseModel):
     request_id: str | None
     label: int
@@ -126,6 +134,10 @@ class ClassifyResponse(BaseModel):
     model: ModelBrief
     defence: Defence
     input: dict[str, Any] = Field(description="what the upload was: format, size, mode, ...")
+    warnings: list[InputWarning] = Field(
+        description="each clear mismatch between the upload and the model (also named in "
+        "the QuSec-Input-Warning header); the answer is given all the same"
+    )
     quantized_image: QuantizedImage | None = Field(
         None, description="only with include_quantized=true"
     )

@@ -30,6 +30,7 @@ from models.quantizers import InputQuantizer, StaircaseTable
 from robustness.png import encode_png, png_base64
 from service.errors import InferenceTimeout
 from service.inference.batching import MicroBatcher
+from service.inference.fit import fit_warnings
 from service.logs import current_request_id
 from service.metrics import ServiceMetrics
 from service.sanitize.decode_workers import DecodeWorkers
@@ -150,6 +151,7 @@ class Classifier:
             "model": self.describe_briefly(),
             "defence": self.defence,
             "input": prepared.decoded.facts,
+            "warnings": fit_warnings(prepared.decoded.facts, self.input_shape, self.name),
         }
         if include_input:
             body["input_image"] = _png_field(prepared.decoded.pixels)

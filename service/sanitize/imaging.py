@@ -21,7 +21,8 @@ Normalisation policy (documented in docs/service.md):
 * Transparency (alpha channels, palette or colour-key transparency) is
   composited onto the background grey level (default 0, MNIST's black).
 * Palette, bilevel, CMYK, YCbCr and 16-bit inputs become 8-bit grey (1-channel
-  models) or RGB (3-channel models); 16-bit samples keep their top 8 bits.
+  models) or RGB (3-channel models); 16-bit samples keep their top 8 bits. Whether the
+  image showed colour before that is recorded (``colour`` in its facts).
 * Resizing to the model's input size: ``letterbox`` (default) scales the image
   to fit inside the target with its aspect ratio kept and pads the rest with
   the background; ``stretch`` scales each axis independently. Shrinking uses an
@@ -57,6 +58,11 @@ _REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
 # JPEG draft keeps at least this many times the target size before the final filter.
 _DRAFT_OVERSAMPLE = 4
 _EXIF_ORIENTATION = 0x0112
+# What counts as a colour image (``_is_colourful``): JPEG noise and anti-aliasing on grey
+# stay far below both; a photo passes both easily.
+COLOUR_MIN_CHROMA = 32  # of 255
+COLOUR_MIN_FRACTION = 0.05
+_COLOUR_SAMPLE_PIXELS = 128 * 128
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ def finish_decode(opened: OpenedImage, policy: ImagePolicy) -> DecodedImage:
         facts["orientation"] = _orientation(image)
         if facts["orientation"] != 1:  # exif_transpose copies even when there is nothing to do
             image = ImageOps.exif_transpose(image)
-        image = _flatten(image, policy.input_shape[0], policy.background)
+        image, facts["colour"] = _flatten(image, policy.input_shape[0], policy.background)
         image, facts["resized"] = _fit(image, policy)
         pixels = np.asarray(image, dtype=np.float32) / 255.0
     # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
@@ -199,8 +205,9 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) else 1
 
 
-def _flatten(image: Image.Image, channels: int, background: int) -> Image.Image:
-    """Any mode -> 8-bit "L" (1 channel) or "RGB" (3 channels), transparency composited."""
+def _flatten(image: Image.Image, channels: int, background: int) -> tuple[Image.Image, bool]:
+    """Any mode -> 8-bit "L" (1 channel) or "RGB" (3 channels), transparency composited;
+    and whether the image had colour before (``_is_colourful``)."""
     if image.mode in _WIDE_GREY_MODES:
         # The top 8 bits of a 16-bit sample; Pillow's own conversion would clip instead.
         wide = np.asarray(image)
@@ -213,7 +220,22 @@ def _flatten(image: Image.Image, channels: int, background: int) -> Image.Image:
         image = Image.alpha_composite(backdrop, rgba)
     if image.mode not in ("L", "RGB"):
         image = image.convert("RGB")
-    return image.convert("L" if channels == 1 else "RGB")
+    colourful = image.mode == "RGB" and _is_colourful(image)
+    return image.convert("L" if channels == 1 else "RGB"), colourful
+
+
+def _is_colourful(image: Image.Image) -> bool:
+    """Whether an RGB image shows colour, not grey stored as RGB (a drawing on a canvas,
+    a scan, JPEG noise): at least ``COLOUR_MIN_FRACTION`` of its pixels have a chroma
+    (largest channel minus smallest) of ``COLOUR_MIN_CHROMA`` or more. Large images are
+    judged on an evenly spread sample of their pixels."""
+    if image.width * image.height > _COLOUR_SAMPLE_PIXELS:
+        scale = (_COLOUR_SAMPLE_PIXELS / (image.width * image.height)) ** 0.5
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        image = image.resize(size, Image.Resampling.NEAREST)
+    pixels = np.asarray(image, dtype=np.int16)
+    chroma = pixels.max(axis=2) - pixels.min(axis=2)
+    return bool(np.mean(chroma >= COLOUR_MIN_CHROMA) >= COLOUR_MIN_FRACTION)
 
 
 def _fit(image: Image.Image, policy: ImagePolicy) -> tuple[Image.Image, bool]:

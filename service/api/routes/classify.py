@@ -82,7 +82,8 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
             pool: ClassifierPool | None = request.app.state.pool
             if pool is None:
                 raise NotReady("the model pool has not been loaded yet")
-            response = JSONResponse(await _classify(pool, request, query))
+            body = await _classify(pool, request, query)
+            response = JSONResponse(body, headers=_warning_header(body["warnings"]))
     except ServiceError as exc:
         response = service_error_response(
             request, exc, request.app.state.settings.retry_after_seconds
@@ -107,6 +108,16 @@ async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery
 
     async with admitted(pool, read) as upload:
         return await classifier.classify(upload, query.include_quantized, query.include_input)
+
+
+# Names the warnings of an answer (``service.inference.fit``), for clients that read headers.
+WARNING_HEADER = "QuSec-Input-Warning"
+
+
+def _warning_header(warnings: list[dict[str, str]]) -> dict[str, str] | None:
+    if not warnings:
+        return None
+    return {WARNING_HEADER: ", ".join(warning["code"] for warning in warnings)}
 
 
 class _Endpoint:
@@ -134,8 +145,16 @@ def document(openapi: dict[str, Any]) -> None:
     for name, schema in definitions["$defs"].items():
         # FastAPI's own version wins where another route already put the model there.
         components.setdefault(name, _without_null_defaults(schema))
+    warning = {
+        "description": "the codes of the answer's warnings, when it has any",
+        "schema": {"type": "string"},
+    }
     responses: dict[str, Any] = {
-        "200": {"description": "Successful Response", "content": _json("ClassifyResponse")}
+        "200": {
+            "description": "Successful Response",
+            "headers": {WARNING_HEADER: warning},
+            "content": _json("ClassifyResponse"),
+        }
     }
     for status, entry in error_responses(400, 404, 408, 413, 415, 422, 503, 504).items():
         extra = {"headers": entry["headers"]} if "headers" in entry else {}
