@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from robustness.attacks import ATTACKS
+from robustness.request import format_eps
 
 THREAT_STYLES = {"transfer": ":", "naive": "--", "bpda": "-", "gradient_free": "-."}
 
@@ -20,15 +21,6 @@ def write_report(report: dict, out_dir: Path | str, stem: str) -> list[Path]:
     paths[1].write_text(to_markdown(report, plot_name=paths[2].name))
     plot_accuracy(report, paths[2])
     return paths
-
-
-def format_eps(eps: float | None) -> str:
-    if eps is None:
-        return "unbounded"
-    in_255ths = eps * 255
-    if eps < 0.1 and abs(in_255ths - round(in_255ths)) < 1e-6:
-        return f"{round(in_255ths)}/255"
-    return f"{eps:g}"
 
 
 _EPS_IN_TEXT = re.compile(r"eps=([0-9][0-9.e+-]*)")

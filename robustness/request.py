@@ -221,6 +221,17 @@ def parse_radius(value: Any, label: str = "radius") -> Any:
         raise ValueError(f"{label}: not a radius: {value[:32]!r}") from None
 
 
+def format_eps(eps: float | None) -> str:
+    """A radius as the tables write it: ``2/255`` for small multiples of 1/255, else the
+    number (``0.3``); the inverse of ``parse_radius`` for the radii people use."""
+    if eps is None:
+        return "unbounded"
+    in_255ths = eps * 255
+    if eps < 0.1 and abs(in_255ths - round(in_255ths)) < 1e-6:
+        return f"{round(in_255ths)}/255"
+    return f"{eps:g}"
+
+
 def parse_radii(values: Any, label: str = "radii") -> tuple:
     """A list of radii (numbers or strings like "8/255"), or one comma-separated string."""
     if isinstance(values, str):

@@ -4,14 +4,14 @@ A check's request may give its radii as fractions (``robustness.request.parse_ra
 the suite runs on the floats, and its report holds floats. Every answer that shows a
 radius also gets an ``epsilon_label``: the radius exactly as the request wrote it, or,
 for a radius the request left to the dataset's defaults, as the suite's tables write it
-(``robustness.render.format_eps``: ``2/255``, ``0.3``).
+(``robustness.request.format_eps``: ``2/255``, ``0.3``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from robustness.render import format_eps
+from robustness.request import format_eps
 
 # Keys whose values hold no radius: base64 images are the bulk of a report.
 _SKIPPED = frozenset({"images", "attack_params", "gradient_probes", "versions"})
