@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import Depends, FastAPI
 
-from service.api.auth import load_admin_token
+from service.api.auth import load_admin_token, load_scrape_token
 from service.api.error_handlers import install_error_handlers
 from service.api.query import reject_unknown_query
 from service.api.routes import classify, fast_routes, include_routers
@@ -79,6 +79,7 @@ async def _start_jobs(
         return None
     try:
         app.state.admin_token = load_admin_token(settings)
+        app.state.scrape_token = load_scrape_token(settings)
         jobs = await asyncio.to_thread(JobManager.open, settings, app.state.metrics, pool)
     except JobsUnavailable as exc:
         # Classification does not depend on the job database: it serves, the admin routes
@@ -115,6 +116,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.pool = None
     app.state.jobs = None
     app.state.admin_token = None
+    app.state.scrape_token = None
     app.state.jobs_problem = None
     install_error_handlers(app, settings.retry_after_seconds)
     include_routers(app, settings)

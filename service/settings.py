@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.evalset import EVAL_DIR
@@ -108,6 +108,11 @@ class ServiceSettings(BaseSettings):
     # Admin: robustness-check jobs. With neither token setting, the admin routes are not mounted.
     admin_token: SecretStr | None = None
     admin_token_file: Path | None = None
+    # A read-only token for the robustness scrape (GET /admin/metrics), for Prometheus,
+    # which then holds no token that can start or cancel checks. The admin token works
+    # there too; the public /metrics never shows robustness figures.
+    scrape_token: SecretStr | None = None
+    scrape_token_file: Path | None = None
     robustness_db: Path = Path("var/robustness-jobs.sqlite3")
     # A shared job store on PostgreSQL (postgresql://user:pass@host/db) for several
     # replicas and workers; unset, jobs live in the SQLite file robustness_db.
@@ -149,6 +154,10 @@ class ServiceSettings(BaseSettings):
     def admin_enabled(self) -> bool:
         return self.admin_token is not None or self.admin_token_file is not None
 
+    @property
+    def scrape_enabled(self) -> bool:
+        return self.scrape_token is not None or self.scrape_token_file is not None
+
     @model_validator(mode="before")
     @classmethod
     def _no_unknown_environment(cls, values: Any) -> Any:
@@ -166,11 +175,13 @@ class ServiceSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "scrape_token")
     @classmethod
-    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_CHARS:
-            raise ValueError(f"admin_token must have at least {MIN_ADMIN_TOKEN_CHARS} characters")
+            raise ValueError(
+                f"{info.field_name} must have at least {MIN_ADMIN_TOKEN_CHARS} characters"
+            )
         return value
 
     @field_validator("jobs_url")
@@ -194,8 +205,14 @@ class ServiceSettings(BaseSettings):
                 f"queue_size ({self.queue_size}) must be at least max_batch_size "
                 f"({self.max_batch_size}), or batches can never fill"
             )
-        if self.admin_token is not None and self.admin_token_file is not None:
-            raise ValueError("set admin_token or admin_token_file, not both")
+        for token in ("admin_token", "scrape_token"):
+            if getattr(self, token) is not None and getattr(self, f"{token}_file") is not None:
+                raise ValueError(f"set {token} or {token}_file, not both")
+        if self.scrape_enabled and not self.admin_enabled:
+            raise ValueError(
+                "a scrape token needs admin_token or admin_token_file: without them there "
+                "are no robustness checks, and nothing to scrape"
+            )
         return self
 
 

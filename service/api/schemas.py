@@ -89,18 +89,37 @@ class Defence(BaseModel):
 
 
 class ModelDescription(BaseModel):
+    """What a client needs to use a model."""
+
     name: str
-    device: str
-    input_shape: list[int]
+    dataset: str
+    architecture: str
+    input_shape: list[int] = Field(description="[C, H, W]")
     class_names: list[str]
     defence: Defence
-    manifest: dict[str, Any]
+    weights_sha256: str
+    clean_accuracy: float | None = Field(description="on the test set, as the manifest states")
 
 
 class ModelList(BaseModel):
     default: str | None
     ready: bool
     models: list[ModelDescription]
+
+
+class FullModelDescription(ModelDescription):
+    """A model as the operator sees it: where it was loaded from and its whole manifest
+    (training settings and history, the training machine's paths)."""
+
+    device: str
+    path: str
+    manifest: dict[str, Any]
+
+
+class FullModelList(BaseModel):
+    default: str | None
+    ready: bool
+    models: list[FullModelDescription]
 
 
 # --- classification ---------------------------------------------------------------------

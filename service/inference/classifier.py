@@ -279,12 +279,26 @@ class Classifier:
         }
 
     def describe(self) -> dict[str, Any]:
+        """What a client needs to use the model (``GET /models``): no training history,
+        no paths of the machine it was trained on."""
         return {
             "name": self.name,
-            "device": str(self.device),
+            "dataset": self.manifest.dataset,
+            "architecture": self.manifest.architecture,
             "input_shape": list(self.input_shape),
             "class_names": self.class_names,
             "defence": self.defence,
+            "weights_sha256": self.manifest.weights_sha256,
+            "clean_accuracy": self.manifest.metrics.get("clean_accuracy"),
+        }
+
+    def describe_fully(self) -> dict[str, Any]:
+        """For the operator (``GET /admin/models``): also the device, the folder it was
+        loaded from and the whole manifest."""
+        return {
+            **self.describe(),
+            "device": str(self.device),
+            "path": str(self.path),
             "manifest": asdict(self.manifest),
         }
 

@@ -16,23 +16,20 @@ function defenceCells(model) {
 }
 
 function row(model) {
-  const manifest = model.manifest || {};
-  const metrics = manifest.metrics || {};
-  const tested = metrics.test_samples ? ` on ${Number(metrics.test_samples).toLocaleString("en")} test images` : "";
   return el(
     "tr",
     {},
     el("th", { scope: "row" }, model.name),
-    el("td", {}, manifest.dataset || "?"),
+    el("td", {}, model.dataset || "?"),
     ...defenceCells(model),
-    el("td", { class: "number" }, percent(metrics.clean_accuracy) + tested),
+    el("td", { class: "number" }, percent(model.clean_accuracy)),
   );
 }
 
 export function fillModelPicker(select, models, preferred) {
   clear(select);
   for (const model of models) {
-    const label = `${model.name} (${(model.manifest || {}).dataset || "?"})`;
+    const label = `${model.name} (${model.dataset || "?"})`;
     select.append(el("option", { value: model.name, selected: model.name === preferred }, label));
   }
 }
