@@ -179,6 +179,10 @@ class RobustnessJob:
     parts: int | None
     error: str | None
     worst_case: list[dict[str, Any]] | None
+    # Whether the finished check met the bar and so set its model's robustness gauges
+    # (None while it runs), and the bar with the reasons it does not or cannot.
+    qualifying: bool | None = None
+    qualification: dict[str, Any] | None = None
     radii_as_given: dict[str, Any] | None = None  # the radii as the request wrote them
     report: dict[str, Any] | None = None  # only when one job is fetched
     location: str | None = None  # only on submission
@@ -202,6 +206,8 @@ class RobustnessJob:
             parts=data.get("parts"),
             error=data.get("error"),
             worst_case=data.get("worst_case"),
+            qualifying=data.get("qualifying"),
+            qualification=data.get("qualification"),
             radii_as_given=data.get("radii_as_given"),
             report=data.get("report"),
             location=data.get("location"),

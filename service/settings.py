@@ -149,6 +149,15 @@ class ServiceSettings(BaseSettings):
     robustness_time_budget_seconds: float = Field(1800.0, gt=0)
     # How long a stopping job may take to hand back partial results before it is killed.
     robustness_stop_grace_seconds: float = Field(30.0, ge=0)
+    # The bar a check must meet to set a model's robustness gauges (service/jobs/
+    # qualifying.py): every threat model that applies, these strong attacks under each of
+    # them, these L-inf radii (unset: the dataset's), this many samples (unset: the whole
+    # bundled evaluation set). Checks below it are stored and shown, never exported.
+    robustness_qualifying_attacks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["pgd", "apgd_ce"]
+    )
+    robustness_qualifying_epsilons: Annotated[list[float] | None, NoDecode] = None
+    robustness_qualifying_samples: int | None = Field(None, ge=1)
 
     @property
     def admin_enabled(self) -> bool:
@@ -174,6 +183,26 @@ class ServiceSettings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("robustness_qualifying_attacks", mode="before")
+    @classmethod
+    def _attack_names(cls, value: object) -> object:
+        from robustness.attacks import ATTACKS  # the registry loads the attack libraries
+
+        names = _comma_list(value)
+        unknown = [name for name in names if name not in ATTACKS] if isinstance(names, list) else []
+        if unknown:
+            raise ValueError(f"unknown attacks {unknown}; valid: {', '.join(ATTACKS)}")
+        return names
+
+    @field_validator("robustness_qualifying_epsilons", mode="before")
+    @classmethod
+    def _radii(cls, value: object) -> object:
+        from robustness.request import parse_radii
+
+        if value is None or value == "":
+            return None
+        return list(parse_radii(value, "robustness_qualifying_epsilons"))
 
     @field_validator("admin_token", "scrape_token")
     @classmethod
@@ -214,6 +243,12 @@ class ServiceSettings(BaseSettings):
                 "are no robustness checks, and nothing to scrape"
             )
         return self
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 def unknown_environment(environ: dict[str, str] | os._Environ, fields: dict[str, Any]) -> list[str]:

@@ -274,6 +274,14 @@ class RobustnessJob(BaseModel):
     radii_as_given: dict[str, Any] | None = Field(
         None, description='the radii exactly as the request wrote them ("8/255"), when it did'
     )
+    qualifying: bool | None = Field(
+        description="whether the finished check met the bar and so set its model's robustness "
+        "gauges (null while it runs)"
+    )
+    qualification: dict[str, Any] | None = Field(
+        description="the bar (threat models, strong attacks, radii, samples) and, when it "
+        "does not or cannot qualify, the reasons"
+    )
     report: dict[str, Any] | None = Field(None, description="only on GET of one job")
     location: str | None = Field(None, description="only on submission")
 

@@ -27,6 +27,7 @@ from robustness.request import (
 from robustness.threats import THREAT_MODELS
 from service.errors import InvalidJobRequest
 from service.jobs.cost import estimate_cost
+from service.jobs.qualifying import bar_for, plan_reasons
 from service.jobs.spec import JobSpec
 from service.settings import ServiceSettings
 
@@ -169,7 +170,24 @@ def plan_job(
         time_budget_seconds=budget,
         cost=cost,
         radii_as_given=radii_as_given(body),
+        qualification=_qualification(request, target, upload, settings),
     )
+
+
+def _qualification(
+    request: SuiteRequest, target: Target, upload: bool, settings: ServiceSettings
+) -> dict[str, Any]:
+    """The bar this check is held to (``service.jobs.qualifying``) and why, judged from its
+    request alone, it cannot meet it."""
+    bar = bar_for(
+        target.dataset,
+        applicable_threat_models(target.facts),
+        target.eval_set_size,
+        settings.robustness_qualifying_attacks,
+        settings.robustness_qualifying_epsilons,
+        settings.robustness_qualifying_samples,
+    )
+    return {"bar": bar.as_dict(), "reasons": plan_reasons(bar, request.as_dict(), upload)}
 
 
 def _refuse(message: str) -> None:
