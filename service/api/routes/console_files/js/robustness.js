@@ -56,6 +56,16 @@ function flags(report) {
     list);
 }
 
+// Whether the check met the bar that lets a check set the dashboard's figures, and why not.
+function qualification(report) {
+  const judged = report.qualification;
+  if (!judged) return el("p", {}, "This report was made before checks were held to a bar; the dashboard's figures do not come from it.");
+  if (judged.qualifying) return el("p", {}, "This check meets the bar: the dashboard's robustness figures come from it.");
+  return el("div", {},
+    el("p", {}, "This check does not meet the bar, so the dashboard's robustness figures do not come from it:"),
+    el("ul", {}, ...judged.reasons.map((reason) => el("li", {}, reason))));
+}
+
 export function renderReport(report, source) {
   const target = clear(byId("robustness-report"));
   const model = report.model || {};
@@ -65,6 +75,7 @@ export function renderReport(report, source) {
       quantizer.levels ? `, ${quantizer.levels} levels` : "",
       `; ${report.samples} samples; clean accuracy ${percent(report.clean_accuracy)}; `,
       `report ${report.status}, started ${report.started_at}, ${report.seconds} s. ${source}`),
+    qualification(report),
     el("h3", {}, "Headline"),
     headline(report),
     el("h3", {}, "Accuracy against radius"),
