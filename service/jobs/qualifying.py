@@ -105,10 +105,13 @@ def plan_reasons(bar: QualifyingBar, request: dict[str, Any], uploaded: bool) ->
     radii = [e for e in bar.epsilons if not _has_radius(request["epsilons"], e)]
     if radii:
         reasons.append(f"L-inf radii are missing: {', '.join(format_eps(e) for e in radii)}")
+    samples = request["samples"]
+    if samples < bar.samples:
+        reasons.append(f"it runs on {samples} samples; the bar is {bar.samples}")
     for attack in (a for a in bar.attacks if a in request["attacks"]):
-        count = min(request["samples"], request.get("sample_limits", {}).get(attack, math.inf))
-        if count < bar.samples:
-            reasons.append(f"{attack} runs on {count} samples; the bar is {bar.samples}")
+        limit = request.get("sample_limits", {}).get(attack, samples)
+        if limit < bar.samples <= samples:
+            reasons.append(f"{attack} is limited to {limit} samples; the bar is {bar.samples}")
     return reasons
 
 

@@ -66,6 +66,7 @@ def test_a_small_transfer_only_check_cannot_qualify_and_says_why() -> None:
         "threat models that apply to the model are missing: naive, bpda, gradient_free",
         "strong attacks are missing: pgd, apgd_ce",
         "L-inf radii are missing: 0.1, 0.2",
+        "it runs on 20 samples; the bar is 1000",
     ]
     judged = judge(BAR, reasons, "done", report([row("fgsm", "transfer", 0.3, samples=20)]))
     assert judged["qualifying"] is False and judged["reasons"] == reasons
@@ -76,7 +77,7 @@ def test_samples_uploads_and_capped_attacks_are_named() -> None:
     capped = request(samples=1000, sample_limits={"apgd_ce": 200})
     assert plan_reasons(BAR, capped, uploaded=True) == [
         "it runs on an uploaded sample set, not the model's evaluation set",
-        "apgd_ce runs on 200 samples; the bar is 1000",
+        "apgd_ce is limited to 200 samples; the bar is 1000",
     ]
     quantized_only = request(attacks=["pgd", "apgd_ce"])
     assert plan_reasons(BAR, quantized_only, uploaded=False) == [
