@@ -8,6 +8,7 @@ from pathlib import Path
 
 from models.registry import DATASETS
 from robustness.attacks import ATTACKS
+from robustness.request import format_eps
 
 THREAT_STYLES = {"transfer": ":", "naive": "--", "bpda": "-", "gradient_free": "-."}
 
@@ -21,22 +22,6 @@ def write_report(report: dict, out_dir: Path | str, stem: str) -> list[Path]:
     paths[1].write_text(to_markdown(report, plot_name=paths[2].name))
     plot_accuracy(report, paths[2])
     return paths
-
-
-def format_eps(eps: float | None) -> str:
-    """A radius as people write it: a short decimal when it is one (0.3, 0.25), else a whole
-    number of 255ths when it is one (8/255, 32/255), else six significant digits. The
-    console's ``formatEpsilon`` (service/api/routes/console_files/js/format.js) follows the
-    same rule."""
-    if eps is None:
-        return "unbounded"
-    decimal = f"{eps:.6g}"
-    if float(decimal) == eps:
-        return decimal
-    in_255ths = eps * 255
-    if abs(in_255ths - round(in_255ths)) < 1e-6:
-        return f"{round(in_255ths)}/255"
-    return decimal
 
 
 def requested_radii(report: dict) -> dict[str, list[float]]:

@@ -240,6 +240,22 @@ def parse_radius(value: Any, label: str = "radius") -> Any:
         raise ValueError(f"{label}: not a radius: {value[:32]!r}") from None
 
 
+def format_eps(eps: float | None) -> str:
+    """A radius as people write it: a short decimal when it is one (0.3, 0.25), else a whole
+    number of 255ths when it is one (8/255, 32/255), else six significant digits; the inverse
+    of ``parse_radius`` for the radii people use. The console's ``formatEpsilon``
+    (service/api/routes/console_files/js/format.js) follows the same rule."""
+    if eps is None:
+        return "unbounded"
+    decimal = f"{eps:.6g}"
+    if float(decimal) == eps:
+        return decimal
+    in_255ths = eps * 255
+    if abs(in_255ths - round(in_255ths)) < 1e-6:
+        return f"{round(in_255ths)}/255"
+    return decimal
+
+
 def parse_radii(values: Any, label: str = "radii") -> tuple:
     """A list of radii (numbers or strings like "8/255"), or one comma-separated string."""
     if isinstance(values, str):

@@ -68,6 +68,11 @@ class BadContentEncoding(ServiceError):
     message = "the body does not decompress as its Content-Encoding says"
 
 
+class UnknownQueryParameter(ServiceError):
+    status, reason = 400, "unknown_query_parameter"
+    message = "the request names query parameters this route does not take"
+
+
 class ClientDisconnected(ServiceError):
     status, reason, message = 400, "client_disconnected", "the client went away mid-body"
 
@@ -183,6 +188,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     TrailingData,
     InvalidJson,
     BadContentEncoding,
+    UnknownQueryParameter,
     ClientDisconnected,
     Unauthorized,
     Forbidden,
@@ -232,3 +238,8 @@ def error_body(message: str, reason: str, request_id: str | None) -> bytes:
     """The one encoding of the error body every refusal carries, at any layer."""
     body = {"error": message, "reason": reason, "request_id": request_id}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def body_limit_message(limit: int) -> str:
+    """What a client reads when its body is over the limit: the limit itself."""
+    return f"the request body exceeds the limit of {limit} bytes"

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.evalset import EVAL_DIR
@@ -108,6 +108,11 @@ class ServiceSettings(BaseSettings):
     # Admin: robustness-check jobs. With neither token setting, the admin routes are not mounted.
     admin_token: SecretStr | None = None
     admin_token_file: Path | None = None
+    # A read-only token for the robustness scrape (GET /admin/metrics), for Prometheus,
+    # which then holds no token that can start or cancel checks. The admin token works
+    # there too; the public /metrics never shows robustness figures.
+    scrape_token: SecretStr | None = None
+    scrape_token_file: Path | None = None
     robustness_db: Path = Path("var/robustness-jobs.sqlite3")
     # A shared job store on PostgreSQL (postgresql://user:pass@host/db) for several
     # replicas and workers; unset, jobs live in the SQLite file robustness_db.
@@ -144,10 +149,23 @@ class ServiceSettings(BaseSettings):
     robustness_time_budget_seconds: float = Field(1800.0, gt=0)
     # How long a stopping job may take to hand back partial results before it is killed.
     robustness_stop_grace_seconds: float = Field(30.0, ge=0)
+    # The bar a check must meet to set a model's robustness gauges (service/jobs/
+    # qualifying.py): every threat model that applies, these strong attacks under each of
+    # them, these L-inf radii (unset: the dataset's), this many samples (unset: the whole
+    # bundled evaluation set). Checks below it are stored and shown, never exported.
+    robustness_qualifying_attacks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["pgd", "apgd_ce"]
+    )
+    robustness_qualifying_epsilons: Annotated[list[float] | None, NoDecode] = None
+    robustness_qualifying_samples: int | None = Field(None, ge=1)
 
     @property
     def admin_enabled(self) -> bool:
         return self.admin_token is not None or self.admin_token_file is not None
+
+    @property
+    def scrape_enabled(self) -> bool:
+        return self.scrape_token is not None or self.scrape_token_file is not None
 
     @model_validator(mode="before")
     @classmethod
@@ -166,11 +184,33 @@ class ServiceSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("admin_token")
+    @field_validator("robustness_qualifying_attacks", mode="before")
     @classmethod
-    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+    def _attack_names(cls, value: object) -> object:
+        from robustness.attacks import ATTACKS  # the registry loads the attack libraries
+
+        names = _comma_list(value)
+        unknown = [name for name in names if name not in ATTACKS] if isinstance(names, list) else []
+        if unknown:
+            raise ValueError(f"unknown attacks {unknown}; valid: {', '.join(ATTACKS)}")
+        return names
+
+    @field_validator("robustness_qualifying_epsilons", mode="before")
+    @classmethod
+    def _radii(cls, value: object) -> object:
+        from robustness.request import parse_radii
+
+        if value is None or value == "":
+            return None
+        return list(parse_radii(value, "robustness_qualifying_epsilons"))
+
+    @field_validator("admin_token", "scrape_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_CHARS:
-            raise ValueError(f"admin_token must have at least {MIN_ADMIN_TOKEN_CHARS} characters")
+            raise ValueError(
+                f"{info.field_name} must have at least {MIN_ADMIN_TOKEN_CHARS} characters"
+            )
         return value
 
     @field_validator("jobs_url")
@@ -194,9 +234,21 @@ class ServiceSettings(BaseSettings):
                 f"queue_size ({self.queue_size}) must be at least max_batch_size "
                 f"({self.max_batch_size}), or batches can never fill"
             )
-        if self.admin_token is not None and self.admin_token_file is not None:
-            raise ValueError("set admin_token or admin_token_file, not both")
+        for token in ("admin_token", "scrape_token"):
+            if getattr(self, token) is not None and getattr(self, f"{token}_file") is not None:
+                raise ValueError(f"set {token} or {token}_file, not both")
+        if self.scrape_enabled and not self.admin_enabled:
+            raise ValueError(
+                "a scrape token needs admin_token or admin_token_file: without them there "
+                "are no robustness checks, and nothing to scrape"
+            )
         return self
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 def unknown_environment(environ: dict[str, str] | os._Environ, fields: dict[str, Any]) -> list[str]:

@@ -23,6 +23,7 @@ from service.errors import (
     ClientDisconnected,
     EmptyBody,
     Overloaded,
+    body_limit_message,
 )
 from service.sanitize.upload import Upload
 
@@ -115,13 +116,19 @@ async def bounded_chunks(
     (and ``Overloaded`` when ``reservation``'s budget cannot hold the next chunk)."""
     length = declared_length(request)
     if length is not None and length > limit:
-        raise BodyTooLarge(f"Content-Length {length} exceeds the limit of {limit} bytes")
+        raise BodyTooLarge(
+            f"Content-Length {length} exceeds the limit of {limit} bytes",
+            message=body_limit_message(limit),
+        )
     received = 0
     try:
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
-                raise BodyTooLarge(f"body passed the limit of {limit} bytes while streaming")
+                raise BodyTooLarge(
+                    f"body passed the limit of {limit} bytes while streaming",
+                    message=body_limit_message(limit),
+                )
             if reservation is not None:
                 reservation.take(len(chunk))
             yield chunk

@@ -30,6 +30,7 @@ from models.quantizers import InputQuantizer, StaircaseTable
 from robustness.png import encode_png, png_base64
 from service.errors import InferenceTimeout
 from service.inference.batching import MicroBatcher
+from service.inference.fit import fit_warnings
 from service.inference.folding import fold_batch_norms
 from service.logs import current_request_id
 from service.metrics import ServiceMetrics
@@ -154,6 +155,7 @@ class Classifier:
             "model": self.describe_briefly(),
             "defence": self.defence,
             "input": prepared.decoded.facts,
+            "warnings": fit_warnings(prepared.decoded.facts, self.input_shape, self.name),
         }
         if include_input:
             body["input_image"] = _png_field(prepared.decoded.pixels)
@@ -281,12 +283,26 @@ class Classifier:
         }
 
     def describe(self) -> dict[str, Any]:
+        """What a client needs to use the model (``GET /models``): no training history,
+        no paths of the machine it was trained on."""
         return {
             "name": self.name,
-            "device": str(self.device),
+            "dataset": self.manifest.dataset,
+            "architecture": self.manifest.architecture,
             "input_shape": list(self.input_shape),
             "class_names": self.class_names,
             "defence": self.defence,
+            "weights_sha256": self.manifest.weights_sha256,
+            "clean_accuracy": self.manifest.metrics.get("clean_accuracy"),
+        }
+
+    def describe_fully(self) -> dict[str, Any]:
+        """For the operator (``GET /admin/models``): also the device, the folder it was
+        loaded from and the whole manifest."""
+        return {
+            **self.describe(),
+            "device": str(self.device),
+            "path": str(self.path),
             "manifest": asdict(self.manifest),
         }
 

@@ -123,8 +123,10 @@ class ClassifierPool:
         try:
             return self.classifiers[key]  # type: ignore[index]
         except KeyError:
+            loaded = ", ".join(self.classifiers)
             raise UnknownModel(
-                f"model {name!r} requested; loaded: {', '.join(self.classifiers)}"
+                f"model {name!r} requested; loaded: {loaded}",
+                message=f"no model named {str(key)[:64]!r} is loaded; loaded: {loaded}",
             ) from None
 
     def check_capacity(self) -> None:

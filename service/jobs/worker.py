@@ -42,6 +42,7 @@ from robustness.runner import Progress, Subject, budget, run_suite
 from service.errors import ServiceError
 from service.jobs import split
 from service.jobs.lease import Deadline, LeaseKeeper
+from service.jobs.qualifying import qualified
 from service.jobs.samples import parse_samples
 from service.jobs.scheduling import JobLoop
 from service.jobs.spec import JobSpec, WorkerConfig
@@ -117,6 +118,8 @@ def run_job(
         store.release(job["id"], job["lease"])
         log.info("job put back in the queue: this worker is shutting down", extra=context)
         return QUEUED
+    if spec.units is None:  # a part is judged with its check, once all parts are in
+        report = qualified(spec.qualification, status, report)
     if not store.finish(job["id"], job["lease"], status, report=report, error=error):
         log.warning("job %s was no longer ours to finish; result dropped", job["id"])
         return None

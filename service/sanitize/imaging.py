@@ -18,7 +18,8 @@ The order matters for safety:
 Normalisation: EXIF orientation is applied, then the fitting policy shared with training
 (``models/imaging.py``, documented in docs/service.md): transparency onto the background
 grey, any mode to 8-bit grey or RGB, ``letterbox`` (default) or ``stretch`` to the model's
-input size.
+input size. Whether the image showed colour before that is recorded (``colour`` in its
+facts).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ _REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
 # JPEG draft keeps at least this many times the target size before the final filter.
 _DRAFT_OVERSAMPLE = 4
 _EXIF_ORIENTATION = 0x0112
+# What counts as a colour image (``_is_colourful``): JPEG noise and anti-aliasing on grey
+# stay far below both; a photo passes both easily.
+COLOUR_MIN_CHROMA = 32  # of 255
+COLOUR_MIN_FRACTION = 0.05
+_COLOUR_SAMPLE_PIXELS = 128 * 128
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,10 @@ def finish_decode(opened: OpenedImage, policy: ImagePolicy) -> DecodedImage:
         facts["orientation"] = _orientation(image)
         if facts["orientation"] != 1:  # exif_transpose copies even when there is nothing to do
             image = ImageOps.exif_transpose(image)
-        image = to_channels(image, policy.input_shape[0], policy.background)
+        # Grey stays grey; anything else is judged for colour in RGB before the model's mode.
+        flat = to_channels(image, 1 if image.mode == "L" else 3, policy.background)
+        facts["colour"] = flat.mode == "RGB" and _is_colourful(flat)
+        image = flat.convert("L" if policy.input_shape[0] == 1 else "RGB")
         _, height, width = policy.input_shape
         image, facts["resized"] = fit(image, height, width, policy.resize_policy, policy.background)
         pixels = np.asarray(image, dtype=np.float32) / 255.0
@@ -189,3 +198,17 @@ def _reduce_early(image: Image.Image, policy: ImagePolicy) -> Image.Image:
 def _orientation(image: Image.Image) -> int:
     value = image.getexif().get(_EXIF_ORIENTATION, 1)
     return value if isinstance(value, int) else 1
+
+
+def _is_colourful(image: Image.Image) -> bool:
+    """Whether an RGB image shows colour, not grey stored as RGB (a drawing on a canvas,
+    a scan, JPEG noise): at least ``COLOUR_MIN_FRACTION`` of its pixels have a chroma
+    (largest channel minus smallest) of ``COLOUR_MIN_CHROMA`` or more. Large images are
+    judged on an evenly spread sample of their pixels."""
+    if image.width * image.height > _COLOUR_SAMPLE_PIXELS:
+        scale = (_COLOUR_SAMPLE_PIXELS / (image.width * image.height)) ** 0.5
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        image = image.resize(size, Image.Resampling.NEAREST)
+    pixels = np.asarray(image, dtype=np.int16)
+    chroma = pixels.max(axis=2) - pixels.min(axis=2)
+    return bool(np.mean(chroma >= COLOUR_MIN_CHROMA) >= COLOUR_MIN_FRACTION)

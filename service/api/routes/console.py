@@ -76,7 +76,7 @@ def _read(name: str) -> bytes:
 
 @router.get("/")
 async def root() -> RedirectResponse:
-    return RedirectResponse("/ui/", status_code=307)
+    return RedirectResponse("/ui/", status_code=307, headers=HEADERS)
 
 
 @router.get("/ui/")

@@ -51,11 +51,16 @@ MAX_ATTEMPTS = 2
 DEFAULT_LEASE_SECONDS = 30.0
 LEASE_LOST_TWICE = "the job's worker stopped renewing its lease twice (its machine died?)"
 
+_TOP = "parent_id IS NULL"  # a check as submitted, not a part of one
 _SUMMARY_COLUMNS = (
     "id, status, model, spec, created_at, started_at, finished_at, progress, "
-    "stop_request, error, headline, attempt, holder, parent_id, part, parts"
+    "stop_request, error, headline, attempt, holder, parent_id, part, parts, "
+    "qualifying, qualification"
 )
-_TOP = "parent_id IS NULL"  # a check as submitted, not a part of one
+# The newest check of each model that may set its gauges (service.jobs.qualifying).
+_LATEST_QUALIFYING = (
+    f"SELECT MAX(seq) FROM jobs WHERE status = 'done' AND qualifying = ? AND {_TOP} GROUP BY model"
+)
 
 
 class QueueFullError(Exception):
@@ -204,12 +209,12 @@ class JobStore(ABC):
             row = db.execute("SELECT npz FROM job_samples WHERE job_id = ?", (job_id,)).fetchone()
         return bytes(row["npz"]) if row is not None else None
 
-    def latest_done_ids(self) -> dict[str, str]:
-        """model -> id of its newest completed job (cheap: no reports read)."""
+    def latest_qualifying_ids(self) -> dict[str, str]:
+        """model -> id of its newest qualifying check, the one its gauges show (cheap: no
+        reports read)."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT model, id FROM jobs WHERE seq IN "
-                f"(SELECT MAX(seq) FROM jobs WHERE status = 'done' AND {_TOP} GROUP BY model)"
+                f"SELECT model, id FROM jobs WHERE seq IN ({_LATEST_QUALIFYING})", (True,)
             ).fetchall()
         return {row["model"]: row["id"] for row in rows}
 
@@ -342,13 +347,14 @@ class JobStore(ABC):
             status, report, error = assemble(parts)
             db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, report = ?, headline = ?, "
-                "error = ? WHERE id = ?",
+                "error = ?, qualifying = ?, qualification = ? WHERE id = ?",
                 (
                     status,
                     time.time(),
                     json.dumps(report) if report is not None else None,
                     json.dumps(report["worst_case"]) if report is not None else None,
                     error,
+                    *_qualification_columns(report),
                     job_id,
                 ),
             )
@@ -384,13 +390,15 @@ class JobStore(ABC):
         with self._connect() as db:
             cursor = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, report = ?, headline = ?, "
-                "error = ?, lease_expires_at = NULL WHERE id = ? AND lease = ? AND status = ?",
+                "error = ?, qualifying = ?, qualification = ?, lease_expires_at = NULL "
+                "WHERE id = ? AND lease = ? AND status = ?",
                 (
                     status,
                     time.time(),
                     json.dumps(report) if report is not None else None,
                     headline,
                     error,
+                    *_qualification_columns(report),
                     job_id,
                     lease,
                     RUNNING,
@@ -414,8 +422,9 @@ class JobStore(ABC):
     def prune(self, keep: int) -> int:
         """Delete finished jobs beyond the newest ``keep``; returns how many went.
 
-        The newest completed job of each model stays whatever its age: its report is
-        what the robustness gauges show.
+        The newest completed job of each model stays whatever its age (the console shows
+        it), and so does its newest qualifying one: its report is what the robustness
+        gauges show.
         """
         finished = ", ".join("?" * len(FINISHED))
         newest = (
@@ -429,8 +438,8 @@ class JobStore(ABC):
             cursor = db.execute(
                 f"DELETE FROM jobs WHERE status IN ({finished}) AND {_TOP} "
                 f"AND seq NOT IN (SELECT seq FROM ({newest}) AS newest) "
-                f"AND seq NOT IN ({latest_reports})",
-                (*FINISHED, *FINISHED, keep),
+                f"AND seq NOT IN ({latest_reports}) AND seq NOT IN ({_LATEST_QUALIFYING})",
+                (*FINISHED, *FINISHED, keep, True),
             )
         return cursor.rowcount
 
@@ -450,10 +459,21 @@ def _sum_progress(parts: list[dict]) -> dict:
 
 def _decode(row: Any) -> dict[str, Any]:
     job = dict(row)
-    for key in ("spec", "progress", "headline", "report"):
+    for key in ("spec", "progress", "headline", "report", "qualification"):
         if job.get(key) is not None:
             job[key] = json.loads(job[key])
+    if job.get("qualifying") is not None:  # SQLite keeps booleans as 0 and 1
+        job["qualifying"] = bool(job["qualifying"])
     return job
+
+
+def _qualification_columns(report: dict | None) -> tuple[bool, str | None]:
+    """(qualifying, qualification) of a finished check, from its report's judgement
+    (``service.jobs.qualifying``): a check without one never qualifies."""
+    judged = (report or {}).get("qualification")
+    if judged is None:
+        return False, None
+    return bool(judged["qualifying"]), json.dumps(judged)
 
 
 def _decode_or_skip(row: Any) -> dict[str, Any] | None:

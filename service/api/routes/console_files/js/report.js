@@ -84,9 +84,20 @@ export function charts(report) {
 }
 
 // The whole report; `models` (the /models answer's list) names the classes of older reports.
+// Whether the check met the bar that lets a check set the dashboard's figures, and why not.
+function qualification(report) {
+  const judged = report.qualification;
+  if (!judged) return el("p", {}, "This report was made before checks were held to a bar; the dashboard's figures do not come from it.");
+  if (judged.qualifying) return el("p", {}, "This check meets the bar: the dashboard's robustness figures come from it.");
+  return el("div", {},
+    el("p", {}, "This check does not meet the bar, so the dashboard's robustness figures do not come from it:"),
+    el("ul", {}, ...judged.reasons.map((reason) => el("li", {}, reason))));
+}
+
 export function reportView(report, models) {
   return el("div", { class: "report" },
     summary(report),
+    qualification(report),
     el("h3", {}, "Headline"), headline(report),
     el("h3", {}, "Accuracy against radius"), charts(report),
     flags(report),
