@@ -67,6 +67,8 @@ def training_cost(manifest: dict | None, manifests: dict[str, dict]) -> str:
     if seconds is None:
         return "-"
     text = _hours(seconds)
+    if (manifest.get("metrics") or {}).get("train_seconds_covers"):
+        text += " (last session only)"
     base = Path(str((manifest.get("training") or {}).get("init_from") or "")).name
     if base:
         earlier = (manifests.get(base) or {}).get("metrics", {}).get("train_seconds")

@@ -76,7 +76,11 @@ def train(config: TrainConfig) -> dict:
         trainable = _wrap(model, runtime)
         started = time.perf_counter()
         for epoch in range(start_epoch, config.epochs):
+            epoch_started = time.perf_counter()
             history.append(_run_epoch(config, runtime, model, trainable, optimizer, data, epoch))
+            # Wall time per epoch, kept in the resume state, so a resumed run's total counts
+            # every session's epochs, not only the last session's.
+            history[-1]["seconds"] = round(time.perf_counter() - epoch_started, 1)
             if runtime.is_main and collapse_epoch(history) == epoch + 1:
                 log.warning(
                     "catastrophic overfitting at epoch %d: held-out PGD accuracy fell to %.4f; "
@@ -330,6 +334,19 @@ def evaluate(
     return correct / len(split.labels)
 
 
+def _train_seconds(history: list[dict], seconds: float) -> dict:
+    """The training's wall time: the sum of every epoch's, across resumed sessions. A state
+    saved before epochs were timed leaves only this session's time, and says so."""
+    timed = [entry.get("seconds") for entry in history]
+    if history and all(value is not None for value in timed):
+        return {"train_seconds": round(sum(timed), 1)}
+    return {
+        "train_seconds": round(seconds, 1),
+        "train_seconds_covers": "the epochs run after the last resume only (the earlier ones "
+        "were not timed)",
+    }
+
+
 def _finish(config, runtime, model, data: Dataset, history, seconds, revision, initial):
     if runtime.world_size > 1:
         torch.distributed.barrier()
@@ -338,7 +355,7 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
     metrics = {
         "clean_accuracy": evaluate(model, data.test, runtime.device, "hard"),
         "test_samples": int(len(data.test.labels)),
-        "train_seconds": round(seconds, 1),
+        **_train_seconds(history, seconds),
     }
     if model.quantizer is not None:
         metrics["clean_accuracy_soft"] = evaluate(model, data.test, runtime.device, "soft")
