@@ -81,7 +81,7 @@ def test_an_rgb_array_classifies_with_the_cifar10_model(qusec) -> None:
 
 
 def test_the_quantized_and_input_images_come_back_as_pngs(qusec) -> None:
-    result = qusec.classify(DIGIT, include_quantized=True, include_input=True)
+    result = qusec.classify(DIGIT, model="mnist-tq2", include_quantized=True, include_input=True)
     assert result.defence.kind == "tq" and len(result.defence.thresholds) == 1
     for encoded in (result.quantized_image, result.input_image):
         with Image.open(io.BytesIO(encoded.content())) as image:
@@ -99,9 +99,10 @@ def test_the_model_list_is_typed(qusec) -> None:
         "mnist-tq2",
         "cifar10-tq4",
     ]
-    cifar = listed_models.models[1]
+    cifar = listed_models.models[4]
     assert cifar.input_shape == [3, 32, 32] and cifar.class_names[3] == "cat"
     assert cifar.defence.kind == "tq" and cifar.defence.levels == 4
+    assert listed_models.models[0].defence.kind == "none"  # adversarially trained instead
     assert qusec.ready()
 
 
