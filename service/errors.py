@@ -145,6 +145,12 @@ class JobQueueFull(ServiceError):
     retryable = True
 
 
+class ClientBodyLimit(ServiceError):
+    status, reason = 429, "client_body_limit"
+    message = "this client's request bodies in flight are at their limit, retry later"
+    retryable = True
+
+
 class NotReady(ServiceError):
     status, reason, message = 503, "not_ready", "the model is still loading"
     retryable = True
@@ -197,6 +203,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     InvalidJobRequest,
     InvalidSamples,
     JobQueueFull,
+    ClientBodyLimit,
     NotReady,
     JobsUnavailable,
     Overloaded,
@@ -210,6 +217,7 @@ CONNECTION_REFUSALS: dict[str, tuple[int, str]] = {
     "too_many_headers": (431, "the request has too many header fields"),
     "request_header_timeout": (408, "the request head did not arrive in time"),
     "too_many_connections": (503, "too many open connections, retry later"),
+    "client_connection_limit": (429, "this client has too many open connections, retry later"),
     "bad_http_request": (400, "the request is not valid HTTP/1.1"),
 }
 # Every reason a rejection can carry, known up front so the metric starts at zero.

@@ -43,7 +43,9 @@ class ClassifierPool:
         self.ready = False
         self.failure: str | None = None  # why warm-up failed; liveness reports it
         self.in_flight = 0
-        self.body_budget = BodyBudget(settings.max_buffered_body_bytes)
+        self.body_budget = BodyBudget(
+            settings.max_buffered_body_bytes, settings.max_buffered_body_bytes_per_client
+        )
         self.decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )

@@ -13,3 +13,4 @@ class Upload:
     declared_type: str
     via: str  # "raw" or "multipart"
     read_seconds: float = 0.0  # how long the body took to arrive (the "read" stage)
+    client: str = ""  # who sent it (a source address)

@@ -25,6 +25,7 @@ from service.api.admission import admitted
 from service.api.error_handlers import service_error_response, validation_error_response
 from service.api.schemas import ClassifyResponse, error_responses
 from service.edge.body import Reservation, read_image_upload
+from service.edge.clients import client_address
 from service.errors import NotReady, ServiceError
 from service.inference.pool import ClassifierPool
 from service.sanitize.upload import Upload
@@ -104,7 +105,7 @@ async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery
                 reservation=reservation,
             )
 
-    async with admitted(pool, read) as upload:
+    async with admitted(pool, read, client_address(request.scope)) as upload:
         return await classifier.classify(upload, query.include_quantized, query.include_input)
 
 
@@ -136,7 +137,7 @@ def document(openapi: dict[str, Any]) -> None:
     responses: dict[str, Any] = {
         "200": {"description": "Successful Response", "content": _json("ClassifyResponse")}
     }
-    for status, entry in error_responses(400, 404, 408, 413, 415, 422, 503, 504).items():
+    for status, entry in error_responses(400, 404, 408, 413, 415, 422, 429, 503, 504).items():
         extra = {"headers": entry["headers"]} if "headers" in entry else {}
         responses[str(status)] = {
             "description": entry["description"],
