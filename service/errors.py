@@ -114,6 +114,11 @@ class DecodeBudgetExceeded(ServiceError):
     message = "decoding the image exceeds the time or memory budget"
 
 
+class DecodeCostTooHigh(ServiceError):
+    status, reason = 413, "decode_cost_too_high"
+    message = "decoding the image would cost more than this client is allowed"
+
+
 class UnsupportedFormat(ServiceError):
     status, reason = 415, "unsupported_format"
     message = "the image format is not one of PNG, JPEG, BMP, GIF, WebP"
@@ -148,6 +153,12 @@ class JobQueueFull(ServiceError):
 class ClientBodyLimit(ServiceError):
     status, reason = 429, "client_body_limit"
     message = "this client's request bodies in flight are at their limit, retry later"
+    retryable = True
+
+
+class ClientDecodeLimit(ServiceError):
+    status, reason = 429, "client_decode_limit"
+    message = "this client's decodes in flight are at their limit, retry later"
     retryable = True
 
 
@@ -196,6 +207,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     ImageTooLarge,
     TooManyScans,
     DecodeBudgetExceeded,
+    DecodeCostTooHigh,
     UnsupportedFormat,
     UnsupportedContentEncoding,
     InvalidTensor,
@@ -204,6 +216,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     InvalidSamples,
     JobQueueFull,
     ClientBodyLimit,
+    ClientDecodeLimit,
     NotReady,
     JobsUnavailable,
     Overloaded,

@@ -97,6 +97,19 @@ class ServiceSettings(BaseSettings):
     # A decode worker whose resident memory passes this after a task is replaced.
     decode_recycle_rss_bytes: int = Field(256 * MiB, ge=64 * MiB)
     max_jpeg_scans: int = Field(32, ge=1, le=10_000)
+    # Decode cost, estimated from the header before decoding (service.sanitize.decode_cost):
+    # the bytes of samples the decoder produces, over every frame and JPEG scan. From
+    # decode_heavy_cost_bytes on, an upload is heavy: heavy decodes occupy at most
+    # decode_heavy_processes of the decode processes at once (niced by decode_heavy_nice),
+    # so the others are always there for light ones.
+    decode_heavy_cost_bytes: int = Field(8 * MiB, ge=1)
+    decode_heavy_processes: int = Field(1, ge=1, le=63)
+    decode_heavy_nice: int = Field(10, ge=0, le=19)
+    # One client's decodes queued or running, in estimated cost (one is always allowed).
+    decode_max_cost_bytes_per_client: int = Field(256 * MiB, ge=0)  # 0: no cap
+    # The costliest upload accepted from a request without the admin token (64 MiB: a
+    # 4096 x 4096 8-bit RGBA image); with the token only the pixel and scan limits apply.
+    anonymous_max_decode_cost_bytes: int = Field(64 * MiB, ge=1)
 
     # Batching and load shedding.
     max_batch_size: int = Field(32, ge=1, le=4096)
@@ -205,6 +218,11 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 f"queue_size ({self.queue_size}) must be at least max_batch_size "
                 f"({self.max_batch_size}), or batches can never fill"
+            )
+        if self.decode_processes > 1 and self.decode_heavy_processes >= self.decode_processes:
+            raise ValueError(
+                f"decode_heavy_processes ({self.decode_heavy_processes}) must be less than "
+                f"decode_processes ({self.decode_processes}), or light uploads wait for heavy ones"
             )
         if self.admin_token is not None and self.admin_token_file is not None:
             raise ValueError("set admin_token or admin_token_file, not both")

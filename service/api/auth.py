@@ -60,11 +60,29 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(bear
 
 async def require_admin(request: Request, _credentials: BearerCredentials = None) -> None:
     """401 without a bearer token, 403 with the wrong one; compared in constant time."""
-    expected: SecretStr | None = getattr(request.app.state, "admin_token", None)
+    given = _bearer(request)
+    if given is None:
+        raise Unauthorized("no bearer token on an admin route")
+    if not _matches(request, given):
+        raise Forbidden("wrong admin token")
+
+
+def holds_admin_token(request: Request) -> bool:
+    """Whether a request on a public route carries the admin token (so it is not anonymous:
+    ``/classify`` then allows costlier decodes). A wrong token is simply anonymous."""
+    given = _bearer(request)
+    return given is not None and _matches(request, given)
+
+
+def _bearer(request: Request) -> str | None:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
-        raise Unauthorized("no bearer token on an admin route")
-    if expected is None or not hmac.compare_digest(
-        _digest(given.strip()), _digest(expected.get_secret_value())
-    ):
-        raise Forbidden("wrong admin token")
+        return None
+    return given.strip()
+
+
+def _matches(request: Request, given: str) -> bool:
+    expected: SecretStr | None = getattr(request.app.state, "admin_token", None)
+    return expected is not None and hmac.compare_digest(
+        _digest(given), _digest(expected.get_secret_value())
+    )

@@ -54,6 +54,10 @@ class ClassifierPool:
             settings.decode_timeout_seconds,
             settings.decode_max_memory_bytes,
             settings.decode_recycle_rss_bytes,
+            heavy_cost=settings.decode_heavy_cost_bytes,
+            heavy_processes=settings.decode_heavy_processes,
+            heavy_nice=settings.decode_heavy_nice,
+            max_cost_per_client=settings.decode_max_cost_bytes_per_client,
         )
 
     def load(self) -> None:

@@ -11,6 +11,7 @@ own routes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from service.api.admission import admitted
+from service.api.auth import holds_admin_token
 from service.api.error_handlers import service_error_response, validation_error_response
 from service.api.schemas import ClassifyResponse, error_responses
 from service.edge.body import Reservation, read_image_upload
@@ -96,7 +98,7 @@ async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery
 
     async def read(reservation: Reservation) -> Upload:
         with classifier.upstream_slot():  # the batcher may wait for a body on its way
-            return await read_image_upload(
+            upload = await read_image_upload(
                 request,
                 settings.max_body_bytes,
                 settings.body_read_timeout_seconds,
@@ -104,6 +106,7 @@ async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery
                 grace_seconds=settings.body_min_rate_grace_seconds,
                 reservation=reservation,
             )
+        return replace(upload, anonymous=not holds_admin_token(request))
 
     async with admitted(pool, read, client_address(request.scope)) as upload:
         return await classifier.classify(upload, query.include_quantized, query.include_input)

@@ -29,6 +29,9 @@ def test_defaults_bound_every_shared_resource() -> None:
     assert settings.max_connections_per_client == 256
     assert settings.max_buffered_body_bytes_per_client == 64 << 20
     assert (settings.linger_seconds, settings.linger_max_bytes) == (5, 16 << 20)
+    assert (settings.decode_heavy_cost_bytes, settings.decode_heavy_processes) == (8 << 20, 1)
+    assert settings.decode_max_cost_bytes_per_client == 256 << 20
+    assert settings.anonymous_max_decode_cost_bytes == 64 << 20
 
 
 def test_settings_come_from_the_environment(monkeypatch) -> None:
@@ -53,6 +56,7 @@ def test_settings_come_from_the_environment(monkeypatch) -> None:
         ("QUSEC_REQUEST_HEADER_TIMEOUT_SECONDS", "0"),
         ("QUSEC_MAX_CONNECTIONS_PER_CLIENT", "-1"),
         ("QUSEC_LINGER_SECONDS", "0"),
+        ("QUSEC_DECODE_HEAVY_PROCESSES", "2"),  # all of the default 2: none left for light ones
     ],
 )
 def test_unsafe_values_are_refused(monkeypatch, name: str, value: str) -> None:

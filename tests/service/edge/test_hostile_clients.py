@@ -33,6 +33,8 @@ pytestmark = pytest.mark.slow
 MAX_IN_FLIGHT = 16
 MAX_CONNECTIONS = 64
 SHED_AT = MAX_IN_FLIGHT * 7 // 8  # the connection layer refuses from 7/8 of the limit on
+# Every upload decoded in a worker counts as heavy here, so the two heavy-lane workers are
+# the pool these tests hold with expensive files (the lanes have tests of their own).
 DECODE_PROCESSES = 2
 PNG = encode(digit(), "PNG")  # tiny: decoded inline
 NEEDS_A_WORKER = encode(Image.new("L", (1000, 1000)), "PNG")  # small body, many pixels
@@ -44,7 +46,12 @@ SETTINGS = {
     "QUSEC_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
     "QUSEC_REQUEST_HEADER_TIMEOUT_SECONDS": "2",
     "QUSEC_BODY_MIN_RATE_GRACE_SECONDS": "2",
-    "QUSEC_DECODE_PROCESSES": str(DECODE_PROCESSES),
+    "QUSEC_DECODE_PROCESSES": str(DECODE_PROCESSES + 1),
+    "QUSEC_DECODE_HEAVY_PROCESSES": str(DECODE_PROCESSES),
+    "QUSEC_DECODE_HEAVY_COST_BYTES": "1",
+    "QUSEC_DECODE_HEAVY_NICE": "0",
+    "QUSEC_DECODE_MAX_COST_BYTES_PER_CLIENT": "0",
+    "QUSEC_ANONYMOUS_MAX_DECODE_COST_BYTES": str(1 << 50),
     "QUSEC_DECODE_THREADS": "2",
     "QUSEC_DECODE_TIMEOUT_SECONDS": "10",
     # Let the expensive JPEG through the scan cap, so that the deadline has to stop it.
