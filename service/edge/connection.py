@@ -302,7 +302,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.transport.is_closing() or self._lingering:
+        if self._lingering:  # closed after this answer: uvicorn's keep-alive timer must not cut
+            self._unset_keepalive_if_required()  # the linger short with a reset
+            return
+        if self.transport.is_closing():
             return
         if self.awaiting_head:
             self._start_waiting_for_head_keeping_count()
