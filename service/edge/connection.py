@@ -24,20 +24,17 @@ where the bytes arrive, and answers every refusal with the service's JSON error 
   ``too_many_connections``;
 * anything the parser refuses: 400 ``bad_http_request``;
 * while the service is overloaded (``shed`` says so for the request's path), an
-  inference request gets the 503 ``overloaded`` answer straight from here, with
-  ``Retry-After``, written the moment its head is parsed, with no request cycle, task,
-  routing, middleware or logging: under overload the refusals must cost next to
-  nothing, or they eat the capacity of the requests being served. The body is
-  discarded as it arrives; a request pipelined behind one still being answered is
+  inference request gets the 503 ``overloaded`` answer the moment its head is parsed,
+  with no request cycle, task, routing, middleware or logging (under overload refusals
+  must cost next to nothing); one pipelined behind a request still being answered is
   refused through a minimal cycle instead, so that responses stay in order.
 
-Every connection ends. A request answered before it has all arrived (a refusal, an
-early 413, ``GET /healthz`` with a body) has the rest of its body read and discarded
-for at most ``linger_seconds`` and ``linger_max_bytes``: if it ends in time, the
-connection waits for the next request as any keep-alive connection does; if not, it
-closes. A refused connection closes the same way ("lingering close"): the answer and
-a FIN go out first and what the client still sends is read and discarded within the
-same bounds, so that the client reads the JSON answer rather than a reset.
+Every connection ends. A request answered before it has all arrived (an early 413, a
+shed request, ``GET /healthz`` with a body) has the rest read and discarded for at most
+``linger_seconds`` and ``linger_max_bytes``, then waits for the next request as any
+keep-alive connection does, or closes. Refusals close lingering: the answer and a FIN
+go out, then what the client still sends is discarded within the same bounds, so that
+the client reads the JSON answer rather than a reset.
 
 Everything else (keep-alive, pipelining, flow control, the request cycle) is
 uvicorn's own code, so the hot path stays what it was.
