@@ -123,6 +123,11 @@ class DecodeBudgetExceeded(ServiceError):
     message = "decoding the image exceeds the time or memory budget"
 
 
+class DecodeCostTooHigh(ServiceError):
+    status, reason = 413, "decode_cost_too_high"
+    message = "decoding the image would cost more than this client is allowed"
+
+
 class UnsupportedFormat(ServiceError):
     status, reason = 415, "unsupported_format"
     message = "the image format is not one of PNG, JPEG, BMP, GIF, WebP"
@@ -151,6 +156,18 @@ class InvalidSamples(ServiceError):
 
 class JobQueueFull(ServiceError):
     status, reason, message = 429, "job_queue_full", "the robustness-check queue is full"
+    retryable = True
+
+
+class ClientBodyLimit(ServiceError):
+    status, reason = 429, "client_body_limit"
+    message = "this client's request bodies in flight are at their limit, retry later"
+    retryable = True
+
+
+class ClientDecodeLimit(ServiceError):
+    status, reason = 429, "client_decode_limit"
+    message = "this client's decodes in flight are at their limit, retry later"
     retryable = True
 
 
@@ -201,6 +218,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     ImageTooLarge,
     TooManyScans,
     DecodeBudgetExceeded,
+    DecodeCostTooHigh,
     UnsupportedFormat,
     UnsupportedContentEncoding,
     InvalidTensor,
@@ -208,6 +226,8 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     InvalidJobRequest,
     InvalidSamples,
     JobQueueFull,
+    ClientBodyLimit,
+    ClientDecodeLimit,
     NotReady,
     JobsUnavailable,
     Overloaded,
@@ -221,6 +241,7 @@ CONNECTION_REFUSALS: dict[str, tuple[int, str]] = {
     "too_many_headers": (431, "the request has too many header fields"),
     "request_header_timeout": (408, "the request head did not arrive in time"),
     "too_many_connections": (503, "too many open connections, retry later"),
+    "client_connection_limit": (429, "this client has too many open connections, retry later"),
     "bad_http_request": (400, "the request is not valid HTTP/1.1"),
 }
 # Every reason a rejection can carry, known up front so the metric starts at zero.

@@ -77,15 +77,27 @@ class ServiceSettings(BaseSettings):
     body_min_rate_grace_seconds: float = Field(5.0, gt=0)
     # Bodies are read before admission; together they may hold at most this many bytes.
     max_buffered_body_bytes: int = Field(256 * MiB, ge=1024 * 1024)
+    # One client's (one source address's) bodies in flight: what each declared, or what
+    # arrived when more did. A client with none in flight may always start one. 0: no cap.
+    max_buffered_body_bytes_per_client: int = Field(64 * MiB, ge=0)
 
     # Connections (enforced by service.edge.connection, below the app).
     max_connections: int = Field(1024, ge=1, le=1_000_000)
+    # Open connections of one client (source address); 0: no cap. Behind a proxy every
+    # request comes from the proxy's address: turn the per-client caps off there.
+    max_connections_per_client: int = Field(256, ge=0, le=1_000_000)
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)  # request line + headers
     max_header_count: int = Field(100, ge=8, le=10_000)
     # A connection must send a complete request head within this long of connecting or of
     # its previous response; the keep-alive timeout closes idle ones sooner.
     request_header_timeout_seconds: float = Field(10.0, gt=0)
     keep_alive_timeout_seconds: int = Field(5, ge=1, le=3600)
+    # After an answer given before its request has all arrived (a refusal, an early 413),
+    # the rest is read and discarded for at most this long and this many bytes, so that
+    # the client reads the answer instead of a reset; then the connection closes (or, when
+    # the request did end in time, waits for the next one as keep-alive connections do).
+    linger_seconds: float = Field(5.0, gt=0, le=600)
+    linger_max_bytes: int = Field(16 * MiB, ge=0)
 
     # Decode budget: uploads that are not tiny are decoded in worker processes, each killed
     # (and replaced) when a decode passes the deadline or its memory cap.
@@ -95,6 +107,19 @@ class ServiceSettings(BaseSettings):
     # A decode worker whose resident memory passes this after a task is replaced.
     decode_recycle_rss_bytes: int = Field(256 * MiB, ge=64 * MiB)
     max_jpeg_scans: int = Field(32, ge=1, le=10_000)
+    # Decode cost, estimated from the header before decoding (service.sanitize.decode_cost):
+    # the bytes of samples the decoder produces, over every frame and JPEG scan. From
+    # decode_heavy_cost_bytes on, an upload is heavy: heavy decodes occupy at most
+    # decode_heavy_processes of the decode processes at once (niced by decode_heavy_nice),
+    # so the others are always there for light ones.
+    decode_heavy_cost_bytes: int = Field(8 * MiB, ge=1)
+    decode_heavy_processes: int = Field(1, ge=1, le=63)
+    decode_heavy_nice: int = Field(10, ge=0, le=19)
+    # One client's decodes queued or running, in estimated cost (one is always allowed).
+    decode_max_cost_bytes_per_client: int = Field(256 * MiB, ge=0)  # 0: no cap
+    # The costliest upload accepted from a request without the admin token (64 MiB: a
+    # 4096 x 4096 8-bit RGBA image); with the token only the pixel and scan limits apply.
+    anonymous_max_decode_cost_bytes: int = Field(64 * MiB, ge=1)
 
     # Batching and load shedding.
     max_batch_size: int = Field(32, ge=1, le=4096)
@@ -243,6 +268,11 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 f"queue_size ({self.queue_size}) must be at least max_batch_size "
                 f"({self.max_batch_size}), or batches can never fill"
+            )
+        if self.decode_processes > 1 and self.decode_heavy_processes >= self.decode_processes:
+            raise ValueError(
+                f"decode_heavy_processes ({self.decode_heavy_processes}) must be less than "
+                f"decode_processes ({self.decode_processes}), or light uploads wait for heavy ones"
             )
         for token in ("admin_token", "scrape_token"):
             if getattr(self, token) is not None and getattr(self, f"{token}_file") is not None:

@@ -93,3 +93,13 @@ async def require_scraper(request: Request) -> None:
     """The robustness scrape's dependency: the scrape token or the admin token."""
     state = request.app.state
     _check_bearer(request, getattr(state, "scrape_token", None), state.admin_token)
+
+
+def holds_admin_token(request: Request) -> bool:
+    """Whether a request on a public route carries the admin token (so it is not anonymous:
+    ``/classify`` then allows costlier decodes). A wrong or missing token is simply anonymous."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected: SecretStr | None = getattr(request.app.state, "admin_token", None)
+    if scheme.lower() != "bearer" or not given.strip() or expected is None:
+        return False
+    return hmac.compare_digest(_digest(given.strip()), _digest(expected.get_secret_value()))

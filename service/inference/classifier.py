@@ -28,12 +28,13 @@ import torch
 from models.checkpoint import LoadedCheckpoint
 from models.quantizers import InputQuantizer, StaircaseTable
 from robustness.png import encode_png, png_base64
-from service.errors import InferenceTimeout
+from service.errors import DecodeCostTooHigh, InferenceTimeout
 from service.inference.batching import MicroBatcher
 from service.inference.fit import fit_warnings
 from service.inference.folding import fold_batch_norms
 from service.logs import current_request_id
 from service.metrics import ServiceMetrics
+from service.sanitize.decode_cost import estimate as estimate_decode_cost
 from service.sanitize.decode_workers import DecodeWorkers
 from service.sanitize.imaging import (
     DecodedImage,
@@ -42,6 +43,7 @@ from service.sanitize.imaging import (
     finish_decode,
     open_image,
 )
+from service.sanitize.integrity import check_size
 from service.sanitize.upload import Upload
 from service.settings import ServiceSettings
 
@@ -170,23 +172,45 @@ class Classifier:
         started = time.perf_counter()
         return self._finish(self.identify(data), started)
 
-    async def _prepare(self, data: bytes) -> Prepared:
+    async def _prepare(self, upload: Upload) -> Prepared:
         """Small images are decoded on the event loop, the rest in the decode workers.
 
         An MNIST-sized PNG decodes in tens of microseconds, less than handing it to a
         process and back costs. Only a small body whose header claims few pixels stays
         inline, so no upload can hold the event loop for more than about a millisecond;
-        everything else is decoded within the decode budget (``service.sanitize.decode_workers``).
+        everything else is decoded within the decode budget (``service.sanitize.decode_workers``),
+        in the lane its estimated cost puts it in.
         """
         started = time.perf_counter()
+        data = upload.data
         if len(data) <= INLINE_DECODE_MAX_BYTES:
             opened = self.identify(data)
             if opened.pixel_count <= INLINE_DECODE_MAX_PIXELS:
                 return self._finish(opened, started)
-        decoded = await self._decode_workers.decode(data, self.policy)
+        cost = self.decode_cost(upload)
+        decoded = await self._decode_workers.decode(data, self.policy, cost, upload.client)
         decoded_at = time.perf_counter()
         quantized = self.quantize(torch.from_numpy(decoded.pixels)[None])
         return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
+
+    def decode_cost(self, upload: Upload) -> int:
+        """The upload's estimated decode cost, from its header; 413 over the anonymous
+        ceiling (or the size limits). A header the estimate cannot read, or a JPEG over the
+        scan cap, counts as heavy: the decode worker's checks refuse it with the precise
+        reason."""
+        estimated = estimate_decode_cost(upload.data)
+        if estimated is None or estimated.scans > self.policy.max_jpeg_scans:
+            # The worker refuses it, before any pixel, with the exact reason.
+            return self.settings.decode_heavy_cost_bytes
+        check_size(estimated.format, estimated.width, estimated.height, self.policy.limits)
+        ceiling = self.settings.anonymous_max_decode_cost_bytes
+        if upload.anonymous and estimated.bytes > ceiling:
+            raise DecodeCostTooHigh(
+                f"{estimated.detail}: estimated {estimated.bytes} bytes, over {ceiling}",
+                message="decoding the image would cost more than a request without the admin "
+                f"token may ask for ({estimated.bytes} of at most {ceiling} bytes of samples)",
+            )
+        return estimated.bytes
 
     def _finish(self, opened: OpenedImage, started: float) -> Prepared:
         decoded = self.decode(opened)
@@ -209,7 +233,7 @@ class Classifier:
         deadline = loop.time() + self.settings.request_timeout_seconds
         with self.upstream_slot():
             async with self._deadline(deadline):
-                prepared = await self._prepare(upload.data)
+                prepared = await self._prepare(upload)
         async with self._deadline(deadline):
             result = await self.batcher.submit(prepared.quantized)
         encode_started = time.perf_counter()

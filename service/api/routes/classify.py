@@ -11,6 +11,7 @@ own routes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,10 +23,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from service.api.admission import admitted
+from service.api.auth import holds_admin_token
 from service.api.error_handlers import service_error_response, validation_error_response
 from service.api.query import check_query
 from service.api.schemas import ClassifyResponse, error_responses
 from service.edge.body import Reservation, read_image_upload
+from service.edge.clients import client_address
 from service.errors import NotReady, ServiceError
 from service.inference.pool import ClassifierPool
 from service.sanitize.upload import Upload
@@ -97,7 +100,7 @@ async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery
 
     async def read(reservation: Reservation) -> Upload:
         with classifier.upstream_slot():  # the batcher may wait for a body on its way
-            return await read_image_upload(
+            upload = await read_image_upload(
                 request,
                 settings.max_body_bytes,
                 settings.body_read_timeout_seconds,
@@ -105,8 +108,9 @@ async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery
                 grace_seconds=settings.body_min_rate_grace_seconds,
                 reservation=reservation,
             )
+        return replace(upload, anonymous=not holds_admin_token(request))
 
-    async with admitted(pool, read) as upload:
+    async with admitted(pool, read, client_address(request.scope)) as upload:
         return await classifier.classify(upload, query.include_quantized, query.include_input)
 
 
@@ -156,7 +160,7 @@ def document(openapi: dict[str, Any]) -> None:
             "content": _json("ClassifyResponse"),
         }
     }
-    for status, entry in error_responses(400, 404, 408, 413, 415, 422, 503, 504).items():
+    for status, entry in error_responses(400, 404, 408, 413, 415, 422, 429, 503, 504).items():
         extra = {"headers": entry["headers"]} if "headers" in entry else {}
         responses[str(status)] = {
             "description": entry["description"],
