@@ -104,4 +104,5 @@ def test_the_anonymous_ceiling_is_a_setting(serve) -> None:
         "decode_cost_too_high"
     )
     wide = serve(anonymous_max_decode_cost_bytes=PIXELS * 3)
-    assert wide.post("/classify", content=webp_canvas()).status_code == 200
+    answer = wide.post("/classify", content=webp_canvas())
+    assert answer.status_code == 200, answer.text
