@@ -154,8 +154,8 @@ def test_an_imported_model_is_served_classified_and_checked_over_http(imported, 
 def _classify(http: httpx.Client, imported: dict) -> None:
     model = http.get("/models").json()["models"][0]
     assert model["name"] == "pets-cq4"
-    assert model["manifest"]["input_shape"] == list(SHAPE)
-    assert model["manifest"]["architecture"] == "exported-program"
+    assert model["input_shape"] == list(SHAPE)
+    assert model["architecture"] == "exported-program"
     for image, label in zip(imported["images"][::4], imported["labels"][::4], strict=True):
         # 96x80 and 144x120 uploads: letterboxed down to the model's 48x40.
         for scale in (2, 3):
