@@ -140,6 +140,7 @@ class DecodeWorkers:
             self.light = self.heavy = _Lane("shared", 1, 0)
         self.cost_by_client: dict[str, int] = {}
         self._all: set[_Worker] = set()
+        self._reaping: set[asyncio.Task] = set()  # killed workers whose exit is awaited
         self.killed = 0  # workers killed at the deadline or found dead
 
     async def decode(
@@ -250,9 +251,15 @@ class DecodeWorkers:
                 self.killed += 1
             worker.kill()
             self._all.discard(worker)
-            task = asyncio.get_running_loop().create_task(worker.process.wait())
-            task.add_done_callback(lambda _: None)
+            self._reap(worker)
         self._hand_on(slot)
+
+    def _reap(self, worker: _Worker) -> None:
+        """Wait for a killed worker in the background, so its pipes close while the loop
+        runs; ``stop`` waits for what is still being reaped."""
+        task = asyncio.get_running_loop().create_task(worker.process.wait())
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
 
     async def _spawn(self, nice: int) -> _Worker:
         process = await asyncio.create_subprocess_exec(
@@ -281,6 +288,7 @@ class DecodeWorkers:
         except BaseException:
             self._all.discard(worker)
             worker.kill()
+            self._reap(worker)
             raise
         return worker
 
@@ -296,7 +304,13 @@ class DecodeWorkers:
                 async with asyncio.timeout(5):
                     await worker.process.wait()
             worker.kill()
+            self._reap(worker)
         self._all.clear()
+        # Killed workers' pipes close only once their exit is seen: before the loop ends.
+        if self._reaping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*self._reaping, return_exceptions=True)
         for lane in {self.light, self.heavy}:
             lane.idle.clear()
 
