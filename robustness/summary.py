@@ -7,7 +7,7 @@ from pathlib import Path
 from robustness.attacks import ATTACKS
 from robustness.render import format_eps
 from robustness.report import fired_flags
-from robustness.verdict import verdict_markdown
+from robustness.verdict import verdict_table
 
 THREAT_ORDER = ("transfer", "naive", "bpda", "gradient_free")
 
@@ -61,7 +61,7 @@ def summary_markdown(
     lines = [f"# {dataset}: every model, attacked", ""]
     if manifests is not None:
         lines += ["## Verdict: the worst case per radius, L-inf and L2", ""]
-        lines += verdict_markdown(reports, manifests)
+        lines += _table(*verdict_table(reports, manifests))
         lines += ["", "The tables below are L-inf only.", ""]
     lines += ["## Worst case over every attack and threat model (the headline)", ""]
     lines += _table(

@@ -102,8 +102,10 @@ def _worst(report: dict, norm: str, eps: float) -> str:
     )
 
 
-def verdict_markdown(reports: list[dict], manifests: dict[str, dict]) -> list[str]:
-    """The verdict table's Markdown lines (no heading)."""
+def verdict_table(
+    reports: list[dict], manifests: dict[str, dict]
+) -> tuple[list[str], list[list[str]]]:
+    """The verdict table's header and rows, one row per report."""
     linf, l2 = _radii(reports, "linf"), _radii(reports, "l2")
     header = (
         ["model", "defence", "training", "clean"]
@@ -125,5 +127,4 @@ def verdict_markdown(reports: list[dict], manifests: dict[str, dict]) -> list[st
             + [_worst(report, "l2", e) for e in l2]
             + [training_cost(manifest, manifests)]
         )
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+    return header, rows
