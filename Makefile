@@ -11,7 +11,16 @@ PORT ?= 8000
 WORKERS ?= 2
 # Empty: the bundled checkpoints (service/settings.py, BUNDLED_CHECKPOINTS); or one folder.
 CHECKPOINT ?=
-# Extra pip options for installing torch (for example an index of CPU-only wheels).
+# The torch build: the CPU build by default. Its local version label (+cpu) makes pip refuse
+# any other build rather than pull the multi-GB CUDA one that plain torch==2.13.0 is on the
+# default index. The one switch for CUDA: TORCH_REQUIREMENT=torch==2.13.0 (as the Dockerfile's
+# build argument of the same name).
+TORCH_REQUIREMENT ?= torch==2.13.0+cpu
+# The wheel index that carries TORCH_REQUIREMENT, added as an extra index: PyTorch's CPU wheel
+# index on a stock machine. Empty: pip's own configuration (enough where pip already finds the
+# CPU wheel, in a local wheel folder or a mirror). Set it here or in the environment.
+TORCH_INDEX ?=
+# Any other pip options for the torch line only.
 TORCH_PIP_ARGS ?=
 
 .PHONY: venv serve test test-fast lint train-mnist train-cifar10 train-cifar10-sweep bench-train
@@ -19,8 +28,13 @@ TORCH_PIP_ARGS ?=
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first: the pinned CPU build, so nothing later pulls a multi-GB CUDA build.
-	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
+	# torch first, the pinned build, so nothing later pulls another (a multi-GB CUDA one).
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url '$(TORCH_INDEX)') \
+	  $(TORCH_PIP_ARGS) '$(TORCH_REQUIREMENT)' || { \
+	  echo "make: could not install $(TORCH_REQUIREMENT). The CPU build is on PyTorch's CPU" \
+	    "wheel index, not the default one: make venv TORCH_INDEX=<that index's URL>;" \
+	    "for the CUDA build, TORCH_REQUIREMENT=torch==2.13.0 (README, 'Two commands')." >&2; \
+	  exit 1; }
 	# cleverhans 4.0.0's metadata drags in TensorFlow packages its PyTorch attacks never import.
 	$(PY) -m pip install --quiet --no-deps cleverhans==4.0.0
 	# torchattacks runs APGD, APGD-T and Square (and the PGD cross-check); its metadata would

@@ -227,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("BENCH_LOG", "INFO"), format="%(message)s")
-    env = dict(item.split("=", 1) for item in args.env)
+    # Every client connects from 127.0.0.1 but stands for a different user: the per-client
+    # connection cap (256) would otherwise refuse the 1,024-client level (--env overrides).
+    env = {"QUSEC_MAX_CONNECTIONS_PER_CLIENT": "0"}
+    env.update(item.split("=", 1) for item in args.env)
 
     with tempfile.TemporaryDirectory(prefix="qusec-overload-") as scratch:
         checkpoint = args.checkpoint
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=60)
-    overrides = " ".join(args.env) or "none"
+    overrides = " ".join(f"{key}={value}" for key, value in env.items())
     note = (
         f"checkpoint {checkpoint.name}; {os.cpu_count()} CPUs ({platform.machine()}); "
         f"{args.seconds:.0f} s per level after {args.warmup:.0f} s unmeasured; closed-loop "

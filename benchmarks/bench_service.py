@@ -21,7 +21,7 @@ little CPU as possible and the numbers describe the server; ``--wrk`` drives
 every scenario with wrk instead (one PNG per scenario, ``benchmarks/overload.lua``).
 
     .venv/bin/python benchmarks/bench_service.py --checkpoint checkpoints/mnist-tq2 \
-        [--peer litserve] [--wrk] [--workers 2]
+        [--peer litserve] [--forward-limit] [--wrk] [--workers 2]
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class Scenario:
     path: str
     multipart: bool
     json_body: bool = False  # {"image": base64 PNG}, for the LitServe peer
-    server: str = "service"  # or "litserve"
+    server: str = "service"  # or "litserve", or "limit" (no server: forward_limit.py)
+    processes: int = 0  # for "limit": forward_limit.py copies run at once
 
 
 SCENARIOS = (
@@ -70,6 +71,18 @@ SCENARIOS = (
 )
 LITSERVE = Scenario("LitServe JSON", "/predict", False, json_body=True, server="litserve")
 WRK_SCRIPT = Path(__file__).resolve().parent / "overload.lua"
+FORWARD_LIMIT = Path(__file__).resolve().parent / "forward_limit.py"
+
+
+def limit_scenarios(cpus: int) -> tuple[Scenario, ...]:
+    """The batched forward as one process with every CPU's thread, and as one process per
+    CPU with one thread each (``processes`` copies)."""
+    one = Scenario(f"batched forward, 1 process x {cpus} threads", "", False, server="limit")
+    layouts = [one]
+    if cpus > 1:
+        many = f"batched forward, {cpus} processes x 1 thread"
+        layouts.append(Scenario(many, "", False, server="limit", processes=cpus))
+    return tuple(layouts)
 
 
 @dataclass
@@ -221,6 +234,24 @@ def run_wrk_round(
     result.round_percentiles.append((int(fields["p50_us"]) / 1000, int(fields["p99_us"]) / 1000))
 
 
+def run_limit_round(result: Result, checkpoint: Path, cpus: int, seconds: float) -> None:
+    """forward_limit.py in the scenario's layout; rows per second summed over copies."""
+    processes = result.scenario.processes or 1
+    threads = 1 if result.scenario.processes else cpus
+    command = [sys.executable, str(FORWARD_LIMIT), "--checkpoint", str(checkpoint)]
+    batches = sorted({max(1, result.concurrency // 2), result.concurrency})
+    command += ["--batch", ",".join(map(str, batches)), "--threads", str(threads)]
+    command += ["--seconds", f"{seconds:g}"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    copies = [
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    rates = [json.loads(copy.communicate()[0])["rows_per_second"] for copy in copies]
+    result.rates.append(sum(rates))
+    result.requests += round(sum(rates) * seconds)
+
+
 def wrk(url: str, body_file: Path, content_type: str, connections: int, seconds: float) -> dict:
     command = [
         "wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s",
@@ -249,6 +280,21 @@ def process_tree(pid: int) -> list[int]:
     except FileNotFoundError:  # it exited meanwhile
         return []
     return members
+
+
+def stop_tree(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGINT, then SIGKILL to the whole tree if it has not exited within ``grace``
+    (LitServe's processes have been seen to outlive a SIGINT while still paused)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace)
+        return
+    except subprocess.TimeoutExpired:
+        log.warning("pid %d did not stop on SIGINT; killing its process tree", process.pid)
+    for member in process_tree(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+    process.wait(timeout=grace)
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -358,6 +404,10 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        if r.scenario.server == "limit":  # rows, not requests: no latency, no server
+            rows = f"{max(1, r.concurrency // 2)}-{r.concurrency} rows"
+            print(f"| {r.scenario.name} | {rows} | - | - | {r.rate:.0f} | - | - | - |")
+            continue
         print(
             f"| {r.scenario.name} | {r.concurrency} | {r.requests} | {r.errors} | "
             f"{r.rate:.0f} | {r.percentile(50):.1f} | {r.percentile(99):.1f} | "
@@ -365,6 +415,16 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
         )
     by_name = {r.scenario.name: r for r in results}
     print()
+    limits = [r for r in results if r.scenario.server == "limit"]
+    if limits:
+        limit = max(limits, key=lambda r: r.rate)
+        for name in ("/classify raw body", "/classify multipart", LITSERVE.name):
+            if name in by_name:
+                r = by_name[name]
+                print(
+                    f"{name} vs the batched-forward limit ({limit.scenario.name}, "
+                    f"{limit.rate:.0f} rows/s): {100 * r.rate / limit.rate:.0f}%"
+                )
     for other in ("naive multipart", LITSERVE.name):
         if other not in by_name:
             continue
@@ -380,6 +440,11 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
         print(f"{r.scenario.name} req/s per round: {', '.join(f'{x:.0f}' for x in r.rates)}")
 
 
+def _load_average() -> str:
+    """The 1-minute load average, from /proc: others' work on the same cores."""
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "mnist-tq2")
@@ -392,6 +457,14 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=5, help="scenarios run interleaved this many times"
     )
     parser.add_argument("--peer", choices=["none", "litserve"], default="none")
+    parser.add_argument(
+        "--forward-limit",
+        action="store_true",
+        help="also measure the checkpoint's own batched forward, the physical limit",
+    )
+    parser.add_argument(
+        "--no-naive", action="store_true", help="leave out the naive endpoint's scenario"
+    )
     parser.add_argument("--wrk", action="store_true", help="drive every scenario with wrk")
     parser.add_argument("--seconds", type=float, default=5.0, help="per round, with --wrk")
     parser.add_argument(
@@ -409,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    load_before = _load_average()
     with tempfile.TemporaryDirectory(prefix="qusec-bench-") as scratch:
         checkpoint = args.checkpoint
         if not (checkpoint / "manifest.json").is_file():
@@ -419,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
         server, ready_seconds = start_server(
             checkpoint, port, Path(scratch) / "server.log", args.workers
         )
-        scenarios = SCENARIOS + ((LITSERVE,) if args.peer == "litserve" else ())
+        scenarios = tuple(s for s in SCENARIOS if not (args.no_naive and "naive" in s.name))
+        scenarios += (LITSERVE,) if args.peer == "litserve" else ()
+        scenarios += limit_scenarios(os.cpu_count() or 1) if args.forward_limit else ()
         results = [Result(scenario, args.concurrency) for scenario in scenarios]
         ports, pids = {"service": port}, {"service": server.pid}
         peer = None
@@ -435,7 +511,10 @@ def main(argv: list[str] | None = None) -> int:
                 for result in results:
                     where = result.scenario.server
                     pause_all_but(pids, where)
-                    if args.wrk:
+                    if where == "limit":
+                        seconds = args.seconds if args.wrk else 5.0
+                        run_limit_round(result, checkpoint, os.cpu_count() or 1, seconds)
+                    elif args.wrk:
                         body, content_type = request_body(result.scenario, pngs[0])
                         body_file = Path(scratch) / f"{where}-{len(body)}.body"
                         body_file.write_bytes(body)
@@ -452,8 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             pause_all_but(pids, None)
             for process in (server, peer):
                 if process is not None:
-                    process.send_signal(signal.SIGINT)
-                    process.wait(timeout=60)
+                    stop_tree(process)
     if args.wrk:
         each = f"{args.seconds:g} s of wrk per scenario, each after 1 s unmeasured"
     else:
@@ -462,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         f"checkpoint {checkpoint.name}, {args.workers} service worker(s), "
         f"{args.peer_api_servers} LitServe API server(s) when compared; "
         f"{os.cpu_count()} CPUs ({platform.machine()}); "
-        f"{args.rounds} interleaved rounds of {each}"
+        f"{args.rounds} interleaved rounds of {each}; "
+        f"load average before: {load_before}, after: {_load_average()}"
     )
     print_table(results, ready_seconds, rss, note)
     return 0

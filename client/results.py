@@ -67,6 +67,7 @@ class Classification:
     model: ModelBrief
     defence: Defence
     input: dict[str, Any]  # what the upload was: format, size, mode, ...
+    warnings: list[dict[str, str]]  # {"code", "message"}: the upload does not fit the model
     batch_rows: int
     timings_seconds: dict[str, float]
     quantized_image: EncodedImage | None = None  # with include_quantized=True
@@ -82,6 +83,7 @@ class Classification:
             model=ModelBrief.from_json(data["model"]),
             defence=Defence.from_json(data["defence"]),
             input=dict(data.get("input", {})),
+            warnings=[dict(warning) for warning in data.get("warnings", [])],
             batch_rows=int(data.get("batch_rows", 1)),
             timings_seconds=dict(data.get("timings_seconds", {})),
             quantized_image=EncodedImage.from_json(data.get("quantized_image")),
@@ -91,22 +93,28 @@ class Classification:
 
 @dataclass(frozen=True)
 class ModelDescription:
+    """What a client needs to use a model (``GET /models``)."""
+
     name: str
-    device: str
+    dataset: str
+    architecture: str
     input_shape: list[int]  # [C, H, W]
     class_names: list[str]
     defence: Defence
-    manifest: dict[str, Any]
+    weights_sha256: str
+    clean_accuracy: float | None  # on the test set, as the manifest states
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelDescription:
         return cls(
             name=data["name"],
-            device=data["device"],
+            dataset=data["dataset"],
+            architecture=data["architecture"],
             input_shape=list(data["input_shape"]),
             class_names=list(data["class_names"]),
             defence=Defence.from_json(data["defence"]),
-            manifest=dict(data.get("manifest", {})),
+            weights_sha256=data["weights_sha256"],
+            clean_accuracy=data.get("clean_accuracy"),
         )
 
 
@@ -136,6 +144,7 @@ class JobProgress:
     attack: str | None = None
     threat_model: str | None = None
     epsilon: float | None = None
+    epsilon_label: str | None = None  # the radius as the request wrote it ("8/255")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobProgress:
@@ -146,6 +155,7 @@ class JobProgress:
             attack=data.get("attack"),
             threat_model=data.get("threat_model"),
             epsilon=data.get("epsilon"),
+            epsilon_label=data.get("epsilon_label"),
         )
 
 
@@ -169,6 +179,11 @@ class RobustnessJob:
     parts: int | None
     error: str | None
     worst_case: list[dict[str, Any]] | None
+    # Whether the finished check met the bar and so set its model's robustness gauges
+    # (None while it runs), and the bar with the reasons it does not or cannot.
+    qualifying: bool | None = None
+    qualification: dict[str, Any] | None = None
+    radii_as_given: dict[str, Any] | None = None  # the radii as the request wrote them
     report: dict[str, Any] | None = None  # only when one job is fetched
     location: str | None = None  # only on submission
 
@@ -191,6 +206,9 @@ class RobustnessJob:
             parts=data.get("parts"),
             error=data.get("error"),
             worst_case=data.get("worst_case"),
+            qualifying=data.get("qualifying"),
+            qualification=data.get("qualification"),
+            radii_as_given=data.get("radii_as_given"),
             report=data.get("report"),
             location=data.get("location"),
         )

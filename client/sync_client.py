@@ -62,7 +62,7 @@ class Client:
         return self._send(calls.classify(image, model, include_quantized, include_input))
 
     def models(self) -> ModelList:
-        """The loaded models, their class names, defences and manifests."""
+        """The loaded models: datasets, input shapes, class names, defences, weights."""
         return self._send(calls.models())
 
     def ready(self) -> bool:

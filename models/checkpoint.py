@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,8 +128,14 @@ def replacing_folder(folder: Path) -> Iterator[Path]:
         raise
 
 
-def save_checkpoint(folder: Path | str, model: QuantizedClassifier, manifest: Manifest) -> Manifest:
-    """Write weights and manifest atomically (see ``replacing_folder``).
+def save_checkpoint(
+    folder: Path | str,
+    model: QuantizedClassifier,
+    manifest: Manifest,
+    extra: Callable[[Path], object] | None = None,
+) -> Manifest:
+    """Write weights and manifest atomically (see ``replacing_folder``); ``extra`` writes
+    more files (an evaluation set) into the staging folder, so they appear together.
 
     The quantizer spec and the normalization in the manifest are taken from the model, so
     the recorded thresholds are always the ones in the weights.
@@ -147,6 +153,8 @@ def save_checkpoint(folder: Path | str, model: QuantizedClassifier, manifest: Ma
         )
         manifest.weights_sha256 = sha256_file(staging / WEIGHTS_FILE)
         manifest.name = manifest.name or folder.name
+        if extra is not None:
+            extra(staging)
         (staging / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
 

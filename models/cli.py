@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="custom",
         help="dataset name recorded in the manifest (default custom)",
     )
+    imp.add_argument(
+        "--eval-folder",
+        type=Path,
+        default=None,
+        help="labelled images (one sub-folder per class, named as in --class-names) kept "
+        "in the checkpoint as its evaluation set for robustness checks (default: none)",
+    )
     commands.add_parser("architectures", help="list registered architecture names")
     return parser
 
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         levels=args.levels,
         thresholds=args.thresholds,
         dataset=args.dataset,
+        eval_folder=args.eval_folder,
     )
     try:
         manifest = import_program(request, datetime.now(UTC).isoformat(timespec="seconds"))

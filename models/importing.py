@@ -3,7 +3,9 @@
 Everything the program does not say about itself is declared by the person importing it
 (input shape, class names, normalization, defence) and checked here before anything is
 written: the program must run on a zero batch of the declared shape and give one logit per
-declared class. The folder then loads with ``load_checkpoint`` like any other.
+declared class. The folder then loads with ``load_checkpoint`` like any other. With
+``--eval-folder`` it also keeps a labelled evaluation set (``eval-set.npz``), which the
+robustness suite and the service's checks use by default.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from models.checkpoint import (
     replacing_folder,
     sha256_file,
 )
+from models.evalset import CHECKPOINT_EVAL_SET, read_folder_eval_set, write_eval_set
 from models.exported import load_program
 from models.manifest_schema import CHANNELS, EXPORTED_ARCHITECTURE, MAX_SIDE, manifest_problem
 from models.quantizers import build_quantizer
@@ -38,6 +41,7 @@ class ProgramImport:
     levels: int = 2
     thresholds: tuple[float, ...] | None = None
     dataset: str = "custom"
+    eval_folder: Path | None = None  # labelled images written as the folder's eval-set.npz
 
 
 def import_program(request: ProgramImport, created_at: str = "") -> Manifest:
@@ -46,6 +50,11 @@ def import_program(request: ProgramImport, created_at: str = "") -> Manifest:
     normalization = _declared_normalization(request)
     quantizer = _declared_quantizer(request)
     load_program(request.program, request.input_shape, len(request.class_names))
+    evaluation = None
+    if request.eval_folder is not None:
+        evaluation = read_folder_eval_set(
+            request.eval_folder, request.input_shape, list(request.class_names)
+        )
     manifest = Manifest(
         architecture=EXPORTED_ARCHITECTURE,
         dataset=request.dataset,
@@ -67,6 +76,10 @@ def import_program(request: ProgramImport, created_at: str = "") -> Manifest:
         (staging / PROGRAM_FILE).chmod(0o644)
         if sha256_file(staging / PROGRAM_FILE) != manifest.weights_sha256:
             raise CheckpointError(f"{request.program} changed while it was being imported")
+        if evaluation is not None:
+            images, labels, source = evaluation
+            source = {"dataset": request.dataset, **source}
+            write_eval_set(staging / CHECKPOINT_EVAL_SET, images, labels, source)
         (staging / MANIFEST_FILE).write_text(_manifest_json(manifest))
     return manifest
 

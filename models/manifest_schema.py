@@ -98,6 +98,8 @@ class MetricsSchema(BaseModel):
     clean_accuracy_soft: Annotated[float, Field(ge=0, le=1)] | None = None
     test_samples: Annotated[int, Field(ge=0)] | None = None
     train_seconds: Annotated[float, Field(ge=0)] | None = None
+    # Present when train_seconds covers only the last session of a resumed run.
+    train_seconds_covers: str | None = None
 
 
 class ManifestSchema(BaseModel):

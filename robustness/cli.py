@@ -21,13 +21,21 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import CheckpointError
-from models.evalset import EvalSetError, eval_set_path, load_eval_set
+from models.checkpoint import CheckpointError, read_manifest
+from models.evalset import (
+    EvalSet,
+    EvalSetError,
+    default_eval_set,
+    eval_set_path,
+    folder_as_eval_set,
+    load_eval_set,
+)
 from robustness.attacks import ATTACKS
 from robustness.cli_config import apply_config
 from robustness.cli_options import HelpFormatter, common_options, evaluate_request
 from robustness.console import ProgressPrinter, print_summary
 from robustness.merge import MergeError, merge_reports
+from robustness.plan import Subject
 from robustness.presets import ATTACK_SETS
 from robustness.render import write_report
 from robustness.runner import budget, run_suite, subject_facts
@@ -108,6 +116,14 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("reports", nargs="+", type=Path, help="report JSON files")
     render.add_argument("--summary", metavar="DATASET", help="also write summary-DATASET.md/png")
     render.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="DIR",
+        help="with --summary, lead it with the verdict table: each model's training and its "
+        "cost from DIR/<model>/manifest.json, whose weights must be the ones the report "
+        "attacked (default: no verdict table)",
+    )
+    render.add_argument(
         "--html",
         action="store_true",
         help="also write a self-contained HTML report (charts, flags, examples) per JSON",
@@ -138,13 +154,16 @@ def _evaluate_options(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument(
         "--surrogate",
         type=Path,
-        help="undefended checkpoint for the transfer threat model "
-        "(default: <checkpoint's folder>/<dataset>-undefended when it exists)",
+        help="undefended checkpoint of the same input shape and classes for the transfer "
+        "threat model (default: the folder <dataset>-undefended beside the checkpoint, when "
+        "it exists)",
     )
     evaluate.add_argument(
         "--eval-set",
         type=Path,
-        help="labelled images (.npz) (default: data/eval/<dataset>-... for the model's dataset)",
+        help="labelled images: an .npz, or a folder with one sub-folder per class named as "
+        "the model's classes, fitted to its input (default: the checkpoint's own "
+        "eval-set.npz, else data/eval/<dataset>-test-first1000.npz)",
     )
     evaluate.add_argument(
         "--preset",
@@ -191,9 +210,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     target = load_subject(args.checkpoint)
     surrogate_path = args.surrogate or default_surrogate(args.checkpoint, target.dataset)
     surrogate = load_subject(surrogate_path) if surrogate_path else None
-    data = load_eval_set(args.eval_set or eval_set_path(target.dataset))
+    data = _eval_data(args.eval_set, args.checkpoint, target)
     quantized = target.model.quantizer is not None
-    request = evaluate_request(args, target.dataset, quantized)
+    request = evaluate_request(args, target.dataset, quantized, target.input_shape)
     # The suite's request rules, as the service's admin API applies them; threat models
     # the user did not name (all, or the preset's) are skipped where they do not apply.
     facts = subject_facts(target, surrogate, tuple(data.images.shape[1:]))
@@ -213,6 +232,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         paths.append(write_html(report, paths[0].with_suffix(".html")))
     print_summary(report, paths)
     return 0
+
+
+def _eval_data(given: Path | None, checkpoint: Path, target: Subject) -> EvalSet:
+    """``--eval-set`` (an .npz, or a labelled folder fitted to the model's input), else the
+    checkpoint's own evaluation set, else its dataset's shipped one."""
+    if given is None:
+        return load_eval_set(default_eval_set(checkpoint, target.dataset))
+    if given.is_dir():
+        class_names = read_manifest(checkpoint).class_names
+        return folder_as_eval_set(given, target.input_shape, class_names)
+    return load_eval_set(given)
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -248,6 +278,7 @@ def _read_report(path: Path) -> dict:
 def _render(args: argparse.Namespace) -> int:
     from robustness.html import write_html
     from robustness.summary import write_summary
+    from robustness.verdict import read_manifests
 
     reports = []
     for path in args.reports:
@@ -257,8 +288,12 @@ def _render(args: argparse.Namespace) -> int:
         if args.html:
             print(f"wrote {write_html(report, path.with_suffix('.html'))}")
         reports.append(report)
+    if args.checkpoints is not None and not args.summary:
+        raise ValueError("--checkpoints needs --summary")
     if args.summary:
-        for written in write_summary(reports, args.reports[0].parent, args.summary):
+        manifests = None if args.checkpoints is None else read_manifests(reports, args.checkpoints)
+        written_files = write_summary(reports, args.reports[0].parent, args.summary, manifests)
+        for written in written_files:
             print(f"wrote {written}")
     return 0
 

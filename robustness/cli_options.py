@@ -91,17 +91,24 @@ def parse_limits(items: list[str]) -> dict[str, int]:
     return limits
 
 
-def evaluate_request(args: argparse.Namespace, dataset: str, quantized: bool) -> SuiteRequest:
+def evaluate_request(
+    args: argparse.Namespace,
+    dataset: str,
+    quantized: bool,
+    input_shape: tuple[int, ...] | None = None,
+) -> SuiteRequest:
     """``evaluate``'s request: a preset's attacks, budgets and threat models (``--preset``),
     the attacks named beside them, and the file's and the flags' parameters on top."""
     named = attack_set(args.preset) if args.preset else None
     extra = tuple(args.attacks.split(",")) if args.attacks else ()
     if named is None:
-        return request_from_args(args, dataset, extra or tuple(ATTACKS))
+        return request_from_args(args, dataset, extra or tuple(ATTACKS), input_shape=input_shape)
     attacks = named.attacks + tuple(a for a in extra if a not in named.attacks)
     threat_models = args.threat_models or ",".join(named.threat_models_for(quantized))
     resolved = argparse.Namespace(**{**vars(args), "threat_models": threat_models})
-    return request_from_args(resolved, dataset, attacks, base_params=named.params)
+    return request_from_args(
+        resolved, dataset, attacks, base_params=named.params, input_shape=input_shape
+    )
 
 
 def request_from_args(
@@ -109,8 +116,10 @@ def request_from_args(
     dataset: str,
     attacks: tuple[str, ...],
     base_params: dict | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> SuiteRequest:
-    defaults = preset(dataset)
+    """Radii not given are the dataset's preset, or the generic one for ``input_shape``."""
+    defaults = preset(dataset, input_shape)
     sanity = None if args.sanity_epsilon.lower() == "none" else parse_epsilons(args.sanity_epsilon)
     params: dict[str, dict] = {}
     # The preset's budgets, then the config file's, then --set: later wins.

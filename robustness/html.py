@@ -2,7 +2,9 @@
 
 Everything is inline (styles, SVG charts, images as data URIs); the page loads nothing and
 runs no script, so it opens offline and from a file. Every string from the report is
-escaped.
+escaped. The page stays short enough to read: what decides (the headline, one chart per
+norm, the flags) is open; each attack's curves, the adversarial examples and every row are
+disclosures (``<details>``) a reader opens.
 """
 
 from __future__ import annotations
@@ -11,17 +13,16 @@ import re
 from html import escape
 from pathlib import Path
 
-from robustness.render import accuracy_series, attack_set_name, format_eps, radii_as_given
+from robustness.html_chart import THREAT_NAMES, attack_charts, bounded_rows, threat_chart
+from robustness.render import (
+    attack_set_name,
+    class_name,
+    class_names,
+    format_eps,
+    radii_as_given,
+    requested_radii,
+)
 
-THREAT_NAMES = {
-    "transfer": "transfer",
-    "naive": "naive white-box",
-    "bpda": "BPDA",
-    "gradient_free": "gradient-free",
-}
-THREAT_DASHES = {"transfer": "2 3", "naive": "8 4", "bpda": "", "gradient_free": "8 3 2 3"}
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
-WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 560, 320, 48, 12, 14, 40
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=]*$")
 
 FLAG_WORDS = {
@@ -42,10 +43,17 @@ STYLE = """
 body{font-family:system-ui,sans-serif;max-width:72rem;margin:0 auto;padding:1rem;color:#1b1f24}
 table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #d0d5db;padding:.2rem .5rem}
 td.n{text-align:right;font-variant-numeric:tabular-nums}.scroll{overflow-x:auto}
-svg.chart{width:100%;max-width:40rem;height:auto;border:1px solid #d0d5db}
-svg text{font-size:11px}.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:0 1rem}
+.charts{display:flex;flex-wrap:wrap;gap:1rem 2rem}
+figure.chart{margin:.5rem 0;flex:1 1 30rem;max-width:40rem}
+figure.chart figcaption{font-weight:600;font-size:.9rem;max-width:none;color:#1b1f24}
+figure.chart>svg{width:100%;height:auto;border:1px solid #d0d5db}
+svg text{fill:#1b1f24}
+.legend{list-style:none;padding:0;margin:.3rem 0;display:flex;flex-wrap:wrap;gap:.2rem 1.2rem;
+font-size:.85rem}.legend li{display:flex;align-items:center;gap:.35rem}
 .fired{color:#a4161a;font-weight:700}.clear{color:#1d6b35;font-weight:700}
 .notice{background:#eef3f8;padding:.6rem;border-left:4px solid #0b5cad}
+details{margin:.4rem 0}summary{cursor:pointer;font-weight:600}
+details>div,details>details{margin-left:1rem}
 .gallery{display:flex;flex-wrap:wrap;gap:1rem}.example{border:1px solid #d0d5db;padding:.4rem}
 .quad{display:grid;grid-template-columns:repeat(2,auto);gap:.3rem}figure{margin:0}
 figcaption{font-size:.75rem;color:#59616b;max-width:6rem}
@@ -63,6 +71,7 @@ def write_html(report: dict, path: Path | str) -> Path:
 def to_html(report: dict) -> str:
     model = report["model"]
     title = f"Robustness report: {model['name']}"
+    norms = [norm for norm in ("linf", "l2") if bounded_rows(report, norm)]
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -76,7 +85,10 @@ def to_html(report: dict) -> str:
         "<h2>Headline: worst-case robust accuracy</h2>",
         _headline(report),
         "<h2>Accuracy against radius</h2>",
-        *(_chart(report, norm) for norm in ("linf", "l2") if accuracy_series(report, norm)),
+        '<div class="charts">',
+        *(threat_chart(report, norm) for norm in norms),
+        "</div>",
+        *(_attack_charts(report, norm) for norm in norms),
         _flags(report),
         _gallery(report),
         "<h2>All results</h2>",
@@ -84,6 +96,14 @@ def to_html(report: dict) -> str:
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _attack_charts(report: dict, norm: str) -> str:
+    charts = attack_charts(report, norm)
+    return (
+        f"<details><summary>Each attack, one chart per threat model ({_norm(norm)}, "
+        f'{len(charts)} charts)</summary><div class="charts">{"".join(charts)}</div></details>'
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -109,6 +129,13 @@ def _summary(report: dict) -> str:
         f"Started {escape(report['started_at'])}, {float(report['seconds'])} s; status "
         f"{escape(report['status'])}{status}",
     ]
+    radii = [
+        f"{_norm(norm)} {escape(', '.join(format_eps(e) for e in given))}"
+        for norm, given in requested_radii(report).items()
+        if given
+    ]
+    if radii:
+        items.append("Radii requested: " + "; ".join(radii))
     return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
 
 
@@ -169,88 +196,6 @@ def _per_set(report: dict) -> str:
     return note + _table(header, rows)
 
 
-class _Plot:
-    """Data coordinates -> SVG coordinates for one chart."""
-
-    def __init__(self, top: float) -> None:
-        self.top = top
-
-    def x(self, eps: float) -> float:
-        return LEFT + eps / self.top * (WIDTH - LEFT - RIGHT)
-
-    def y(self, acc: float) -> float:
-        return TOP + (1 - acc) * (HEIGHT - TOP - BOTTOM)
-
-    def line(self, points: list[tuple], colour: str, width: float, dash: str) -> str:
-        xy = " ".join(f"{self.x(e):.1f},{self.y(a):.1f}" for e, a in points)
-        return f'<polyline points="{xy}" fill="none"{_stroke(colour, width, dash)}/>'
-
-    def axes(self, norm: str) -> list[str]:
-        x, y, top = self.x, self.y, self.top
-        shapes = []
-        for acc in (0, 0.25, 0.5, 0.75, 1):
-            shapes.append(f'<line x1="{x(0)}" x2="{x(top)}" y1="{y(acc)}" y2="{y(acc)}"')
-            shapes[-1] += ' stroke="#e5e8eb"/>'
-            shapes.append(
-                f'<text x="{LEFT - 6}" y="{y(acc) + 4}" text-anchor="end">{acc:.0%}</text>'
-            )
-        for i in range(5):
-            eps = top * i / 4
-            shapes.append(
-                f'<text x="{x(eps):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">'
-                f"{escape(format_eps(eps)) if eps else '0'}</text>"
-            )
-        shapes.append(
-            f'<text x="{(LEFT + WIDTH) / 2}" y="{HEIGHT - 6}" text-anchor="middle">'
-            f"radius ({_norm(norm)})</text>"
-        )
-        return shapes
-
-
-def _stroke(colour: str, width: float, dash: str) -> str:
-    dashes = f' stroke-dasharray="{dash}"' if dash else ""
-    return f' stroke="{colour}" stroke-width="{width}"{dashes}'
-
-
-def _legend_item(colour: str, width: float, dash: str, text: str) -> str:
-    swatch = (
-        '<svg width="28" height="10" aria-hidden="true">'
-        f'<line x1="0" x2="28" y1="5" y2="5"{_stroke(colour, width, dash)}/></svg>'
-    )
-    return f"<li>{swatch} {escape(text)}</li>"
-
-
-def _chart(report: dict, norm: str) -> str:
-    """Robust accuracy against radius per (attack, threat model); the worst case in bold."""
-    series = accuracy_series(report, norm)
-    plot = _Plot(max(eps for points in series.values() for eps, _ in points))
-    shapes, legend = plot.axes(norm), []
-    attacks = list(dict.fromkeys(attack for attack, _ in series))
-    clean = [(0.0, report["clean_accuracy"])]
-    for (attack, threat), points in series.items():
-        colour = COLOURS[attacks.index(attack) % len(COLOURS)]
-        dash = THREAT_DASHES.get(threat, "")
-        shapes.append(plot.line(clean + points, colour, 1.5, dash))
-        legend.append(
-            _legend_item(colour, 2, dash, f"{attack} / {THREAT_NAMES.get(threat, threat)}")
-        )
-    worst = [
-        (w["epsilon"], w["robust_accuracy"]) for w in report["worst_case"] if w["norm"] == norm
-    ]
-    if worst:
-        shapes.append(plot.line(clean + worst, "#000", 4, ""))
-        shapes += [
-            f'<circle cx="{plot.x(e):.1f}" cy="{plot.y(a):.1f}" r="4"/>' for e, a in clean + worst
-        ]
-        legend.append(_legend_item("#000", 4, "", "worst case (the headline)"))
-    label = f"Robust accuracy against {_norm(norm)} radius"
-    return (
-        f'<figure><svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{label}">{"".join(shapes)}</svg>'
-        f'<ul class="legend">{"".join(legend)}</ul></figure>'
-    )
-
-
 def _flags(report: dict) -> str:
     items = []
     for flag in report["masking_flags"]:
@@ -292,38 +237,57 @@ def _gallery(report: dict) -> str:
             "for the pictures. A new run (<code>python -m robustness evaluate</code>) keeps a "
             "few per attack, threat model and radius.</p>"
         )
-    parts = ["<h2>Adversarial examples</h2>"]
+    names = class_names(report)
+    by_attack: dict[str, list[dict]] = {}
     for group in examples["groups"]:
-        threat = THREAT_NAMES.get(group["threat_model"], group["threat_model"])
+        by_attack.setdefault(group["attack"], []).append(group)
+    parts = [
+        "<h2>Adversarial examples</h2><p>Each example shows the clean image, what the "
+        "quantizer made of it, the adversarial image and what the quantizer made of that, "
+        "with the model's predictions. One disclosure per attack.</p>"
+    ]
+    for attack, groups in by_attack.items():
+        shown = [e for g in groups for e in g["examples"]]
+        fooled = sum(e["adversarial_prediction"] != e["label"] for e in shown)
         parts.append(
-            f"<h3>{escape(group['attack'])} / {escape(threat)}, {_norm(group['norm'])} radius "
-            f'{escape(format_eps(group["epsilon"]))}</h3><div class="gallery">'
+            f"<details><summary>{escape(attack)}: {len(groups)} group"
+            f"{'s' if len(groups) != 1 else ''}, {fooled} of {len(shown)} examples fooled"
+            "</summary>"
         )
-        for item in group["examples"]:
-            images = item["images"]
-            fooled = item["adversarial_prediction"] != item["label"]
-            parts.append(
-                '<div class="example"><div class="quad">'
-                + _image(images["clean"], f"clean, predicted {item['clean_prediction']}")
-                + _image(images.get("clean_quantized"), "clean, quantized")
-                + _image(
-                    images["adversarial"],
-                    f"adversarial, predicted {item['adversarial_prediction']}",
-                )
-                + _image(images.get("adversarial_quantized"), "adversarial, quantized")
-                + f"</div><p>sample {int(item['index'])}, label {int(item['label'])}: "
-                + (
-                    '<span class="fooled">fooled</span>'
-                    if fooled
-                    else '<span class="held">held</span>'
-                )
-                + "</p></div>"
-            )
-        parts.append("</div>")
+        parts += [_group(group, names) for group in groups]
+        parts.append("</details>")
     if examples.get("dropped_groups"):
         parts.append(
             f"<p>{int(examples['dropped_groups'])} more groups were left out (size limit).</p>"
         )
+    return "".join(parts)
+
+
+def _group(group: dict, names: list[str] | None) -> str:
+    threat = THREAT_NAMES.get(group["threat_model"], group["threat_model"])
+    parts = [
+        f"<h3>{escape(group['attack'])} / {escape(threat)}, {_norm(group['norm'])} radius "
+        f'{escape(format_eps(group["epsilon"]))}</h3><div class="gallery">'
+    ]
+    for item in group["examples"]:
+        images = item["images"]
+        fooled = item["adversarial_prediction"] != item["label"]
+        clean = class_name(int(item["clean_prediction"]), names)
+        adversarial = class_name(int(item["adversarial_prediction"]), names)
+        parts.append(
+            '<div class="example"><div class="quad">'
+            + _image(images["clean"], f"clean, predicted {clean}")
+            + _image(images.get("clean_quantized"), "clean, quantized")
+            + _image(images["adversarial"], f"adversarial, predicted {adversarial}")
+            + _image(images.get("adversarial_quantized"), "adversarial, quantized")
+            + f"</div><p>sample {int(item['index'])}, "
+            + f"label {escape(class_name(int(item['label']), names))}: "
+            + ('<span class="fooled">fooled</span>' if fooled else '<span class="held">held</span>')
+            + "</p></div>"
+        )
+    if not group["examples"]:
+        parts.append("<p>The model got none of these samples right.</p>")
+    parts.append("</div>")
     return "".join(parts)
 
 
@@ -341,4 +305,7 @@ def _results(report: dict) -> str:
         for r in report["results"]
     ]
     header = ["attack", "threat model", "norm", "radius", "n", "robust accuracy", "success"]
-    return _table(header, rows)
+    return (
+        f"<details><summary>Every row ({len(rows)}; * marks a run cut short)</summary>"
+        f"{_table(header, rows)}</details>"
+    )

@@ -31,12 +31,28 @@ class Subject:
     dataset: str
     sha256: str
     model: QuantizedClassifier
+    class_names: tuple[str, ...] = ()  # from the manifest; reports print labels by name
+    input_shape: tuple[int, ...] = ()  # (C, H, W), when known
+    classes: int = 0  # when known
 
     @classmethod
     def from_checkpoint(cls, checkpoint: LoadedCheckpoint) -> Subject:
         manifest = checkpoint.manifest
         name = manifest.name or checkpoint.path.name
-        return cls(name, manifest.dataset, manifest.weights_sha256, checkpoint.model)
+        return cls(
+            name,
+            manifest.dataset,
+            manifest.weights_sha256,
+            checkpoint.model,
+            tuple(manifest.class_names),
+            tuple(manifest.input_shape),
+            len(manifest.class_names),
+        )
+
+    @property
+    def io(self) -> tuple[tuple[int, ...], int] | None:
+        """((C, H, W), classes), or None when either is unknown."""
+        return (self.input_shape, self.classes) if self.input_shape and self.classes else None
 
     def describe(self) -> dict:
         quantizer = self.model.quantizer
@@ -45,6 +61,7 @@ class Subject:
             "dataset": self.dataset,
             "sha256": self.sha256,
             "quantizer": quantizer.spec() if quantizer is not None else {"kind": "none"},
+            **({"class_names": list(self.class_names)} if self.class_names else {}),
         }
 
 
@@ -123,6 +140,10 @@ def subject_facts(
         target.dataset,
         surrogate.sha256 if surrogate is not None else None,
         surrogate.dataset if surrogate is not None else "",
+        same_quantizer=surrogate is not None
+        and target.describe()["quantizer"] == surrogate.describe()["quantizer"],
+        target_io=target.io,
+        surrogate_io=surrogate.io if surrogate is not None else None,
     )
     return SubjectFacts(target.dataset, input_shape, target.model.quantizer is not None, problem)
 

@@ -8,10 +8,15 @@ came from that set run at those budgets or from the rest of the suite.
 MNIST radii are the paper's 0.1/0.2/0.3 (L-inf); CIFAR-10's are 2/255, 4/255, 8/255. The L2
 radii are ours (the paper reports no L2 table): 1, 2, 3 on MNIST's 28x28 and 0.25, 0.5, 1.0
 on CIFAR-10's 3x32x32, the range where undefended models fall and robust ones are quoted.
+
+Any other dataset (your own images, an imported program) gets the generic preset for its
+input shape (``generic_preset``): the natural-image L-inf radii 2/255, 4/255, 8/255, and
+CIFAR-10's L2 radii scaled by sqrt(C*H*W / 3072), so a radius keeps its per-pixel size.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +34,29 @@ PRESETS: dict[str, DatasetPreset] = {
 }
 
 
-def preset(dataset: str) -> DatasetPreset:
-    try:
+# Natural images' L-inf radii (CIFAR-10's, and ImageNet's usual 4/255); the L2 radii of the
+# generic preset are CIFAR-10's at its 3 * 32 * 32 values, scaled to the input's size.
+GENERIC_EPSILONS = (2 / 255, 4 / 255, 8 / 255)
+_CIFAR10_VALUES = 3 * 32 * 32
+
+
+def generic_preset(input_shape: tuple[int, ...]) -> DatasetPreset:
+    """Radii for a dataset without a preset, from its (C, H, W)."""
+    scale = math.sqrt(math.prod(input_shape) / _CIFAR10_VALUES)
+    l2 = tuple(float(f"{r * scale:.3g}") for r in PRESETS["cifar10"].l2_epsilons)
+    return DatasetPreset(GENERIC_EPSILONS, l2)
+
+
+def preset(dataset: str, input_shape: tuple[int, ...] | None = None) -> DatasetPreset:
+    """The dataset's own preset, else the generic one for ``input_shape``."""
+    if dataset in PRESETS:
         return PRESETS[dataset]
-    except KeyError:
-        raise ValueError(
-            f"no preset for dataset {dataset!r}; known: {', '.join(PRESETS)}"
-        ) from None
+    if input_shape:
+        return generic_preset(input_shape)
+    raise ValueError(
+        f"no preset for dataset {dataset!r} and no input shape to derive one from; "
+        f"known: {', '.join(PRESETS)}"
+    )
 
 
 # The paper's attacks (FGSM, BIM, PGD, CW-L2), both cleverhans gradient-free ones, the

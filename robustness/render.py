@@ -6,7 +6,9 @@ import json
 import re
 from pathlib import Path
 
+from models.registry import DATASETS
 from robustness.attacks import ATTACKS
+from robustness.request import format_eps
 
 THREAT_STYLES = {"transfer": ":", "naive": "--", "bpda": "-", "gradient_free": "-."}
 
@@ -22,13 +24,30 @@ def write_report(report: dict, out_dir: Path | str, stem: str) -> list[Path]:
     return paths
 
 
-def format_eps(eps: float | None) -> str:
-    if eps is None:
-        return "unbounded"
-    in_255ths = eps * 255
-    if eps < 0.1 and abs(in_255ths - round(in_255ths)) < 1e-6:
-        return f"{round(in_255ths)}/255"
-    return f"{eps:g}"
+def requested_radii(report: dict) -> dict[str, list[float]]:
+    """The radii the report's request named, per norm, in the order given."""
+    request = report.get("request") or {}
+    return {
+        "linf": list(request.get("epsilons") or []),
+        "l2": list(request.get("l2_epsilons") or []),
+    }
+
+
+def class_names(report: dict) -> list[str] | None:
+    """The model's class names: from the report (reports record them since they were added),
+    else from the dataset when it is a known one; None when neither says."""
+    model = report.get("model") or {}
+    if model.get("class_names"):
+        return [str(name) for name in model["class_names"]]
+    known = DATASETS.get(model.get("dataset", ""))
+    return list(known.class_names) if known is not None else None
+
+
+def class_name(index: int, names: list[str] | None) -> str:
+    """A label as a person reads it: its class name where known, else its index."""
+    if names is not None and 0 <= index < len(names):
+        return names[index]
+    return str(index)
 
 
 _EPS_IN_TEXT = re.compile(r"eps=([0-9][0-9.e+-]*)")

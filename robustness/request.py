@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robustness.attacks import ATTACKS, Attack, get_attack
-from robustness.presets import PRESETS
+from robustness.presets import preset
 from robustness.threats import THREAT_MODELS, applies
 
 NO_QUANTIZER = "no quantizer: BPDA equals naive white-box"
@@ -47,15 +47,33 @@ def inapplicable(threat_model: str, facts: SubjectFacts) -> str | None:
 
 
 def surrogate_problem(
-    target_sha256: str, target_dataset: str, surrogate_sha256: str | None, surrogate_dataset: str
+    target_sha256: str,
+    target_dataset: str,
+    surrogate_sha256: str | None,
+    surrogate_dataset: str,
+    *,
+    same_quantizer: bool = True,
+    target_io: tuple[tuple[int, ...], int] | None = None,
+    surrogate_io: tuple[tuple[int, ...], int] | None = None,
 ) -> str | None:
-    """Why a surrogate cannot serve transfer attacks on the target, or None when it can."""
+    """Why a surrogate cannot serve transfer attacks on the target, or None when it can.
+
+    The same weights behind a different quantizer (an exported program imported once
+    undefended and once defended) are a surrogate; ``target_io``/``surrogate_io`` are
+    ((C, H, W), classes) when known, and must agree.
+    """
     if surrogate_sha256 is None:
         return "no surrogate (undefended checkpoint of the same dataset) given"
-    if surrogate_sha256 == target_sha256:
+    if surrogate_sha256 == target_sha256 and same_quantizer:
         return "the model is its own surrogate: transfer equals naive white-box"
     if surrogate_dataset != target_dataset:
         return f"surrogate is a {surrogate_dataset} model, target is {target_dataset}"
+    if target_io is not None and surrogate_io is not None and target_io != surrogate_io:
+        (shape, classes), (own_shape, own_classes) = surrogate_io, target_io
+        return (
+            f"surrogate maps {'x'.join(map(str, shape))} images to {classes} classes, the "
+            f"target {'x'.join(map(str, own_shape))} images to {own_classes}"
+        )
     return None
 
 
@@ -63,13 +81,14 @@ def applicable_threat_models(facts: SubjectFacts) -> tuple[str, ...]:
     return tuple(t for t in THREAT_MODELS if inapplicable(t, facts) is None)
 
 
-def default_radii(dataset: str, attacks: tuple[str, ...]) -> tuple[tuple[float, ...], ...]:
-    """The dataset's (L-inf, L2) radii; L2 only when an L2 attack is requested."""
-    preset = PRESETS.get(dataset)
-    if preset is None:
-        raise ValueError(f"no default radii for dataset {dataset!r}; give epsilons")
+def default_radii(
+    dataset: str, attacks: tuple[str, ...], input_shape: tuple[int, ...] = ()
+) -> tuple[tuple[float, ...], ...]:
+    """The dataset's (L-inf, L2) radii (a dataset without a preset gets the generic radii
+    for its input shape); L2 only when an L2 attack is requested."""
+    chosen = preset(dataset, input_shape or None)
     wants_l2 = any(ATTACKS[a].norm == "l2" for a in attacks if a in ATTACKS)
-    return preset.epsilons, preset.l2_epsilons if wants_l2 else ()
+    return chosen.epsilons, chosen.l2_epsilons if wants_l2 else ()
 
 
 @dataclass(frozen=True)
@@ -219,6 +238,22 @@ def parse_radius(value: Any, label: str = "radius") -> Any:
         return float(numerator) / float(denominator or 1)
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"{label}: not a radius: {value[:32]!r}") from None
+
+
+def format_eps(eps: float | None) -> str:
+    """A radius as people write it: a short decimal when it is one (0.3, 0.25), else a whole
+    number of 255ths when it is one (8/255, 32/255), else six significant digits; the inverse
+    of ``parse_radius`` for the radii people use. The console's ``formatEpsilon``
+    (service/api/routes/console_files/js/format.js) follows the same rule."""
+    if eps is None:
+        return "unbounded"
+    decimal = f"{eps:.6g}"
+    if float(decimal) == eps:
+        return decimal
+    in_255ths = eps * 255
+    if abs(in_255ths - round(in_255ths)) < 1e-6:
+        return f"{round(in_255ths)}/255"
+    return decimal
 
 
 def parse_radii(values: Any, label: str = "radii") -> tuple:

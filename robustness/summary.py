@@ -7,15 +7,22 @@ from pathlib import Path
 from robustness.attacks import ATTACKS
 from robustness.render import format_eps
 from robustness.report import fired_flags
+from robustness.verdict import verdict_table
 
 THREAT_ORDER = ("transfer", "naive", "bpda", "gradient_free")
 
 
-def write_summary(reports: list[dict], out_dir: Path | str, dataset: str) -> list[Path]:
+def write_summary(
+    reports: list[dict],
+    out_dir: Path | str,
+    dataset: str,
+    manifests: dict[str, dict] | None = None,
+) -> list[Path]:
+    """summary-DATASET.md and .png; with the models' manifests, the verdict table leads."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, png = out / f"summary-{dataset}.md", out / f"summary-{dataset}.png"
-    md.write_text(summary_markdown(reports, dataset, png.name))
+    md.write_text(summary_markdown(reports, dataset, png.name, manifests))
     plot_summary(reports, png)
     return [md, png]
 
@@ -43,10 +50,19 @@ def _lowest(rows: list[dict]) -> dict | None:
     return min(rows, key=lambda r: r["robust_accuracy"], default=None)
 
 
-def summary_markdown(reports: list[dict], dataset: str, plot_name: str | None = None) -> str:
+def summary_markdown(
+    reports: list[dict],
+    dataset: str,
+    plot_name: str | None = None,
+    manifests: dict[str, dict] | None = None,
+) -> str:
     radii = _radii(reports)
     head = ["model", "clean"] + [f"eps={format_eps(e)}" for e in radii]
-    lines = [f"# {dataset}: undefended vs CQ vs TQ (L-inf)", ""]
+    lines = [f"# {dataset}: every model, attacked", ""]
+    if manifests is not None:
+        lines += ["## Verdict: the worst case per radius, L-inf and L2", ""]
+        lines += _table(*verdict_table(reports, manifests))
+        lines += ["", "The tables below are L-inf only.", ""]
     lines += ["## Worst case over every attack and threat model (the headline)", ""]
     lines += _table(
         head,

@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from service.api.auth import load_admin_token
+from service.api.auth import load_admin_token, load_scrape_token
 from service.api.error_handlers import install_error_handlers
+from service.api.query import reject_unknown_query
 from service.api.routes import classify, fast_routes, include_routers
+from service.api.schemas import error_responses
 from service.edge.middleware import RequestContextMiddleware
 from service.errors import JobsUnavailable
 from service.inference.pool import ClassifierPool
@@ -76,6 +78,7 @@ async def _start_jobs(app: FastAPI, settings: ServiceSettings, pool: ClassifierP
         return
     try:
         app.state.admin_token = load_admin_token(settings)
+        app.state.scrape_token = load_scrape_token(settings)
         jobs = await asyncio.to_thread(JobManager.open, settings, app.state.metrics, pool)
     except JobsUnavailable as exc:
         # Classification does not depend on the job database: it serves, the admin routes
@@ -129,6 +132,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         title="QuSec inference service",
         description="Image classifiers defended by QuSecNets input quantization.",
         lifespan=lifespan,
+        # /docs and /redoc are served offline, with the console's security headers
+        # (service/api/routes/docs.py), instead of FastAPI's pages that load a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        # Every route refuses query parameters it does not declare (400, naming them).
+        dependencies=[Depends(reject_unknown_query)],
+        responses=error_responses(400),
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -136,6 +147,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.jobs = None
     app.state.jobs_opener = None
     app.state.admin_token = None
+    app.state.scrape_token = None
     app.state.jobs_problem = None
     install_error_handlers(app, settings.retry_after_seconds)
     include_routers(app, settings)

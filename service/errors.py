@@ -68,6 +68,11 @@ class BadContentEncoding(ServiceError):
     message = "the body does not decompress as its Content-Encoding says"
 
 
+class UnknownQueryParameter(ServiceError):
+    status, reason = 400, "unknown_query_parameter"
+    message = "the request names query parameters this route does not take"
+
+
 class ClientDisconnected(ServiceError):
     status, reason, message = 400, "client_disconnected", "the client went away mid-body"
 
@@ -97,6 +102,10 @@ class JobFinished(ServiceError):
     status, reason, message = 409, "job_finished", "the job has already finished"
 
 
+class NoReport(ServiceError):
+    status, reason, message = 409, "no_report", "the job has no report (yet)"
+
+
 class BodyTooLarge(ServiceError):
     status, reason, message = 413, "body_too_large", "the request body exceeds the size limit"
 
@@ -112,6 +121,11 @@ class TooManyScans(ServiceError):
 class DecodeBudgetExceeded(ServiceError):
     status, reason = 413, "decode_budget_exceeded"
     message = "decoding the image exceeds the time or memory budget"
+
+
+class DecodeCostTooHigh(ServiceError):
+    status, reason = 413, "decode_cost_too_high"
+    message = "decoding the image would cost more than this client is allowed"
 
 
 class UnsupportedFormat(ServiceError):
@@ -142,6 +156,18 @@ class InvalidSamples(ServiceError):
 
 class JobQueueFull(ServiceError):
     status, reason, message = 429, "job_queue_full", "the robustness-check queue is full"
+    retryable = True
+
+
+class ClientBodyLimit(ServiceError):
+    status, reason = 429, "client_body_limit"
+    message = "this client's request bodies in flight are at their limit, retry later"
+    retryable = True
+
+
+class ClientDecodeLimit(ServiceError):
+    status, reason = 429, "client_decode_limit"
+    message = "this client's decodes in flight are at their limit, retry later"
     retryable = True
 
 
@@ -179,6 +205,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     TrailingData,
     InvalidJson,
     BadContentEncoding,
+    UnknownQueryParameter,
     ClientDisconnected,
     Unauthorized,
     Forbidden,
@@ -186,10 +213,12 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     UnknownModel,
     UnknownJob,
     JobFinished,
+    NoReport,
     BodyTooLarge,
     ImageTooLarge,
     TooManyScans,
     DecodeBudgetExceeded,
+    DecodeCostTooHigh,
     UnsupportedFormat,
     UnsupportedContentEncoding,
     InvalidTensor,
@@ -197,6 +226,8 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     InvalidJobRequest,
     InvalidSamples,
     JobQueueFull,
+    ClientBodyLimit,
+    ClientDecodeLimit,
     NotReady,
     JobsUnavailable,
     Overloaded,
@@ -210,6 +241,7 @@ CONNECTION_REFUSALS: dict[str, tuple[int, str]] = {
     "too_many_headers": (431, "the request has too many header fields"),
     "request_header_timeout": (408, "the request head did not arrive in time"),
     "too_many_connections": (503, "too many open connections, retry later"),
+    "client_connection_limit": (429, "this client has too many open connections, retry later"),
     "bad_http_request": (400, "the request is not valid HTTP/1.1"),
 }
 # Every reason a rejection can carry, known up front so the metric starts at zero.
@@ -227,3 +259,8 @@ def error_body(message: str, reason: str, request_id: str | None) -> bytes:
     """The one encoding of the error body every refusal carries, at any layer."""
     body = {"error": message, "reason": reason, "request_id": request_id}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def body_limit_message(limit: int) -> str:
+    """What a client reads when its body is over the limit: the limit itself."""
+    return f"the request body exceeds the limit of {limit} bytes"

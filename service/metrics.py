@@ -13,6 +13,9 @@ writes its samples to the directory in ``PROMETHEUS_MULTIPROC_DIR`` and any work
 the minimum). ``process_*`` then describe the worker processes together. The job
 gauges are read from the job store, which every worker sees alike, so they are kept
 per process (``_StoreSnapshot``) and reported by whichever worker answers.
+
+Two scrapes: ``/metrics`` is public and shows serving; every ``qusec_robust*`` series
+(robust accuracy, report times, the job queue) is admin-only, on ``/admin/metrics``.
 """
 
 from __future__ import annotations
@@ -69,12 +72,14 @@ class ServiceMetrics:
         self._define_pipeline_metrics(self.registry)
         self._define_robustness_metrics(self.registry)
         if multiprocess:
-            self._exposed = _multiprocess_registry(self.store_snapshot)
+            exposed = _multiprocess_registry(self.store_snapshot)
         else:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             self.registry.register(self.store_snapshot)
-            self._exposed = self.registry
+            exposed = self.registry
+        self._public = _selection(exposed, robustness=False)
+        self._robustness = _selection(exposed, robustness=True)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason=reason)
         # The labelled children the hot path touches on every request, looked up once:
@@ -199,7 +204,12 @@ class ServiceMetrics:
         children[1].observe(seconds)
 
     def exposition(self) -> bytes:
-        return generate_latest(self._exposed)
+        """The public scrape (``/metrics``): everything but the robustness series."""
+        return generate_latest(self._public)
+
+    def robustness_exposition(self) -> bytes:
+        """The admin scrape (``/admin/metrics``): the robustness series alone."""
+        return generate_latest(self._robustness)
 
 
 class _StoreSnapshot(Collector):
@@ -239,6 +249,29 @@ class _StoreSnapshot(Collector):
         for status, count in list(self.active_jobs.items()):
             active.add_metric([status], count)
         yield from (accuracy, report_time, active)
+
+
+# Every metric about robustness checks (their figures, their times, the job queue) starts
+# so; those series are admin-only (``robustness_exposition``), never on the public scrape.
+ROBUSTNESS_PREFIX = "qusec_robust"
+
+
+class _Families(Collector):
+    """The metric families of ``source`` that are (or are not) robustness series."""
+
+    def __init__(self, source: CollectorRegistry, robustness: bool) -> None:
+        self.source, self.robustness = source, robustness
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            if family.name.startswith(ROBUSTNESS_PREFIX) == self.robustness:
+                yield family
+
+
+def _selection(source: CollectorRegistry, robustness: bool) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(_Families(source, robustness))
+    return registry
 
 
 def _multiprocess_registry(snapshot: _StoreSnapshot) -> CollectorRegistry:

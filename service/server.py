@@ -71,6 +71,9 @@ def connection_limits(settings: ServiceSettings, app) -> ConnectionLimits:
         max_header_count=settings.max_header_count,
         header_timeout_seconds=settings.request_header_timeout_seconds,
         retry_after_seconds=settings.retry_after_seconds,
+        max_connections_per_client=settings.max_connections_per_client,
+        linger_seconds=settings.linger_seconds,
+        linger_max_bytes=settings.linger_max_bytes,
         on_refusal=lambda reason: metrics.rejections.labels(reason=reason).inc(),
         shed=lambda method, target: (
             method == "POST" and pool_overloaded(app) and is_inference(target)

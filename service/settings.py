@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.evalset import EVAL_DIR
@@ -21,8 +21,18 @@ ENV_PREFIX = "QUSEC_"
 
 # The checkpoints served when none is named: folders under checkpoints/ beside the packages.
 # Adding a bundled model is one more name here; a name whose folder is absent is skipped.
+# The first is the default model. The adversarially trained models lead: they are the most
+# robust per dataset under adaptive attacks (docs/results.md, "Adversarial training"); the
+# ResNet-20 is the accurate CIFAR-10 model (90.5% clean, not robust); the TQ models are the
+# paper's defence, kept for comparison.
 BUNDLED_CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
-BUNDLED_CHECKPOINTS = ("mnist-tq2", "cifar10-tq4")
+BUNDLED_CHECKPOINTS = (
+    "mnist-pgd",
+    "cifar10-fgsm",
+    "cifar10-resnet20",
+    "mnist-tq2",
+    "cifar10-tq4",
+)
 
 # Pillow refuses anything above twice this many pixels on its own; our limit must
 # stay below it so that every oversized image gets our 413, not Pillow's error.
@@ -67,15 +77,27 @@ class ServiceSettings(BaseSettings):
     body_min_rate_grace_seconds: float = Field(5.0, gt=0)
     # Bodies are read before admission; together they may hold at most this many bytes.
     max_buffered_body_bytes: int = Field(256 * MiB, ge=1024 * 1024)
+    # One client's (one source address's) bodies in flight: what each declared, or what
+    # arrived when more did. A client with none in flight may always start one. 0: no cap.
+    max_buffered_body_bytes_per_client: int = Field(64 * MiB, ge=0)
 
     # Connections (enforced by service.edge.connection, below the app).
     max_connections: int = Field(1024, ge=1, le=1_000_000)
+    # Open connections of one client (source address); 0: no cap. Behind a proxy every
+    # request comes from the proxy's address: turn the per-client caps off there.
+    max_connections_per_client: int = Field(256, ge=0, le=1_000_000)
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)  # request line + headers
     max_header_count: int = Field(100, ge=8, le=10_000)
     # A connection must send a complete request head within this long of connecting or of
     # its previous response; the keep-alive timeout closes idle ones sooner.
     request_header_timeout_seconds: float = Field(10.0, gt=0)
     keep_alive_timeout_seconds: int = Field(5, ge=1, le=3600)
+    # After an answer given before its request has all arrived (a refusal, an early 413),
+    # the rest is read and discarded for at most this long and this many bytes, so that
+    # the client reads the answer instead of a reset; then the connection closes (or, when
+    # the request did end in time, waits for the next one as keep-alive connections do).
+    linger_seconds: float = Field(5.0, gt=0, le=600)
+    linger_max_bytes: int = Field(16 * MiB, ge=0)
 
     # Decode budget: uploads that are not tiny are decoded in worker processes, each killed
     # (and replaced) when a decode passes the deadline or its memory cap.
@@ -85,6 +107,19 @@ class ServiceSettings(BaseSettings):
     # A decode worker whose resident memory passes this after a task is replaced.
     decode_recycle_rss_bytes: int = Field(256 * MiB, ge=64 * MiB)
     max_jpeg_scans: int = Field(32, ge=1, le=10_000)
+    # Decode cost, estimated from the header before decoding (service.sanitize.decode_cost):
+    # the bytes of samples the decoder produces, over every frame and JPEG scan. From
+    # decode_heavy_cost_bytes on, an upload is heavy: heavy decodes occupy at most
+    # decode_heavy_processes of the decode processes at once (niced by decode_heavy_nice),
+    # so the others are always there for light ones.
+    decode_heavy_cost_bytes: int = Field(8 * MiB, ge=1)
+    decode_heavy_processes: int = Field(1, ge=1, le=63)
+    decode_heavy_nice: int = Field(10, ge=0, le=19)
+    # One client's decodes queued or running, in estimated cost (one is always allowed).
+    decode_max_cost_bytes_per_client: int = Field(256 * MiB, ge=0)  # 0: no cap
+    # The costliest upload accepted from a request without the admin token (64 MiB: a
+    # 4096 x 4096 8-bit RGBA image); with the token only the pixel and scan limits apply.
+    anonymous_max_decode_cost_bytes: int = Field(64 * MiB, ge=1)
 
     # Batching and load shedding.
     max_batch_size: int = Field(32, ge=1, le=4096)
@@ -108,6 +143,11 @@ class ServiceSettings(BaseSettings):
     # Admin: robustness-check jobs. With neither token setting, the admin routes are not mounted.
     admin_token: SecretStr | None = None
     admin_token_file: Path | None = None
+    # A read-only token for the robustness scrape (GET /admin/metrics), for Prometheus,
+    # which then holds no token that can start or cancel checks. The admin token works
+    # there too; the public /metrics never shows robustness figures.
+    scrape_token: SecretStr | None = None
+    scrape_token_file: Path | None = None
     robustness_db: Path = Path("var/robustness-jobs.sqlite3")
     # A shared job store on PostgreSQL (postgresql://user:pass@host/db) for several
     # replicas and workers; unset, jobs live in the SQLite file robustness_db.
@@ -144,10 +184,23 @@ class ServiceSettings(BaseSettings):
     robustness_time_budget_seconds: float = Field(1800.0, gt=0)
     # How long a stopping job may take to hand back partial results before it is killed.
     robustness_stop_grace_seconds: float = Field(30.0, ge=0)
+    # The bar a check must meet to set a model's robustness gauges (service/jobs/
+    # qualifying.py): every threat model that applies, these strong attacks under each of
+    # them, these L-inf radii (unset: the dataset's), this many samples (unset: the whole
+    # bundled evaluation set). Checks below it are stored and shown, never exported.
+    robustness_qualifying_attacks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["pgd", "apgd_ce"]
+    )
+    robustness_qualifying_epsilons: Annotated[list[float] | None, NoDecode] = None
+    robustness_qualifying_samples: int | None = Field(None, ge=1)
 
     @property
     def admin_enabled(self) -> bool:
         return self.admin_token is not None or self.admin_token_file is not None
+
+    @property
+    def scrape_enabled(self) -> bool:
+        return self.scrape_token is not None or self.scrape_token_file is not None
 
     @model_validator(mode="before")
     @classmethod
@@ -166,11 +219,33 @@ class ServiceSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("admin_token")
+    @field_validator("robustness_qualifying_attacks", mode="before")
     @classmethod
-    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+    def _attack_names(cls, value: object) -> object:
+        from robustness.attacks import ATTACKS  # the registry loads the attack libraries
+
+        names = _comma_list(value)
+        unknown = [name for name in names if name not in ATTACKS] if isinstance(names, list) else []
+        if unknown:
+            raise ValueError(f"unknown attacks {unknown}; valid: {', '.join(ATTACKS)}")
+        return names
+
+    @field_validator("robustness_qualifying_epsilons", mode="before")
+    @classmethod
+    def _radii(cls, value: object) -> object:
+        from robustness.request import parse_radii
+
+        if value is None or value == "":
+            return None
+        return list(parse_radii(value, "robustness_qualifying_epsilons"))
+
+    @field_validator("admin_token", "scrape_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_CHARS:
-            raise ValueError(f"admin_token must have at least {MIN_ADMIN_TOKEN_CHARS} characters")
+            raise ValueError(
+                f"{info.field_name} must have at least {MIN_ADMIN_TOKEN_CHARS} characters"
+            )
         return value
 
     @field_validator("jobs_url")
@@ -194,9 +269,26 @@ class ServiceSettings(BaseSettings):
                 f"queue_size ({self.queue_size}) must be at least max_batch_size "
                 f"({self.max_batch_size}), or batches can never fill"
             )
-        if self.admin_token is not None and self.admin_token_file is not None:
-            raise ValueError("set admin_token or admin_token_file, not both")
+        if self.decode_processes > 1 and self.decode_heavy_processes >= self.decode_processes:
+            raise ValueError(
+                f"decode_heavy_processes ({self.decode_heavy_processes}) must be less than "
+                f"decode_processes ({self.decode_processes}), or light uploads wait for heavy ones"
+            )
+        for token in ("admin_token", "scrape_token"):
+            if getattr(self, token) is not None and getattr(self, f"{token}_file") is not None:
+                raise ValueError(f"set {token} or {token}_file, not both")
+        if self.scrape_enabled and not self.admin_enabled:
+            raise ValueError(
+                "a scrape token needs admin_token or admin_token_file: without them there "
+                "are no robustness checks, and nothing to scrape"
+            )
         return self
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 def unknown_environment(environ: dict[str, str] | os._Environ, fields: dict[str, Any]) -> list[str]:

@@ -19,8 +19,6 @@ from training.datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-# The official files beside the checkout, where the Makefile's training targets read them.
-SHARED_DATA = ROOT.parent / "shared" / "data"
 BUNDLED = {
     "mnist": ROOT / "checkpoints" / "mnist-tq2",
     "cifar10": ROOT / "checkpoints" / "cifar10-tq4",
@@ -90,11 +88,8 @@ def test_the_bundled_models_agree_with_the_listed_labels() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
-def test_each_sample_is_the_official_test_image_it_names(dataset: str) -> None:
-    folder = SHARED_DATA / dataset
-    if not folder.is_dir():
-        pytest.skip(f"the official {dataset} files are not at {folder}")
-    test = load_dataset(dataset, folder).test
+def test_each_sample_is_the_official_test_image_it_names(dataset: str, official_data) -> None:
+    test = load_dataset(dataset, official_data(dataset)).test
     for row in (row for row in listed() if row.dataset == dataset):
         assert row.label == test.labels[row.index], row.file
         official = test.images[row.index]

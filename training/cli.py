@@ -297,20 +297,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def describe(folders: list[Path]) -> str:
-    """One row per checkpoint: what it is, how it was trained, how accurate it is."""
+    """One row per checkpoint: what it is, how it was made, how accurate it is. An imported
+    program or a checkpoint without a test run shows "-" where its manifest says nothing."""
     rows = [
-        "| checkpoint | defense | levels | thresholds | clean accuracy (10k test) "
-        "| epochs | seed | weights sha256 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| checkpoint | architecture | input | classes | defense | levels | thresholds "
+        "| clean accuracy (test images) | epochs | seed | weights sha256 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for folder in folders:
         m = read_manifest(folder)
         q = m.quantizer
         thresholds = ", ".join(f"{t:.4f}" for t in q.get("thresholds", [])) or "-"
+        accuracy = m.metrics.get("clean_accuracy")
+        clean = "-" if accuracy is None else f"{100 * accuracy:.2f}%"
+        if accuracy is not None and m.metrics.get("test_samples") is not None:
+            clean += f" ({m.metrics['test_samples']})"
+        architecture = m.architecture
+        if m.format == "exported-program":
+            architecture += f" ({m.training.get('imported_from', 'imported')})"
         rows.append(
-            f"| {m.name} | {q['kind']} | {q.get('levels', '-')} | {thresholds} "
-            f"| {100 * m.metrics['clean_accuracy']:.2f}% ({m.metrics['test_samples']}) "
-            f"| {m.training.get('epochs')} | {m.training.get('seed')} "
+            f"| {m.name} | {architecture} | {'x'.join(map(str, m.input_shape))} "
+            f"| {len(m.class_names)} | {q['kind']} | {q.get('levels', '-')} | {thresholds} "
+            f"| {clean} | {m.training.get('epochs', '-')} | {m.training.get('seed', '-')} "
             f"| `{m.weights_sha256[:16]}` |"
         )
     return "\n".join(rows)

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from models.checkpoint import Manifest, load_checkpoint, save_checkpoint
 from models.cnn import QuantizedClassifier
+from models.evalset import CHECKPOINT_EVAL_SET, write_eval_set
 from models.quantizers import QuantizerMode
 from models.registry import build_model, dataset_info
 from training import resume
@@ -74,7 +76,11 @@ def train(config: TrainConfig) -> dict:
         trainable = _wrap(model, runtime)
         started = time.perf_counter()
         for epoch in range(start_epoch, config.epochs):
+            epoch_started = time.perf_counter()
             history.append(_run_epoch(config, runtime, model, trainable, optimizer, data, epoch))
+            # Wall time per epoch, kept in the resume state, so a resumed run's total counts
+            # every session's epochs, not only the last session's.
+            history[-1]["seconds"] = round(time.perf_counter() - epoch_started, 1)
             if runtime.is_main and collapse_epoch(history) == epoch + 1:
                 log.warning(
                     "catastrophic overfitting at epoch %d: held-out PGD accuracy fell to %.4f; "
@@ -328,6 +334,19 @@ def evaluate(
     return correct / len(split.labels)
 
 
+def _train_seconds(history: list[dict], seconds: float) -> dict:
+    """The training's wall time: the sum of every epoch's, across resumed sessions. A state
+    saved before epochs were timed leaves only this session's time, and says so."""
+    timed = [entry.get("seconds") for entry in history]
+    if history and all(value is not None for value in timed):
+        return {"train_seconds": round(sum(timed), 1)}
+    return {
+        "train_seconds": round(seconds, 1),
+        "train_seconds_covers": "the epochs run after the last resume only (the earlier ones "
+        "were not timed)",
+    }
+
+
 def _finish(config, runtime, model, data: Dataset, history, seconds, revision, initial):
     if runtime.world_size > 1:
         torch.distributed.barrier()
@@ -336,7 +355,7 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
     metrics = {
         "clean_accuracy": evaluate(model, data.test, runtime.device, "hard"),
         "test_samples": int(len(data.test.labels)),
-        "train_seconds": round(seconds, 1),
+        **_train_seconds(history, seconds),
     }
     if model.quantizer is not None:
         metrics["clean_accuracy_soft"] = evaluate(model, data.test, runtime.device, "soft")
@@ -361,7 +380,7 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
         git_revision=revision,
         created_at=utc_now(),
     )
-    save_checkpoint(config.out, model.cpu(), manifest)
+    save_checkpoint(config.out, model.cpu(), manifest, _eval_set_writer(config, data))
     resume.clear(config)
     log.info(
         "wrote %s: clean accuracy %.4f on %d test images",
@@ -370,6 +389,29 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
         metrics["test_samples"],
     )
     return metrics
+
+
+# The evaluation set a checkpoint of an image folder keeps (models/evalset.py): the first
+# images of its test split, as the official datasets' shipped sets are.
+EVAL_SET_SIZE = 1000
+
+
+def _eval_set_writer(config: TrainConfig, data: Dataset):
+    """None for the official datasets (their sets are shipped in data/eval)."""
+    if config.dataset != "imagefolder":
+        return None
+    count = min(EVAL_SET_SIZE, len(data.test.labels))
+    source = {
+        "dataset": data.name,
+        "source": f"first {count} images of the image folder's test split, in file order",
+        "source_files_sha256": data.files_sha256,
+    }
+
+    def write(staging: Path) -> None:
+        path = staging / CHECKPOINT_EVAL_SET
+        write_eval_set(path, data.test.images[:count], data.test.labels[:count], source)
+
+    return write
 
 
 def _overfitting_verdict(config: TrainConfig, history: list[dict]) -> dict:

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.jobs.store import JobRecord
+from service.jobs.radii import add_labels, label_table
+from service.jobs.store import QUEUED, RUNNING, JobRecord
 
 
 def public_job(job: JobRecord, with_report: bool) -> dict[str, Any]:
@@ -30,9 +31,32 @@ def public_job(job: JobRecord, with_report: bool) -> dict[str, Any]:
         "error": job.error,
         "worst_case": job.headline,
     }
+    body["qualifying"], body["qualification"] = _qualification(job)
+    if spec.get("radii_as_given") is not None:
+        body["radii_as_given"] = spec["radii_as_given"]
     if with_report:
         body["report"] = job.report
+    add_labels([body["progress"], body["worst_case"], body.get("report")], _labels(spec))
     return body
+
+
+def _qualification(job: JobRecord) -> tuple[bool | None, dict[str, Any] | None]:
+    """Whether the check set (or, unfinished, may set) its model's robustness gauges, and
+    why not: the judgement stored when it finished, else the one made of its request."""
+    judged = job.qualification
+    if judged is not None:
+        return judged["qualifying"], {"reasons": judged["reasons"], "bar": judged["bar"]}
+    planned = job.spec.get("qualification")
+    if job.status in (QUEUED, RUNNING):
+        return None, planned
+    if planned is None:
+        return False, {"reasons": ["it was submitted before checks were held to a bar"]}
+    ended = f"the check ended {job.status} without a report"
+    return False, {"reasons": [*planned["reasons"], ended], "bar": planned["bar"]}
+
+
+def _labels(spec: dict[str, Any]) -> dict[str, str]:
+    return label_table(spec["request"], spec.get("radii_as_given"))
 
 
 def _progress(job: JobRecord) -> dict[str, Any]:

@@ -44,7 +44,11 @@ class _Parts(PartCollector):
     def part_data(self, chunk: bytes) -> None:
         sink = self.values[self._name]
         if len(sink) + len(chunk) > self.limits[self._name]:
-            raise BodyTooLarge(f"form part {self._name!r} over {self.limits[self._name]} bytes")
+            limit = self.limits[self._name]
+            raise BodyTooLarge(
+                f"form part {self._name!r} over {limit} bytes",
+                message=f"the form part {self._name!r} exceeds its limit of {limit} bytes",
+            )
         sink += chunk
 
 

@@ -89,18 +89,37 @@ class Defence(BaseModel):
 
 
 class ModelDescription(BaseModel):
+    """What a client needs to use a model."""
+
     name: str
-    device: str
-    input_shape: list[int]
+    dataset: str
+    architecture: str
+    input_shape: list[int] = Field(description="[C, H, W]")
     class_names: list[str]
     defence: Defence
-    manifest: dict[str, Any]
+    weights_sha256: str
+    clean_accuracy: float | None = Field(description="on the test set, as the manifest states")
 
 
 class ModelList(BaseModel):
     default: str | None
     ready: bool
     models: list[ModelDescription]
+
+
+class FullModelDescription(ModelDescription):
+    """A model as the operator sees it: where it was loaded from and its whole manifest
+    (training settings and history, the training machine's paths)."""
+
+    device: str
+    path: str
+    manifest: dict[str, Any]
+
+
+class FullModelList(BaseModel):
+    default: str | None
+    ready: bool
+    models: list[FullModelDescription]
 
 
 # --- classification ---------------------------------------------------------------------
@@ -118,6 +137,14 @@ class QuantizedImage(BaseModel):
     data: str
 
 
+class InputWarning(BaseModel):
+    code: str = Field(
+        description="colour_image_for_grey_model, grey_image_for_colour_model, "
+        "much_larger_than_input or aspect_ratio_mismatch"
+    )
+    message: str
+
+
 class ClassifyResponse(BaseModel):
     request_id: str | None
     label: int
@@ -126,6 +153,10 @@ class ClassifyResponse(BaseModel):
     model: ModelBrief
     defence: Defence
     input: dict[str, Any] = Field(description="what the upload was: format, size, mode, ...")
+    warnings: list[InputWarning] = Field(
+        description="each clear mismatch between the upload and the model (also named in "
+        "the QuSec-Input-Warning header); the answer is given all the same"
+    )
     quantized_image: QuantizedImage | None = Field(
         None, description="only with include_quantized=true"
     )
@@ -218,6 +249,7 @@ class JobProgress(BaseModel):
     attack: str | None = None
     threat_model: str | None = None
     epsilon: float | None = None
+    epsilon_label: str | None = Field(None, description="the radius as the request wrote it")
 
 
 class RobustnessJob(BaseModel):
@@ -239,6 +271,17 @@ class RobustnessJob(BaseModel):
     parts: int | None = Field(description="a split check's number of parts; null when whole")
     error: str | None
     worst_case: list[dict[str, Any]] | None
+    radii_as_given: dict[str, Any] | None = Field(
+        None, description='the radii exactly as the request wrote them ("8/255"), when it did'
+    )
+    qualifying: bool | None = Field(
+        description="whether the finished check met the bar and so set its model's robustness "
+        "gauges (null while it runs)"
+    )
+    qualification: dict[str, Any] | None = Field(
+        description="the bar (threat models, strong attacks, radii, samples) and, when it "
+        "does not or cannot qualify, the reasons"
+    )
     report: dict[str, Any] | None = Field(None, description="only on GET of one job")
     location: str | None = Field(None, description="only on submission")
 

@@ -4,7 +4,8 @@ The limit is enforced while the body streams in: a declared Content-Length over
 the limit is refused before a byte is read, and a chunked or lying body is cut
 off as soon as the running total passes the limit. A slow body is cut off after
 a deadline so that it cannot hold a worker indefinitely, and, once a grace period
-has passed, as soon as it falls behind a minimum transfer rate (``BodyPace``).
+has passed, as soon as it falls behind the rate it needs (``BodyPace``). Bodies held
+at once are bounded in all and per client (``BodyBudget``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from dataclasses import dataclass, field, replace
 
 from starlette.requests import ClientDisconnect, Request
 
+from service.edge.clients import client_address
 from service.edge.multipart import read_file_part
 from service.errors import (
     BodyReadTimeout,
     BodyTooLarge,
+    ClientBodyLimit,
     ClientDisconnected,
     EmptyBody,
     Overloaded,
+    body_limit_message,
 )
 from service.sanitize.upload import Upload
 
@@ -31,50 +35,99 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 
 
 class BodyBudget:
-    """Bytes of request bodies held at once, over every connection.
+    """Bytes of request bodies held at once, over every connection and per client.
 
     Bodies are read before admission (so that a slow one holds nothing shared), which
     makes their memory a shared resource of its own: each request takes what actually
-    arrived, as it arrives, and gives it back when it finishes.
+    arrived, as it arrives, and gives it back when it finishes. Each client (source
+    address) may also hold at most ``per_client_limit`` bytes of bodies in flight,
+    counted as what each body declared (or what arrived, when more did): a client that
+    opens many slow uploads reaches its own limit long before the shared one, and a
+    client with nothing in flight may always start one body.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_client_limit: int = 0) -> None:
         self.limit = limit
+        self.per_client_limit = per_client_limit
         self.used = 0
+        self.by_client: dict[str, int] = {}
 
-    def reserve(self) -> Reservation:
-        return Reservation(self)
+    def reserve(self, client: str = "") -> Reservation:
+        return Reservation(self, client)
 
 
 class Reservation:
-    def __init__(self, budget: BodyBudget) -> None:
+    def __init__(self, budget: BodyBudget, client: str) -> None:
         self.budget = budget
-        self.held = 0
+        self.client = client
+        self.held = 0  # bytes arrived, against the shared limit
+        self.claimed = 0  # bytes declared or arrived, against the client's limit
+
+    def claim(self, size: int) -> None:
+        """Count a body of ``size`` bytes (declared, or arrived so far) against the client."""
+        if size <= self.claimed:
+            return
+        budget, limit = self.budget, self.budget.per_client_limit
+        held = budget.by_client.get(self.client, 0)
+        others = held - self.claimed
+        if limit and others > 0 and others + size > limit:
+            raise ClientBodyLimit(
+                f"client {self.client} holds {others} body bytes; {size} more pass {limit}",
+                message="this client's request bodies in flight are at their limit "
+                f"({limit} bytes), retry later",
+            )
+        budget.by_client[self.client] = others + size
+        self.claimed = size
 
     def take(self, size: int) -> None:
         if self.budget.used + size > self.budget.limit:
             raise Overloaded(f"body buffers full ({self.budget.used} of {self.budget.limit} bytes)")
         self.budget.used += size
         self.held += size
+        self.claim(self.held)
 
     def __enter__(self) -> Reservation:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.budget.used -= self.held
+        budget = self.budget
+        budget.used -= self.held
         self.held = 0
+        left = budget.by_client.get(self.client, 0) - self.claimed
+        if left > 0:
+            budget.by_client[self.client] = left
+        else:
+            budget.by_client.pop(self.client, None)
+        self.claimed = 0
 
 
 @dataclass
 class BodyPace:
-    """When the body read must end: ``timeout_seconds`` after it starts at the latest, and
-    from ``grace_seconds`` on, whenever fewer than ``min_rate`` bytes per second (counted
-    from the start, after the grace period) have arrived."""
+    """When the body read must end.
+
+    At the latest ``timeout_seconds`` after it starts. From ``grace_seconds`` on, the
+    bytes that arrived (counted from the start) must keep up with ``rate``: the floor
+    ``min_rate``, or faster for a declared length that could not arrive before the
+    timeout at the floor. So the deadline of a whole body grows with its declared length
+    (``grace + declared / min_rate``) only as far as the timeout, and a client announcing
+    5 MB and sending just above the floor is cut off once the grace period is over, not
+    at the timeout.
+    """
 
     timeout_seconds: float
     min_rate: float = 0.0
     grace_seconds: float = 0.0
+    declared: int | None = None
     started: float = field(default=0.0, init=False)
+
+    @property
+    def rate(self) -> float:
+        if self.min_rate <= 0:
+            return 0.0
+        window = self.timeout_seconds - self.grace_seconds
+        if not self.declared or window <= 0:
+            return self.min_rate
+        return max(self.min_rate, self.declared / window)
 
     def start(self) -> float:
         self.started = asyncio.get_running_loop().time()
@@ -82,9 +135,10 @@ class BodyPace:
 
     def due(self, received: int) -> float:
         last = self.started + self.timeout_seconds
-        if self.min_rate <= 0:
+        rate = self.rate
+        if rate <= 0:
             return last
-        return min(last, self.started + self.grace_seconds + received / self.min_rate)
+        return min(last, self.started + self.grace_seconds + received / rate)
 
 
 async def paced(
@@ -115,13 +169,21 @@ async def bounded_chunks(
     (and ``Overloaded`` when ``reservation``'s budget cannot hold the next chunk)."""
     length = declared_length(request)
     if length is not None and length > limit:
-        raise BodyTooLarge(f"Content-Length {length} exceeds the limit of {limit} bytes")
+        raise BodyTooLarge(
+            f"Content-Length {length} exceeds the limit of {limit} bytes",
+            message=body_limit_message(limit),
+        )
+    if length is not None and reservation is not None:
+        reservation.claim(length)
     received = 0
     try:
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
-                raise BodyTooLarge(f"body passed the limit of {limit} bytes while streaming")
+                raise BodyTooLarge(
+                    f"body passed the limit of {limit} bytes while streaming",
+                    message=body_limit_message(limit),
+                )
             if reservation is not None:
                 reservation.take(len(chunk))
             yield chunk
@@ -140,7 +202,7 @@ async def read_bounded(
 ) -> bytes:
     """Read the whole body (at most ``limit`` bytes) within ``timeout_seconds``, and at
     ``min_rate`` bytes per second or faster once ``grace_seconds`` have passed."""
-    pace = BodyPace(timeout_seconds, min_rate, grace_seconds)
+    pace = BodyPace(timeout_seconds, min_rate, grace_seconds, declared_length(request))
     parts: list[bytes] = []
     try:
         async with asyncio.timeout_at(pace.start()) as window:
@@ -155,7 +217,7 @@ def _too_slow(pace: BodyPace, received: int) -> str:
     return (
         f"body not received in time: {received} bytes in "
         f"{asyncio.get_running_loop().time() - pace.started:.1f} s (limit "
-        f"{pace.timeout_seconds} s, minimum {pace.min_rate:g} B/s after {pace.grace_seconds} s)"
+        f"{pace.timeout_seconds} s, at least {pace.rate:.0f} B/s after {pace.grace_seconds} s)"
     )
 
 
@@ -174,7 +236,7 @@ async def read_image_upload(
 ) -> Upload:
     """Read an image sent either as the raw body or as the ``file`` part of a form."""
     started = time.perf_counter()
-    pace = BodyPace(timeout_seconds, min_rate, grace_seconds)
+    pace = BodyPace(timeout_seconds, min_rate, grace_seconds, declared_length(request))
     if is_multipart(request):
         upload = await _read_multipart(request, limit, pace, reservation)
     else:
@@ -189,7 +251,8 @@ async def read_image_upload(
         upload = Upload(data, request.headers.get("content-type", ""), "raw")
     if not upload.data:
         raise EmptyBody(f"zero-byte image ({upload.via})")
-    return replace(upload, read_seconds=time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return replace(upload, read_seconds=seconds, client=client_address(request.scope))
 
 
 async def _read_multipart(
@@ -203,6 +266,6 @@ async def _read_multipart(
     except TimeoutError:
         raise BodyReadTimeout(
             f"multipart body not received in time (limit {pace.timeout_seconds} s, "
-            f"minimum {pace.min_rate:g} B/s after {pace.grace_seconds} s)"
+            f"at least {pace.rate:.0f} B/s after {pace.grace_seconds} s)"
         ) from None
     return Upload(data, declared, "multipart")

@@ -1,13 +1,13 @@
 """The HTTP/1.1 connection layer: uvicorn's httptools protocol with the limits it lacks.
 
-uvicorn (0.54, httptools) bounds none of these on its own: the size or number of
+uvicorn (0.55, httptools) bounds none of these on its own: the size or number of
 request headers (httptools buffers a header of any length), the time a connection
 may take to send a complete request head (its keep-alive timer is cancelled by the
-first byte, and nothing is armed before the first request), or the number of open
+first byte, and nothing is armed before the first request), the number of open
 connections (``limit_concurrency`` answers a plain-text 503 only once a request
-head has arrived, so idle sockets still pile up). This subclass adds them, at the
-point where the bytes arrive, and answers every refusal with the service's JSON
-error body:
+head has arrived, so idle sockets still pile up), or what happens to a connection
+answered before its request has all arrived. This subclass adds them, at the point
+where the bytes arrive, and answers every refusal with the service's JSON error body:
 
 * head bytes (request line and headers) over ``max_header_bytes``: 431
   ``headers_too_large``, before the parser sees the excess;
@@ -15,18 +15,26 @@ error body:
 * no complete request head within ``header_timeout_seconds`` of connecting or of
   the previous response: closed (408 ``request_header_timeout`` when part of a
   head had arrived, silently when nothing had);
-* a new connection beyond ``max_connections``: the oldest connection that is
-  waiting for a request head is closed to make room; when every connection is in
-  the middle of a request, the newcomer gets 503 ``too_many_connections``;
+* more than ``max_connections_per_client`` connections from one client (source
+  address): the newcomer gets 429 ``client_connection_limit``;
+* a new connection beyond ``max_connections``: a connection of the client holding
+  the most is closed to make room (``service.edge.clients``), one that was answered
+  or is idle first, then a partial head, then a body still arriving; when none can
+  go, or the only one is the newcomer's own client's upload, the newcomer gets 503
+  ``too_many_connections``;
 * anything the parser refuses: 400 ``bad_http_request``;
 * while the service is overloaded (``shed`` says so for the request's path), an
-  inference request gets the 503 ``overloaded`` answer straight from here, with
-  ``Retry-After``, written the moment its head is parsed, with no request cycle, task,
-  routing, middleware or logging: under overload the refusals must cost next to
-  nothing, or they eat the capacity of the requests being served. The connection stays
-  open and the body is discarded as it arrives (closed after ``Expect: 100-continue``,
-  whose body will not come); a request pipelined behind one still being answered is
+  inference request gets the 503 ``overloaded`` answer the moment its head is parsed,
+  with no request cycle, task, routing, middleware or logging (under overload refusals
+  must cost next to nothing); one pipelined behind a request still being answered is
   refused through a minimal cycle instead, so that responses stay in order.
+
+Every connection ends. A request answered before it has all arrived (an early 413, a
+shed request, ``GET /healthz`` with a body) has the rest read and discarded for at most
+``linger_seconds`` and ``linger_max_bytes``, then waits for the next request as any
+keep-alive connection does, or closes. Refusals close lingering: the answer and a FIN
+go out, then what the client still sends is discarded within the same bounds, so that
+the client reads the JSON answer rather than a reset.
 
 Everything else (keep-alive, pipelining, flow control, the request cycle) is
 uvicorn's own code, so the hot path stays what it was.
@@ -36,15 +44,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.errors import CONNECTION_REFUSALS, Overloaded, error_body
-from service.logs import new_request_id
+from service.edge.clients import ClientLedger, Phase
+from service.edge.refusals import overloaded_app, overloaded_bytes, refusal_bytes
 
 log = logging.getLogger(__name__)
+
+# Refusals of a newcomer under connection pressure close at once: lingering would keep
+# the descriptor that is short. Its client has had no time to send much.
+_CLOSE_AT_ONCE = frozenset({"too_many_connections", "client_connection_limit"})
 
 
 @dataclass(frozen=True)
@@ -54,57 +66,14 @@ class ConnectionLimits:
     max_header_count: int
     header_timeout_seconds: float
     retry_after_seconds: int = 1
+    max_connections_per_client: int = 0  # 0: no per-client cap
+    linger_seconds: float = 5.0
+    linger_max_bytes: int = 16 << 20
     # Told each refusal's reason code (the service counts them in its metrics).
     on_refusal: Callable[[str], None] = lambda reason: None
     # Given a request's method and raw target, true when it should be refused as overloaded.
     shed: Callable[[str, bytes], bool] = lambda method, target: False
-
-
-def overloaded_app(retry_after: int, on_refusal: Callable[[str], None]) -> Any:
-    """A minimal ASGI app answering 503 ``overloaded`` (JSON, keep-alive) without reading."""
-    headers = [(b"content-type", b"application/json"), (b"retry-after", b"%d" % retry_after)]
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        on_refusal("overloaded")
-        request_id = new_request_id(None).encode("ascii")
-        body = _OVERLOADED_BODY % request_id
-        extra = [(b"content-length", b"%d" % len(body)), (b"x-request-id", request_id)]
-        await send({"type": "http.response.start", "status": 503, "headers": headers + extra})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    return app
-
-
-def overloaded_bytes(retry_after: int) -> bytes:
-    """The 503 ``overloaded`` response, keep-alive, as ``overloaded_app`` sends it."""
-    request_id = new_request_id(None).encode("ascii")
-    body = _OVERLOADED_BODY % request_id
-    return _OVERLOADED_HEAD % (retry_after, len(body), request_id) + body
-
-
-# Built once from the one error-body encoding, with a slot for each answer's request id.
-_OVERLOADED_BODY = error_body(Overloaded.message, Overloaded.reason, "%s")
-_OVERLOADED_HEAD = (
-    STATUS_LINE[503] + b"content-type: application/json\r\nretry-after: %d\r\n"
-    b"content-length: %d\r\nx-request-id: %s\r\n\r\n"
-)
-
-
-def refusal_bytes(reason: str, retry_after: int | None = None) -> bytes:
-    """A complete HTTP/1.1 response carrying the JSON error, closing the connection."""
-    status, message = CONNECTION_REFUSALS[reason]
-    request_id = new_request_id(None)
-    body = error_body(message, reason, request_id)
-    head = [
-        STATUS_LINE[status],
-        b"content-type: application/json\r\n",
-        b"content-length: %d\r\n" % len(body),
-        b"x-request-id: " + request_id.encode("ascii") + b"\r\n",
-        b"connection: close\r\n",
-    ]
-    if retry_after is not None:
-        head.append(b"retry-after: %d\r\n" % retry_after)
-    return b"".join([*head, b"\r\n", body])
+    clients: ClientLedger = field(default_factory=ClientLedger)
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
@@ -114,6 +83,23 @@ def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
         "shed_app": staticmethod(overloaded_app(limits.retry_after_seconds, limits.on_refusal)),
     }
     return type("BoundGuardedHttpProtocol", (GuardedHttpProtocol,), attributes)
+
+
+class _LingeringClose:
+    """The transport as a request cycle sees it. uvicorn closes it right after a response
+    when the connection is not kept alive; when the request has not all arrived by then,
+    the close lingers (``GuardedHttpProtocol.close_after_answer``)."""
+
+    def __init__(self, protocol: GuardedHttpProtocol) -> None:
+        self._protocol = protocol
+        self.write = protocol.transport.write
+        self.is_closing = protocol.transport.is_closing
+
+    def close(self) -> None:
+        self._protocol.close_after_answer()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol.transport, name)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -127,48 +113,71 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.header_count = 0
         self.heads_completed = 0
         self.idle_since = 0.0
+        self.client_address = ""
         self._head_timer: Any = None
         self._refusal: str | None = None
         self._shedding = False  # answered 503 without a cycle; discarding the body
+        self._finishing = False  # answered; discarding the rest of the request
+        self._lingering = False  # refused or closing: FIN sent, discarding until the close
+        self._discard_left = 0
+        self._linger_timer: Any = None
 
     # --- connections ----------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections and not self._evict_one():
+        self.client_address = self.client[0] if self.client else ""
+        self.idle_since = self.loop.time()
+        held = self.limits.clients.opened(self)
+        cap = self.limits.max_connections_per_client
+        if cap and held > cap:
+            self.refuse("client_connection_limit")
+            return
+        if len(self.connections) > self.limits.max_connections and not self._make_room():
             self.refuse("too_many_connections")
             return
         self._start_waiting_for_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_linger_timer()
+        self.limits.clients.closed(self)
         super().connection_lost(exc)
 
-    def _evict_one(self) -> bool:
-        """Close the connection that has waited longest for a request head, if any does."""
-        waiting = [
-            other
-            for other in self.connections
-            if other is not self
-            and getattr(other, "awaiting_head", False)
-            and (other.cycle is None or other.cycle.response_complete)  # never a request
-            and not other.transport.is_closing()
-        ]
-        if not waiting:
+    def phase(self) -> Phase | None:
+        """Where this connection stands, for the ledger's choice; None while it is served."""
+        if self.transport.is_closing():
+            return None
+        if self._finishing or self._lingering or self._shedding:
+            return Phase.ANSWERED
+        if self.pipeline:
+            return None
+        idle = self.cycle is None or self.cycle.response_complete
+        if self.awaiting_head:
+            return (Phase.PARTIAL_HEAD if self.head_bytes else Phase.IDLE) if idle else None
+        if self.cycle is not None and not self.cycle.response_started:
+            return Phase.READING_BODY
+        return None
+
+    def _make_room(self) -> bool:
+        """Close a connection of the client holding the most; False when none may go."""
+        victim = self.limits.clients.choose_victim(self)
+        if victim is None:
             return False
-        # Sockets that have sent nothing go first, then the slowest partial heads.
-        oldest = min(waiting, key=lambda other: (other.head_bytes > 0, other.idle_since))
-        oldest.close_waiting("evicted for a new connection")
+        victim.evict()  # type: ignore[attr-defined]
         return True
 
-    def close_waiting(self, why: str) -> None:
-        """Close a connection that is waiting for a request head."""
-        log.debug("closing a connection waiting for a request head: %s", why)
-        if self.head_bytes > 0:
-            self.refuse("request_header_timeout")
+    def evict(self) -> None:
+        """Close this connection at once to make room for a new one."""
+        phase = self.phase()
+        log.debug("closing a connection for room (%s)", phase.name if phase else "?")
+        if phase is Phase.READING_BODY:
+            self.cycle.disconnected = True  # its request's task reads a disconnect, writes nothing
+            self.refuse("too_many_connections")
+        elif phase is Phase.PARTIAL_HEAD:
+            self.refuse("request_header_timeout", linger=False)
         else:
-            self._cancel_head_timer()
-            self.transport.close()
+            self._close_now()
 
     # --- the request head -----------------------------------------------------------------
 
@@ -191,9 +200,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_timer = None
         busy = self.cycle is not None and not self.cycle.response_complete
         if self.awaiting_head and not busy and not self.transport.is_closing():
-            self.close_waiting("no complete request head in time")
+            if self.head_bytes > 0:
+                self.refuse("request_header_timeout")
+            else:
+                self._close_now()
 
     def data_received(self, data: bytes) -> None:
+        discarding = self._lingering or self._finishing
+        if discarding and (not self._discard(len(data)) or self._lingering):
+            return
         if not self.awaiting_head:
             super().data_received(data)
             return
@@ -206,7 +221,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.head_bytes += room
         heads = self.heads_completed
         super().data_received(data[:room])
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._lingering:
             return
         if self.heads_completed == heads:
             self.refuse("headers_too_large")
@@ -227,19 +242,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.awaiting_head = False
         self.heads_completed += 1
+        self.idle_since = self.loop.time()
         self._cancel_head_timer()
+        cycle = self.cycle
         if not self.limits.shed(self.parser.get_method().decode("ascii", "replace"), self.url):
             super().on_headers_complete()
-            return
-        if (self.cycle is None or self.cycle.response_complete) and not self.pipeline:
+        elif (cycle is None or cycle.response_complete) and not self.pipeline:
             self._shed_directly()
             return
-        # Behind a pipelined request still being answered: in order, through a cycle.
-        app, self.app = self.app, self.shed_app  # uvicorn starts the cycle with self.app
-        try:
-            super().on_headers_complete()
-        finally:
-            self.app = app
+        else:
+            # Behind a pipelined request still being answered: in order, through a cycle.
+            app, self.app = self.app, self.shed_app  # uvicorn starts the cycle with self.app
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        if self.cycle is not cycle and self.cycle is not None:
+            self.cycle.transport = _LingeringClose(self)  # type: ignore[assignment]
 
     def _shed_directly(self) -> None:
         """The 503 ``overloaded`` answer written at once, with no request cycle, task or app:
@@ -251,7 +270,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # A client told to wait (Expect: 100-continue) sends no body now: the stream cannot be
         # resynchronised, so that connection closes, as one the client asked to close does.
         if not self.parser.should_keep_alive() or self.expect_100_continue:
-            self.transport.close()
+            self.linger_close()
+        else:
+            self._finish_after_answer()
 
     def on_body(self, body: bytes) -> None:
         if not self._shedding:
@@ -265,33 +286,117 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.awaiting_head = True
         self.head_bytes = 0
         self.idle_since = self.loop.time()
-        if self._shedding:  # answered already: wait for the next head now
-            self._shedding = False
+        self._shedding = False
+        if self._finishing:  # answered already: this connection is idle from here on
+            self._finishing = False
+            self._cancel_linger_timer()
             if not self.transport.is_closing():
                 self._start_waiting_for_head()
+                self._unset_keepalive_if_required()
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.awaiting_head and not self.transport.is_closing():
+        if self._lingering:  # closed after this answer: uvicorn's keep-alive timer must not cut
+            self._unset_keepalive_if_required()  # the linger short with a reset
+            return
+        if self.transport.is_closing():
+            return
+        if self.awaiting_head:
             self._start_waiting_for_head_keeping_count()
+        elif self.cycle is not None and self.cycle.response_complete:
+            self._finish_after_answer()  # answered before the request had all arrived
 
     def _start_waiting_for_head_keeping_count(self) -> None:
         head_bytes = self.head_bytes
         self._start_waiting_for_head()
         self.head_bytes = head_bytes  # bytes of a pipelined head already counted
 
+    # --- answers given before the request has all arrived ---------------------------------
+
+    def _finish_after_answer(self) -> None:
+        """Read and discard the rest of an answered request, within the linger bounds;
+        ``on_message_complete`` returns the connection to keep-alive if it ends in time."""
+        self._finishing = True
+        self._discard_left = self.limits.linger_max_bytes
+        self._arm_linger_timer()
+
+    def close_after_answer(self) -> None:
+        """Close after a response (the cycle's ``transport.close``): at once when the
+        request has all arrived, lingering when some of it is still on its way."""
+        if self.awaiting_head or self.transport.is_closing():
+            self.transport.close()
+        else:
+            self.linger_close()
+
+    def linger_close(self) -> None:
+        """Close without a reset: send a FIN after what was written, then read and discard
+        what the client still sends until it closes too, or the linger bounds run out."""
+        if self._lingering or self.transport.is_closing():
+            return
+        self._lingering = True
+        self._finishing = False
+        self.awaiting_head = False
+        self._cancel_head_timer()
+        self._unset_keepalive_if_required()
+        self._discard_left = self.limits.linger_max_bytes
+        if not self.transport.can_write_eof():
+            self._close_now()
+            return
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self._arm_linger_timer()
+
+    def _discard(self, size: int) -> bool:
+        """Count discarded bytes against the linger bound; False once it is passed (closed)."""
+        self._discard_left -= size
+        if self._discard_left < 0:
+            self._close_now()
+            return False
+        return True
+
+    def _arm_linger_timer(self) -> None:
+        self._cancel_linger_timer()
+        self._linger_timer = self.loop.call_later(self.limits.linger_seconds, self._close_now)
+
+    def _cancel_linger_timer(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+
+    def _close_now(self) -> None:
+        self._cancel_head_timer()
+        self._cancel_linger_timer()
+        self._finishing = False
+        if self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # a client that does not read gets no more time
+        else:
+            self.transport.close()
+
     # --- refusals -------------------------------------------------------------------------
 
     def send_400_response(self, msg: str) -> None:  # called by uvicorn on a parser error
         self.refuse(self._refusal or "bad_http_request")
 
-    def refuse(self, reason: str) -> None:
+    def refuse(self, reason: str, linger: bool | None = None) -> None:
+        """Answer with the connection layer's JSON refusal and close; lingering (see
+        ``linger_close``) unless the refusal is for want of connections."""
         self._cancel_head_timer()
         self.awaiting_head = False
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._lingering:
             return
-        retry = self.limits.retry_after_seconds if reason == "too_many_connections" else None
-        self.transport.write(refusal_bytes(reason, retry))
-        self.transport.close()
+        at_once = reason in _CLOSE_AT_ONCE
+        self.transport.write(refusal_bytes(reason, self._retry_after() if at_once else None))
         self.limits.on_refusal(reason)
         log.debug("refused a connection: %s", reason, extra={"reason": reason})
+        if at_once or linger is False:
+            self._close_now()
+        else:
+            self.linger_close()
+
+    def _retry_after(self) -> int:
+        return self.limits.retry_after_seconds

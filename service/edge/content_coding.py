@@ -37,7 +37,10 @@ def _inflate(body: bytes, framings: tuple[int, ...], limit: int, coding: str) ->
         except zlib.error:
             continue
         if len(out) > limit or inflater.unconsumed_tail:
-            raise BodyTooLarge(f"{coding} body inflates past the limit of {limit} bytes")
+            raise BodyTooLarge(
+                f"{coding} body inflates past the limit of {limit} bytes",
+                message=f"the body inflates past the limit of {limit} bytes",
+            )
         if not inflater.eof or inflater.unused_data:
             raise BadContentEncoding(f"{coding} body is truncated or has trailing bytes")
         return out

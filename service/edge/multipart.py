@@ -135,7 +135,10 @@ class _FilePart(PartCollector):
                 raise BadMultipart(f"a non-file part is over {MAX_FIELD_BYTES} bytes")
             return
         if len(self._sink) + len(chunk) > self.limit:
-            raise BodyTooLarge(f"uploaded file exceeds the limit of {self.limit} bytes")
+            raise BodyTooLarge(
+                f"uploaded file exceeds the limit of {self.limit} bytes",
+                message=f"the uploaded file exceeds the limit of {self.limit} bytes",
+            )
         self._sink += chunk
 
 

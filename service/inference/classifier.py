@@ -28,10 +28,13 @@ import torch
 from models.checkpoint import LoadedCheckpoint
 from models.quantizers import InputQuantizer, StaircaseTable
 from robustness.png import encode_png, png_base64
-from service.errors import InferenceTimeout
+from service.errors import DecodeCostTooHigh, InferenceTimeout
 from service.inference.batching import MicroBatcher
+from service.inference.fit import fit_warnings
+from service.inference.folding import fold_batch_norms
 from service.logs import current_request_id
 from service.metrics import ServiceMetrics
+from service.sanitize.decode_cost import estimate as estimate_decode_cost
 from service.sanitize.decode_workers import DecodeWorkers
 from service.sanitize.imaging import (
     DecodedImage,
@@ -40,6 +43,7 @@ from service.sanitize.imaging import (
     finish_decode,
     open_image,
 )
+from service.sanitize.integrity import check_size
 from service.sanitize.upload import Upload
 from service.settings import ServiceSettings
 
@@ -91,6 +95,9 @@ class Classifier:
         # Fixed at load: the model is in eval mode and never trained here, and TQ derives
         # its thresholds through a softmax that would otherwise run on every request.
         self._staircase = _staircase(loaded.model.quantizer)
+        # What predict runs: everything after the quantizer, batch norms folded when that
+        # gives the same logits (service/inference/folding.py).
+        self._network = fold_batch_norms(loaded.model.cnn, self.input_shape, self.name, device)
         self.batcher = MicroBatcher(
             self.name,
             lambda batch: self.predict(batch),  # looked up per call, so tests can patch it
@@ -131,7 +138,7 @@ class Classifier:
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """Quantized (N, C, H, W) -> probabilities (N, K) on the CPU; runs on the worker thread."""
         with torch.inference_mode():
-            logits = self.model.cnn(batch.to(self.device))
+            logits = self._network(batch.to(self.device))
             return torch.softmax(logits.float(), dim=1).cpu()
 
     def encode(
@@ -150,6 +157,7 @@ class Classifier:
             "model": self.describe_briefly(),
             "defence": self.defence,
             "input": prepared.decoded.facts,
+            "warnings": fit_warnings(prepared.decoded.facts, self.input_shape, self.name),
         }
         if include_input:
             body["input_image"] = _png_field(prepared.decoded.pixels)
@@ -164,23 +172,45 @@ class Classifier:
         started = time.perf_counter()
         return self._finish(self.identify(data), started)
 
-    async def _prepare(self, data: bytes) -> Prepared:
+    async def _prepare(self, upload: Upload) -> Prepared:
         """Small images are decoded on the event loop, the rest in the decode workers.
 
         An MNIST-sized PNG decodes in tens of microseconds, less than handing it to a
         process and back costs. Only a small body whose header claims few pixels stays
         inline, so no upload can hold the event loop for more than about a millisecond;
-        everything else is decoded within the decode budget (``service.sanitize.decode_workers``).
+        everything else is decoded within the decode budget (``service.sanitize.decode_workers``),
+        in the lane its estimated cost puts it in.
         """
         started = time.perf_counter()
+        data = upload.data
         if len(data) <= INLINE_DECODE_MAX_BYTES:
             opened = self.identify(data)
             if opened.pixel_count <= INLINE_DECODE_MAX_PIXELS:
                 return self._finish(opened, started)
-        decoded = await self._decode_workers.decode(data, self.policy)
+        cost = self.decode_cost(upload)
+        decoded = await self._decode_workers.decode(data, self.policy, cost, upload.client)
         decoded_at = time.perf_counter()
         quantized = self.quantize(torch.from_numpy(decoded.pixels)[None])
         return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
+
+    def decode_cost(self, upload: Upload) -> int:
+        """The upload's estimated decode cost, from its header; 413 over the anonymous
+        ceiling (or the size limits). A header the estimate cannot read, or a JPEG over the
+        scan cap, counts as heavy: the decode worker's checks refuse it with the precise
+        reason."""
+        estimated = estimate_decode_cost(upload.data)
+        if estimated is None or estimated.scans > self.policy.max_jpeg_scans:
+            # The worker refuses it, before any pixel, with the exact reason.
+            return self.settings.decode_heavy_cost_bytes
+        check_size(estimated.format, estimated.width, estimated.height, self.policy.limits)
+        ceiling = self.settings.anonymous_max_decode_cost_bytes
+        if upload.anonymous and estimated.bytes > ceiling:
+            raise DecodeCostTooHigh(
+                f"{estimated.detail}: estimated {estimated.bytes} bytes, over {ceiling}",
+                message="decoding the image would cost more than a request without the admin "
+                f"token may ask for ({estimated.bytes} of at most {ceiling} bytes of samples)",
+            )
+        return estimated.bytes
 
     def _finish(self, opened: OpenedImage, started: float) -> Prepared:
         decoded = self.decode(opened)
@@ -203,7 +233,7 @@ class Classifier:
         deadline = loop.time() + self.settings.request_timeout_seconds
         with self.upstream_slot():
             async with self._deadline(deadline):
-                prepared = await self._prepare(upload.data)
+                prepared = await self._prepare(upload)
         async with self._deadline(deadline):
             result = await self.batcher.submit(prepared.quantized)
         encode_started = time.perf_counter()
@@ -277,12 +307,26 @@ class Classifier:
         }
 
     def describe(self) -> dict[str, Any]:
+        """What a client needs to use the model (``GET /models``): no training history,
+        no paths of the machine it was trained on."""
         return {
             "name": self.name,
-            "device": str(self.device),
+            "dataset": self.manifest.dataset,
+            "architecture": self.manifest.architecture,
             "input_shape": list(self.input_shape),
             "class_names": self.class_names,
             "defence": self.defence,
+            "weights_sha256": self.manifest.weights_sha256,
+            "clean_accuracy": self.manifest.metrics.get("clean_accuracy"),
+        }
+
+    def describe_fully(self) -> dict[str, Any]:
+        """For the operator (``GET /admin/models``): also the device, the folder it was
+        loaded from and the whole manifest."""
+        return {
+            **self.describe(),
+            "device": str(self.device),
+            "path": str(self.path),
             "manifest": asdict(self.manifest),
         }
 

@@ -43,7 +43,9 @@ class ClassifierPool:
         self.ready = False
         self.failure: str | None = None  # why warm-up failed; liveness reports it
         self.in_flight = 0
-        self.body_budget = BodyBudget(settings.max_buffered_body_bytes)
+        self.body_budget = BodyBudget(
+            settings.max_buffered_body_bytes, settings.max_buffered_body_bytes_per_client
+        )
         self.decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
@@ -52,6 +54,10 @@ class ClassifierPool:
             settings.decode_timeout_seconds,
             settings.decode_max_memory_bytes,
             settings.decode_recycle_rss_bytes,
+            heavy_cost=settings.decode_heavy_cost_bytes,
+            heavy_processes=settings.decode_heavy_processes,
+            heavy_nice=settings.decode_heavy_nice,
+            max_cost_per_client=settings.decode_max_cost_bytes_per_client,
         )
 
     def load(self) -> None:
@@ -123,8 +129,10 @@ class ClassifierPool:
         try:
             return self.classifiers[key]  # type: ignore[index]
         except KeyError:
+            loaded = ", ".join(self.classifiers)
             raise UnknownModel(
-                f"model {name!r} requested; loaded: {', '.join(self.classifiers)}"
+                f"model {name!r} requested; loaded: {loaded}",
+                message=f"no model named {str(key)[:64]!r} is loaded; loaded: {loaded}",
             ) from None
 
     def check_capacity(self) -> None:

@@ -2,8 +2,9 @@
 jobs, not just this one's.
 
 ``qusec_robustness_active_jobs`` counts the queue; the ``qusec_robust_accuracy_ratio``
-series follow each model's newest completed report, wherever it was made. The manager
-refreshes them when a job of its own finishes and on every upkeep round.
+series follow each model's newest qualifying check (``service.jobs.qualifying``), wherever
+it was made: a check below the bar never moves them. The manager refreshes them when a
+job of its own finishes and on every upkeep round.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class StoreGauges:
 
     def publish_latest(self) -> None:
         with self._lock:
-            for model, job_id in self.store.latest_done_ids().items():
+            for model, job_id in self.store.latest_qualifying_ids().items():
                 if self._published.get(model) == job_id:
                     continue
                 try:

@@ -225,8 +225,8 @@ class JobManager:
         return job
 
     @_guarded
-    def recent(self, limit: int, status: str | None) -> list[JobRecord]:
-        return self.store.recent(limit, status)
+    def recent(self, limit: int, status: str | None, model: str | None = None) -> list[JobRecord]:
+        return self.store.recent(limit, status, model)
 
     @_guarded
     def cancel(self, job_id: str) -> JobRecord:

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 from pydantic import ValidationError as PydanticValidationError
 
 from robustness.attacks import ATTACKS
-from robustness.request import SubjectFacts, SuiteRequest, applicable_threat_models, default_radii
+from robustness.request import (
+    SubjectFacts,
+    SuiteRequest,
+    applicable_threat_models,
+    default_radii,
+    parse_radii,
+    parse_radius,
+)
 from robustness.threats import THREAT_MODELS
 from service.errors import InvalidJobRequest
 from service.jobs.cost import estimate_cost
+from service.jobs.qualifying import bar_for, plan_reasons
 from service.jobs.spec import JobSpec
 from service.settings import ServiceSettings
 
@@ -38,6 +46,9 @@ DEFAULT_SAMPLE_LIMITS = {
     "square_l2": 50,
 }
 ParamValue = StrictBool | StrictInt | StrictFloat
+# A radius as a number or as people write one: "8/255", "0.3" (robustness.request.parse_radius).
+Radius = StrictFloat | StrictInt | Annotated[str, Field(max_length=32)]
+_RADII_DOC = '; numbers or fractions such as "8/255", echoed as given (radii_as_given)'
 
 
 class CheckRequest(BaseModel):
@@ -48,14 +59,22 @@ class CheckRequest(BaseModel):
     model: str | None = Field(None, max_length=128, description="loaded model; default model")
     attacks: list[str] = Field(list(DEFAULT_ATTACKS), min_length=1, max_length=len(ATTACKS))
     threat_models: list[str] | None = Field(None, min_length=1, max_length=len(THREAT_MODELS))
-    epsilons: list[float] | None = Field(None, description="L-inf radii; default: dataset's")
-    l2_epsilons: list[float] | None = Field(None, description="L2 radii; default: dataset's")
+    epsilons: list[Radius] | None = Field(
+        None,
+        max_length=64,
+        description="L-inf radii; default: the dataset's, or the generic preset's" + _RADII_DOC,
+    )
+    l2_epsilons: list[Radius] | None = Field(
+        None,
+        max_length=64,
+        description="L2 radii; default: the dataset's, or the generic preset's" + _RADII_DOC,
+    )
     samples: int | None = Field(None, ge=1, description="first N of the set; default: all")
     batch_size: int = Field(100, ge=1, le=1000)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     attack_params: dict[str, dict[str, ParamValue]] = Field(default_factory=dict)
     sample_limits: dict[str, int] = Field(default_factory=dict)
-    sanity_epsilon: float | None = Field(1.0, gt=0, le=1)
+    sanity_epsilon: Radius | None = Field(1.0, description="in (0, 1]; null skips it")
     sanity_samples: int = Field(200, ge=1)
     bpda_backward: Literal["identity", "soft"] = "identity"
     time_budget_seconds: float | None = Field(None, gt=0)
@@ -122,7 +141,7 @@ def plan_job(
             **{a: n for a, n in DEFAULT_SAMPLE_LIMITS.items() if a in attacks},
             **body.sample_limits,
         },
-        sanity_epsilon=body.sanity_epsilon,
+        sanity_epsilon=_parsed(body.sanity_epsilon, "sanity_epsilon"),
         sanity_samples=body.sanity_samples,
         bpda_backward=body.bpda_backward,
     )
@@ -154,7 +173,26 @@ def plan_job(
         request=request.as_dict(),
         time_budget_seconds=budget,
         cost=cost,
+        radii_as_given=radii_as_given(body),
+        qualification=_qualification(request, target, upload, settings),
     )
+
+
+def _qualification(
+    request: SuiteRequest, target: Target, upload: bool, settings: ServiceSettings
+) -> dict[str, Any]:
+    """The bar this check is held to (``service.jobs.qualifying``) and why, judged from its
+    request alone, it cannot meet it."""
+    bar = bar_for(
+        target.dataset,
+        applicable_threat_models(target.facts),
+        target.eval_set_size,
+        settings.robustness_qualifying_attacks,
+        settings.robustness_qualifying_epsilons,
+        settings.robustness_qualifying_samples,
+        target.input_shape,
+    )
+    return {"bar": bar.as_dict(), "reasons": plan_reasons(bar, request.as_dict(), upload)}
 
 
 def _refuse(message: str) -> None:
@@ -164,15 +202,38 @@ def _refuse(message: str) -> None:
 def _radii(
     body: CheckRequest, facts: SubjectFacts, attacks: tuple[str, ...]
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The requested radii, the dataset's where none are given."""
-    if body.epsilons is not None and body.l2_epsilons is not None:
-        return tuple(body.epsilons), tuple(body.l2_epsilons)
+    """The requested radii (numbers or fractions such as "8/255"), the dataset's where none
+    are given."""
+    given_linf = _parsed(body.epsilons, "epsilons")
+    given_l2 = _parsed(body.l2_epsilons, "l2_epsilons")
+    if given_linf is not None and given_l2 is not None:
+        return given_linf, given_l2
     try:
-        linf, l2 = default_radii(facts.dataset, attacks)
+        linf, l2 = default_radii(facts.dataset, attacks, facts.input_shape)
     except ValueError as exc:
         _refuse(str(exc))
-    chosen_linf = linf if body.epsilons is None else tuple(body.epsilons)
-    return chosen_linf, l2 if body.l2_epsilons is None else tuple(body.l2_epsilons)
+    return given_linf if given_linf is not None else linf, given_l2 if given_l2 is not None else l2
+
+
+def _parsed(value: Any, name: str) -> Any:
+    """Radii as the suite's own parser reads them (the command line's too); a refusal
+    names the field and the value."""
+    if value is None:
+        return None
+    try:
+        return parse_radii(value, name) if isinstance(value, list) else parse_radius(value, name)
+    except ValueError as exc:
+        _refuse(str(exc))
+
+
+def radii_as_given(body: CheckRequest) -> dict[str, Any] | None:
+    """The radii the request named, exactly as written, to be echoed beside the numbers."""
+    given = {
+        name: getattr(body, name)
+        for name in ("epsilons", "l2_epsilons", "sanity_epsilon")
+        if name in body.model_fields_set and getattr(body, name) is not None
+    }
+    return given or None
 
 
 def _samples(requested: int | None, available: int, limit: int) -> int:

@@ -33,6 +33,11 @@ class JobSpec:
     cost: int = 0  # estimated model evaluations of one image (service.jobs.cost)
     # A part of a split check: the positions in the suite's plan this job runs.
     units: tuple[int, ...] | None = None
+    # The radii as the request wrote them ("8/255"), echoed in the job's answers.
+    radii_as_given: dict | None = None
+    # The bar the check is held to and why its request cannot meet it
+    # (service.jobs.qualifying): {"bar": {...}, "reasons": [...]}.
+    qualification: dict | None = None
 
     def as_dict(self) -> dict:
         units = list(self.units) if self.units is not None else None

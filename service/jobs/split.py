@@ -18,6 +18,7 @@ from dataclasses import replace
 from models.checkpoint import load_checkpoint
 from robustness.plan import Subject, plan_units
 from robustness.request import SuiteRequest
+from service.jobs.qualifying import qualified
 from service.jobs.spec import JobSpec
 from service.jobs.store import JobRecord, JobStore
 
@@ -33,7 +34,14 @@ def plan_parts(spec: JobSpec, dataset: str, model) -> list[JobSpec] | None:
     ``model`` is the served model (the plan depends on whether it has a quantizer).
     """
     request = SuiteRequest.from_dict(spec.request)
-    target = Subject(spec.model, dataset, spec.weights_sha256, model)
+    target = Subject(
+        spec.model,
+        dataset,
+        spec.weights_sha256,
+        model,
+        input_shape=tuple(spec.input_shape),
+        classes=spec.classes,
+    )
     surrogate = None
     if spec.surrogate is not None:
         surrogate = Subject.from_checkpoint(load_checkpoint(spec.surrogate))
@@ -70,8 +78,15 @@ def settle_parent_of(store: JobStore, job_id: str) -> str | None:
 
 
 def settle(store: JobStore, parent_id: str) -> str | None:
+    parent = store.get(parent_id, with_report=False)
+    qualification = None if parent is None else parent.spec.get("qualification")
+
+    def assemble_and_judge(parts: list[JobRecord]) -> tuple[str, dict | None, str | None]:
+        status, report, error = assemble(parts)
+        return status, qualified(qualification, status, report), error
+
     try:
-        status = store.settle_split(parent_id, assemble)
+        status = store.settle_split(parent_id, assemble_and_judge)
     except ValueError as exc:  # MergeError: parts that disagree are a bug, not the user's
         log.error("job %s: its parts cannot be assembled: %s", parent_id, exc)
         status = store.settle_split(parent_id, lambda _: ("failed", None, "parts disagree"))

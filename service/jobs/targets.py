@@ -1,5 +1,6 @@
-"""What each served model offers the job system: its transfer surrogate and its bundled
-evaluation set, found once when the job manager opens."""
+"""What each served model offers the job system: its transfer surrogate and its evaluation
+set (the checkpoint folder's own ``eval-set.npz``, else its dataset's bundled one), found
+once when the job manager opens."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import logging
 from typing import Any
 
 from models.checkpoint import CheckpointError, read_manifest
-from models.evalset import EvalSetError, eval_set_path, load_eval_set
+from models.evalset import EvalSetError, default_eval_set, load_eval_set
+from robustness.request import surrogate_problem
 from robustness.subjects import default_surrogate
 from service.inference.classifier import Classifier
 from service.inference.pool import StartupError
@@ -21,12 +23,12 @@ def describe_target(classifier: Classifier, settings: ServiceSettings) -> Target
     """What a served model offers the job system: its surrogate and its bundled samples."""
     manifest = classifier.manifest
     surrogate, surrogate_problem = find_surrogate(classifier, settings)
-    eval_path = eval_set_path(manifest.dataset, settings.eval_dir)
+    eval_path = default_eval_set(classifier.path, manifest.dataset, settings.eval_dir)
     try:
         size, eval_problem = len(load_eval_set(eval_path).labels), None
     except EvalSetError as exc:
         size, eval_problem = 0, str(exc)
-        log.warning("model %s: no bundled evaluation set: %s", classifier.name, exc)
+        log.warning("model %s: no evaluation set: %s", classifier.name, exc)
     return Target(
         name=classifier.name,
         dataset=manifest.dataset,
@@ -69,8 +71,17 @@ def find_surrogate(classifier: Classifier, settings: ServiceSettings) -> tuple[A
         found = read_manifest(path)
     except CheckpointError as exc:
         return None, f"the surrogate is unreadable ({exc})"
-    if found.weights_sha256 == manifest.weights_sha256:
-        return None, "the model is its own surrogate (transfer would equal naive white-box)"
     if found.quantizer.get("kind", "none") != "none":
         return None, f"the surrogate {path} is defended; transfer needs an undefended model"
+    problem = surrogate_problem(
+        manifest.weights_sha256,
+        manifest.dataset,
+        found.weights_sha256,
+        found.dataset,
+        same_quantizer=found.quantizer == manifest.quantizer,
+        target_io=(tuple(manifest.input_shape), len(manifest.class_names)),
+        surrogate_io=(tuple(found.input_shape), len(found.class_names)),
+    )
+    if problem is not None:
+        return None, f"{path}: {problem}"
     return path.resolve(), None

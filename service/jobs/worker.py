@@ -49,6 +49,7 @@ from robustness.runner import Progress, Subject, budget, run_suite
 from service.errors import ServiceError
 from service.jobs import split
 from service.jobs.lease import Deadline, LeaseKeeper, StoreFault
+from service.jobs.qualifying import qualified
 from service.jobs.samples import parse_samples
 from service.jobs.scheduling import JobLoop
 from service.jobs.spec import STORE_FAULT_EXIT_STATUS, JobSpec, WorkerConfig
@@ -139,7 +140,7 @@ def run_job(
         return None
     if not fault.happened.is_set():
         try:
-            return _conclude(store, job, status, report, error, context)
+            return _conclude(store, job, spec, status, report, error, context)
         except store.errors as exc:
             fault.record("finishing the job", exc)
     if supervised:
@@ -155,12 +156,14 @@ def run_job(
     return ABANDONED
 
 
-def _conclude(store, job, status, report, error, context) -> str | None:
+def _conclude(store, job, spec, status, report, error, context) -> str | None:
     """Put the job back in the queue or finish it, under its lease."""
     if status == QUEUED:
         store.release(job.id, job.lease)
         log.info("job put back in the queue: this worker is shutting down", extra=context)
         return QUEUED
+    if spec.units is None:  # a part is judged with its check, once all parts are in
+        report = qualified(spec.qualification, status, report)
     if not store.finish(job.id, job.lease, status, report=report, error=error):
         log.warning("job %s was no longer ours to finish; result dropped", job.id)
         return None

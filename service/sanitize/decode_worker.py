@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="decode uploads for the QuSec service")
     parser.add_argument("--max-memory-bytes", type=int, required=True)
     parser.add_argument("--recycle-rss-bytes", type=int, required=True)
+    parser.add_argument("--nice", type=int, default=0, help="niceness to add (heavy lane)")
     args = parser.parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)
     resource.setrlimit(resource.RLIMIT_AS, (args.max_memory_bytes, args.max_memory_bytes))
     serve(sys.stdin.buffer, sys.stdout.buffer, args.recycle_rss_bytes)
     return 0

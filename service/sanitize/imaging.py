@@ -15,18 +15,11 @@ The order matters for safety:
    a few times the target is reduced in its own mode first, so later copies are
    small. Truncated or corrupt data fails here (400).
 
-Normalisation policy (documented in docs/service.md):
-
-* EXIF orientation is applied.
-* Transparency (alpha channels, palette or colour-key transparency) is
-  composited onto the background grey level (default 0, MNIST's black).
-* Palette, bilevel, CMYK, YCbCr and 16-bit inputs become 8-bit grey (1-channel
-  models) or RGB (3-channel models); 16-bit samples keep their top 8 bits.
-* Resizing to the model's input size: ``letterbox`` (default) scales the image
-  to fit inside the target with its aspect ratio kept and pads the rest with
-  the background; ``stretch`` scales each axis independently. Shrinking uses an
-  area (box) filter, enlarging a bilinear one; an image already at the target
-  size is untouched.
+Normalisation: EXIF orientation is applied, then the fitting policy shared with training
+(``models/imaging.py``, documented in docs/service.md): transparency onto the background
+grey, any mode to 8-bit grey or RGB, ``letterbox`` (default) or ``stretch`` to the model's
+input size. Whether the image showed colour before that is recorded (``colour`` in its
+facts).
 """
 
 from __future__ import annotations
@@ -40,6 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from models.imaging import fit, to_channels
 from service.errors import (
     CorruptImage,
     DecodeBudgetExceeded,
@@ -50,13 +44,16 @@ from service.errors import (
 from service.sanitize.integrity import Limits, check_size, check_structure
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-_WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 # Modes Image.reduce handles and whose box average means the same thing after conversion.
 _REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
 # JPEG draft keeps at least this many times the target size before the final filter.
 _DRAFT_OVERSAMPLE = 4
 _EXIF_ORIENTATION = 0x0112
+# What counts as a colour image (``_is_colourful``): JPEG noise and anti-aliasing on grey
+# stay far below both; a photo passes both easily.
+COLOUR_MIN_CHROMA = 32  # of 255
+COLOUR_MIN_FRACTION = 0.05
+_COLOUR_SAMPLE_PIXELS = 128 * 128
 
 
 @dataclass(frozen=True)
@@ -129,8 +126,12 @@ def finish_decode(opened: OpenedImage, policy: ImagePolicy) -> DecodedImage:
         facts["orientation"] = _orientation(image)
         if facts["orientation"] != 1:  # exif_transpose copies even when there is nothing to do
             image = ImageOps.exif_transpose(image)
-        image = _flatten(image, policy.input_shape[0], policy.background)
-        image, facts["resized"] = _fit(image, policy)
+        # Grey stays grey; anything else is judged for colour in RGB before the model's mode.
+        flat = to_channels(image, 1 if image.mode == "L" else 3, policy.background)
+        facts["colour"] = flat.mode == "RGB" and _is_colourful(flat)
+        image = flat.convert("L" if policy.input_shape[0] == 1 else "RGB")
+        _, height, width = policy.input_shape
+        image, facts["resized"] = fit(image, height, width, policy.resize_policy, policy.background)
         pixels = np.asarray(image, dtype=np.float32) / 255.0
     # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
     pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
@@ -199,41 +200,15 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) else 1
 
 
-def _flatten(image: Image.Image, channels: int, background: int) -> Image.Image:
-    """Any mode -> 8-bit "L" (1 channel) or "RGB" (3 channels), transparency composited."""
-    if image.mode in _WIDE_GREY_MODES:
-        # The top 8 bits of a 16-bit sample; Pillow's own conversion would clip instead.
-        wide = np.asarray(image)
-        if wide.dtype != np.uint16:  # mode "I": 32-bit signed, clip into 16 bits first
-            wide = np.clip(wide, 0, 65535).astype(np.uint16)
-        image = Image.fromarray((wide >> 8).astype(np.uint8))
-    if image.mode in _ALPHA_MODES or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        backdrop = Image.new("RGBA", rgba.size, (background, background, background, 255))
-        image = Image.alpha_composite(backdrop, rgba)
-    if image.mode not in ("L", "RGB"):
-        image = image.convert("RGB")
-    return image.convert("L" if channels == 1 else "RGB")
-
-
-def _fit(image: Image.Image, policy: ImagePolicy) -> tuple[Image.Image, bool]:
-    _, height, width = policy.input_shape
-    if image.size == (width, height):
-        return image, False
-    if policy.resize_policy == "stretch":
-        return _resize(image, width, height), True
-    scale = min(width / image.width, height / image.height)
-    fitted_w = max(1, min(width, round(image.width * scale)))
-    fitted_h = max(1, min(height, round(image.height * scale)))
-    fitted = _resize(image, fitted_w, fitted_h)
-    fill = policy.background if image.mode == "L" else (policy.background,) * 3
-    canvas = Image.new(image.mode, (width, height), fill)
-    canvas.paste(fitted, ((width - fitted_w) // 2, (height - fitted_h) // 2))
-    return canvas, True
-
-
-def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
-    shrinking = width <= image.width and height <= image.height
-    if shrinking:
-        return image.resize((width, height), Image.Resampling.BOX, reducing_gap=2.0)
-    return image.resize((width, height), Image.Resampling.BILINEAR)
+def _is_colourful(image: Image.Image) -> bool:
+    """Whether an RGB image shows colour, not grey stored as RGB (a drawing on a canvas,
+    a scan, JPEG noise): at least ``COLOUR_MIN_FRACTION`` of its pixels have a chroma
+    (largest channel minus smallest) of ``COLOUR_MIN_CHROMA`` or more. Large images are
+    judged on an evenly spread sample of their pixels."""
+    if image.width * image.height > _COLOUR_SAMPLE_PIXELS:
+        scale = (_COLOUR_SAMPLE_PIXELS / (image.width * image.height)) ** 0.5
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        image = image.resize(size, Image.Resampling.NEAREST)
+    pixels = np.asarray(image, dtype=np.int16)
+    chroma = pixels.max(axis=2) - pixels.min(axis=2)
+    return bool(np.mean(chroma >= COLOUR_MIN_CHROMA) >= COLOUR_MIN_FRACTION)

@@ -13,3 +13,5 @@ class Upload:
     declared_type: str
     via: str  # "raw" or "multipart"
     read_seconds: float = 0.0  # how long the body took to arrive (the "read" stage)
+    client: str = ""  # who sent it (a source address): its decodes count against its share
+    anonymous: bool = True  # sent without the admin token: the lower decode-cost ceiling

@@ -1,5 +1,6 @@
 """A real ``python -m service`` on a free loopback port, serving the bundled checkpoints
-(``mnist-tq2``, the default, and ``cifar10-tq4``) with an admin token and its own SQLite job
+(``mnist-pgd``, the default, ``cifar10-fgsm``, ``cifar10-resnet20``, ``mnist-tq2`` and
+``cifar10-tq4``) with an admin token and its own SQLite job
 store, for the client's tests to talk to over HTTP."""
 
 from __future__ import annotations

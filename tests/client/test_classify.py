@@ -68,8 +68,8 @@ def as_pil() -> Image.Image:
     ],
 )
 def test_every_kind_of_image_input_classifies_the_digit(qusec, image) -> None:
-    result = qusec.classify(image())  # no model named: the service's default, mnist-tq2
-    assert result.label == 7 and result.model.name == "mnist-tq2"
+    result = qusec.classify(image())  # no model named: the service's default, mnist-pgd
+    assert result.label == 7 and result.model.name == "mnist-pgd"
 
 
 def test_an_rgb_array_classifies_with_the_cifar10_model(qusec) -> None:
@@ -81,7 +81,7 @@ def test_an_rgb_array_classifies_with_the_cifar10_model(qusec) -> None:
 
 
 def test_the_quantized_and_input_images_come_back_as_pngs(qusec) -> None:
-    result = qusec.classify(DIGIT, include_quantized=True, include_input=True)
+    result = qusec.classify(DIGIT, model="mnist-tq2", include_quantized=True, include_input=True)
     assert result.defence.kind == "tq" and len(result.defence.thresholds) == 1
     for encoded in (result.quantized_image, result.input_image):
         with Image.open(io.BytesIO(encoded.content())) as image:
@@ -91,11 +91,18 @@ def test_the_quantized_and_input_images_come_back_as_pngs(qusec) -> None:
 
 def test_the_model_list_is_typed(qusec) -> None:
     listed_models = qusec.models()
-    assert listed_models.ready and listed_models.default == "mnist-tq2"
-    assert listed_models.names == ["mnist-tq2", "cifar10-tq4"]
-    cifar = listed_models.models[1]
+    assert listed_models.ready and listed_models.default == "mnist-pgd"
+    assert listed_models.names == [
+        "mnist-pgd",
+        "cifar10-fgsm",
+        "cifar10-resnet20",
+        "mnist-tq2",
+        "cifar10-tq4",
+    ]
+    cifar = listed_models.models[4]
     assert cifar.input_shape == [3, 32, 32] and cifar.class_names[3] == "cat"
     assert cifar.defence.kind == "tq" and cifar.defence.levels == 4
+    assert listed_models.models[0].defence.kind == "none"  # adversarially trained instead
     assert qusec.ready()
 
 
@@ -177,7 +184,7 @@ def test_the_async_client_classifies_concurrently(server) -> None:
     async def classify_all() -> list[Classification]:
         async with AsyncClient(server.url, timeout=60) as qusec:
             assert await qusec.ready()
-            assert (await qusec.models()).default == "mnist-tq2"
+            assert (await qusec.models()).default == "mnist-pgd"
             return await asyncio.gather(
                 *(
                     qusec.classify(Path(SAMPLES / s.file).read_bytes(), model=MODELS[s.dataset])

@@ -48,7 +48,7 @@ def test_each_curl_line_classifies_a_sample(server, line) -> None:
     )
     assert run.returncode == 0, run.stderr
     answer = json.loads(run.stdout)
-    expected = ("cat", "cifar10-tq4") if "photo" in line else ("7", "mnist-tq2")
+    expected = ("cat", "cifar10-tq4") if "photo" in line else ("7", "mnist-pgd")
     assert (answer["class_name"], answer["model"]["name"]) == expected
 
 

@@ -233,3 +233,42 @@ def test_evaluate_applies_the_same_request_rules_as_the_service(
     assert code == 1
     assert says in capsys.readouterr().err
     assert not (workspace / "refused").exists()
+
+
+def test_render_leads_the_summary_with_the_verdict_from_matching_manifests(workspace, capsys):
+    report_path = workspace / "out" / "mnist-cq2.json"
+    if not report_path.exists():
+        test_evaluate_writes_reports_and_finds_the_surrogate(workspace, capsys)
+    checkpoints = workspace / "checkpoints"
+    args = ["render", str(report_path), "--summary", "mnist", "--checkpoints", str(checkpoints)]
+    assert main(args) == 0
+    summary = (workspace / "out" / "summary-mnist.md").read_text()
+    verdict = summary.split("## Verdict", 1)[1].split("\n\n")[1].splitlines()
+    assert verdict[0].startswith("| model | defence | training | clean | L-inf 0.1 | L-inf 0.3 |")
+    row = verdict[2].split(" | ")
+    assert row[0] == "| mnist-cq2" and row[1] == "CQ, 2 levels" and row[2] == "standard"
+    assert row[-1] == "- |"  # the test's checkpoint records no training time
+
+    # The cost and the adversarial training come from the manifest of the attacked weights.
+    manifest = json.loads((checkpoints / "mnist-cq2" / "manifest.json").read_text())
+    manifest["metrics"]["train_seconds"] = 5400
+    manifest.setdefault("training", {}).update(adversarial="pgd", adv_epsilon=0.3)
+    trained = workspace / "trained"
+    (trained / "mnist-cq2").mkdir(parents=True)
+    (trained / "mnist-cq2" / "manifest.json").write_text(json.dumps(manifest))
+    args[-1] = str(trained)
+    assert main(args) == 0
+    summary = (workspace / "out" / "summary-mnist.md").read_text()
+    row = summary.split("## Verdict", 1)[1].split("\n\n")[1].splitlines()[2].split(" | ")
+    assert row[2] == "pgd at 0.3" and row[-1] == "1.5 h |"
+
+    # A checkpoint retrained since the evaluation lends nothing to the old report.
+    manifest["weights_sha256"] = "0" * 64
+    other = workspace / "retrained"
+    (other / "mnist-cq2").mkdir(parents=True)
+    (other / "mnist-cq2" / "manifest.json").write_text(json.dumps(manifest))
+    args[-1] = str(other)
+    assert main(args) == 1
+    assert "the checkpoint changed since the evaluation" in capsys.readouterr().err
+    assert main(["render", str(report_path), "--checkpoints", str(checkpoints)]) == 1
+    assert "--checkpoints needs --summary" in capsys.readouterr().err

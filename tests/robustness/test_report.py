@@ -129,7 +129,17 @@ def test_summary_puts_every_model_in_one_table(report, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("eps", "text"), [(0.3, "0.3"), (2 / 255, "2/255"), (8 / 255, "8/255"), (None, "unbounded")]
+    ("eps", "text"),
+    [
+        (0.3, "0.3"),
+        (0.25, "0.25"),
+        (1.0, "1"),
+        (2 / 255, "2/255"),
+        (8 / 255, "8/255"),
+        (32 / 255, "32/255"),  # a fraction of 255 above 0.1 too
+        (0.0313725, "0.0313725"),  # typed as a decimal, near 8/255: kept as typed
+        (None, "unbounded"),
+    ],
 )
 def test_radii_print_as_people_write_them(eps, text):
     assert format_eps(eps) == text

@@ -32,13 +32,27 @@ def test_surrogate_problems() -> None:
     assert "its own surrogate" in surrogate_problem("a", "mnist", "a", "mnist")
     assert "cifar10 model" in surrogate_problem("a", "mnist", "b", "cifar10")
     assert surrogate_problem("a", "mnist", "b", "mnist") is None
+    # The same program imported undefended is a surrogate for its defended import.
+    assert surrogate_problem("a", "pets", "a", "pets", same_quantizer=False) is None
+    wrong_io = surrogate_problem(
+        "a", "pets", "b", "pets", target_io=((3, 40, 48), 7), surrogate_io=((3, 32, 32), 7)
+    )
+    assert "3x32x32 images to 7 classes, the target 3x40x48" in wrong_io
 
 
 def test_default_radii_follow_the_dataset_and_the_attacks() -> None:
     assert default_radii("mnist", ("fgsm",)) == ((0.1, 0.2, 0.3), ())
     assert default_radii("mnist", ("fgsm", "pgd_l2")) == ((0.1, 0.2, 0.3), (1.0, 2.0, 3.0))
-    with pytest.raises(ValueError, match="no default radii"):
+    with pytest.raises(ValueError, match="no preset for dataset 'svhn' and no input shape"):
         default_radii("svhn", ("fgsm",))
+
+
+def test_a_dataset_without_a_preset_gets_the_generic_radii_for_its_shape() -> None:
+    linf, l2 = default_radii("pets", ("fgsm", "pgd_l2"), (3, 32, 32))
+    assert linf == (2 / 255, 4 / 255, 8 / 255) and l2 == (0.25, 0.5, 1.0)
+    # Four times the values: twice the L2 radius, the same per-pixel size.
+    assert default_radii("pets", ("pgd_l2",), (3, 64, 64))[1] == (0.5, 1.0, 2.0)
+    assert default_radii("pets", ("pgd_l2",), (3, 40, 48))[1] == (0.342, 0.685, 1.37)
 
 
 @pytest.mark.parametrize(

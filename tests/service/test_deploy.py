@@ -220,6 +220,87 @@ def promtool_or_skip() -> str:
     return promtool
 
 
+def _admin_scrape_configs() -> dict[str, dict]:
+    """The Prometheus configurations that scrape /admin/metrics, by where they live."""
+    k8s = load_yaml("deploy/k8s/prometheus-config.yaml")["data"]["prometheus.yml"]
+    return {
+        "compose": load_yaml("deploy/prometheus/prometheus.admin.yml"),
+        "k8s": yaml.safe_load(k8s),
+    }
+
+
+@pytest.mark.parametrize("where", ["compose", "k8s"])
+def test_promtool_accepts_the_robustness_scrape_configs(where: str, tmp_path: Path) -> None:
+    """Checked whole (rules and the token file included) on a copy whose token file is a
+    temporary one: promtool insists that the file exists."""
+    config = _admin_scrape_configs()[where]
+    for job in config["scrape_configs"]:
+        if "kubernetes_sd_configs" in job and not _promtool_knows_kubernetes(tmp_path):
+            # Debian's promtool is built without Kubernetes service discovery; the rest of
+            # the job (path, relabelling, authorization) is still checked.
+            job["static_configs"] = [{"targets": ["pod:8000"]}]
+            del job["kubernetes_sd_configs"]
+        if "authorization" in job:
+            token = tmp_path / f"{job['job_name']}.token"
+            token.write_text("x" * 32)
+            job["authorization"]["credentials_file"] = str(token)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "rules.yml").write_text((ROOT / "deploy/prometheus/rules.yml").read_text())
+    result = subprocess.run(
+        [promtool_or_skip(), "check", "config", "prometheus.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _promtool_knows_kubernetes(tmp_path: Path) -> bool:
+    probe = tmp_path / "probe.yml"
+    probe.write_text(
+        yaml.safe_dump(
+            {"scrape_configs": [{"job_name": "p", "kubernetes_sd_configs": [{"role": "pod"}]}]}
+        )
+    )
+    result = subprocess.run(
+        [promtool_or_skip(), "check", "config", str(probe)], capture_output=True, text=True
+    )
+    return "kubernetes_sd_configs not found" not in result.stdout + result.stderr
+
+
+def test_robustness_series_are_scraped_only_from_the_admin_endpoint_with_the_scrape_token() -> None:
+    public = load_yaml("deploy/prometheus/prometheus.yml")["scrape_configs"]
+    assert [job["metrics_path"] for job in public] == ["/metrics"]
+    admin = load_yaml("deploy/compose.admin.yml")["services"]
+    secret = "/run/secrets/qusec_scrape_token"
+    assert admin["qusec"]["environment"]["QUSEC_SCRAPE_TOKEN_FILE"] == secret
+    assert admin["prometheus"]["secrets"] == ["qusec_scrape_token"]  # not the admin token
+    config_mount = "./deploy/prometheus/prometheus.admin.yml:/etc/prometheus/prometheus.yml:ro"
+    assert config_mount in admin["prometheus"]["volumes"]
+    for where, config in _admin_scrape_configs().items():
+        jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+        assert jobs["qusec"]["metrics_path"] == "/metrics" and "authorization" not in jobs["qusec"]
+        robustness = jobs["qusec-robustness"]
+        assert robustness["metrics_path"] == "/admin/metrics", where
+        assert robustness["authorization"]["type"] == "Bearer", where
+    assert _admin_scrape_configs()["compose"]["scrape_configs"][1]["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": secret,
+    }
+    # The replicas read the token from the Secret's scrape-token key.
+    (deployment, _) = yaml.safe_load_all((ROOT / "deploy/k8s/service.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["QUSEC_SCRAPE_TOKEN_FILE"] == "/run/secrets/qusec/scrape-token"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "admin-token"]
+    assert {"key": "scrape-token", "path": "scrape-token"} in volume["secret"]["items"]
+    # The alert that says when that scrape fails names the job that scrapes it.
+    rules = load_yaml("deploy/prometheus/rules.yml")
+    alerts = {rule.get("alert"): rule for group in rules["groups"] for rule in group["rules"]}
+    assert 'job="qusec-robustness"' in alerts["QusecRobustnessScrapeFailing"]["expr"]
+
+
 @pytest.mark.parametrize(
     "command",
     [

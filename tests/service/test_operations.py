@@ -30,13 +30,22 @@ def test_liveness_and_readiness(client) -> None:
     }
 
 
-def test_models_lists_manifests(client) -> None:
+def test_models_lists_what_a_client_needs(client) -> None:
     body = client.get("/models").json()
     assert body["default"] == "mnist-tq2" and body["ready"] is True
     tq = body["models"][0]
-    assert tq["manifest"]["quantizer"]["kind"] == "tq"
-    assert tq["defence"]["thresholds"] == pytest.approx([0.4])
-    assert tq["input_shape"] == [1, 28, 28] and tq["device"] == "cpu"
+    assert set(tq) == {
+        "name",
+        "dataset",
+        "architecture",
+        "input_shape",
+        "class_names",
+        "defence",
+        "weights_sha256",
+        "clean_accuracy",
+    }
+    assert tq["defence"]["kind"] == "tq" and tq["defence"]["thresholds"] == pytest.approx([0.4])
+    assert tq["input_shape"] == [1, 28, 28] and tq["dataset"] == "mnist"
 
 
 def test_default_model_setting(serve) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,19 @@ def test_the_worker_refuses_bad_settings(monkeypatch) -> None:
     with pytest.raises(SystemExit) as exited:
         cli(["--loop"])
     assert exited.value.code == 2
+
+
+def test_no_test_reads_a_qusec_variable_the_service_refuses() -> None:
+    """A ``QUSEC_*`` variable the tests read but the service does not know would, left
+    exported in a shell, stop the service there (``unknown setting``); the tests take such
+    things as pytest options instead (tests/conftest.py)."""
+    tests = Path(__file__).resolve().parents[1]
+    read = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()\s*["'](QUSEC_\w+)""")
+    known = {f"QUSEC_{name.upper()}" for name in ServiceSettings.model_fields}
+    unknown = {
+        f"{path.relative_to(tests)}: {name}"
+        for path in tests.rglob("*.py")
+        for name in read.findall(path.read_text())
+        if name not in known
+    }
+    assert unknown == set()

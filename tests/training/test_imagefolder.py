@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from models import imagefolder
 from models.checkpoint import load_checkpoint
-from training import imagefolder
 from training.cli import main
 from training.datasets import DatasetError
 from training.imagefolder import FolderOptions, load_image_folder
@@ -110,7 +110,7 @@ def test_a_held_out_split_is_fixed_by_the_seed(tmp_path) -> None:
 def test_letterbox_keeps_the_aspect_ratio_and_pads_with_black() -> None:
     buffer = io.BytesIO()
     Image.new("RGBA", (40, 10), (255, 255, 255, 255)).save(buffer, "PNG")
-    pixels = imagefolder._decode(buffer.getvalue(), (3, 20, 20))  # 40x10 -> 20x5, centred
+    pixels = imagefolder.decode_bytes(buffer.getvalue(), (3, 20, 20))  # 40x10 -> 20x5, centred
     assert pixels.shape == (3, 20, 20)
     assert pixels[:, :7].max() == 0 and pixels[:, 12:].max() == 0
     assert pixels[:, 7:12].min() == 255

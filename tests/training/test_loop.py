@@ -80,7 +80,22 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_mnist, monke
     full = load_file(str(tmp_path / "full" / "out" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "cut" / "out" / "model.safetensors"))
     assert all(torch.equal(full[k], resumed[k]) for k in full)
-    assert len(load_checkpoint(tmp_path / "cut" / "out").manifest.training["history"]) == 3
+    manifest = load_checkpoint(tmp_path / "cut" / "out").manifest
+    assert len(manifest.training["history"]) == 3
+    # The wall time counts the epochs of both sessions, each timed where it ran.
+    epoch_seconds = [entry["seconds"] for entry in manifest.training["history"]]
+    assert manifest.metrics["train_seconds"] == round(sum(epoch_seconds), 1)
+    assert "train_seconds_covers" not in manifest.metrics
+
+
+def test_a_state_from_before_epochs_were_timed_says_its_time_is_partial():
+    from training.loop import _train_seconds
+
+    older = [{"epoch": 1}, {"epoch": 2, "seconds": 4.0}]
+    partial = _train_seconds(older, 4.0)
+    assert partial["train_seconds"] == 4.0
+    assert "after the last resume only" in partial["train_seconds_covers"]
+    assert _train_seconds([{"seconds": 1.5}, {"seconds": 2.0}], 2.0) == {"train_seconds": 3.5}
 
 
 def test_resume_with_different_settings_is_refused(tmp_path, tiny_mnist):
@@ -201,7 +216,7 @@ def test_cli_describe_prints_a_row_per_checkpoint(tmp_path, tiny_mnist):
     assert result.returncode == 0, result.stderr
     row = result.stdout.splitlines()[-1]
     manifest = load_checkpoint(tmp_path / "out").manifest
-    assert row.startswith("| out | tq | 2 |")
+    assert row.startswith("| out | cleverhans-basic-cnn | 1x28x28 | 10 | tq | 2 |")
     assert f"{100 * manifest.metrics['clean_accuracy']:.2f}%" in row
 
 

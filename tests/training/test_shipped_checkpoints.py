@@ -1,6 +1,5 @@
 """The checkpoints shipped in checkpoints/ load, verify and reach their promised accuracy."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,6 @@ from training.datasets import load_dataset
 from training.loop import evaluate
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("QUSEC_DATA_DIR", REPO.parent / "shared" / "data"))
-
 # The accuracy each shipped checkpoint must reach on the full official test set (issue 2's
 # bounds for MNIST, issue 8's for CIFAR-10), and on the shipped 1,000-image subset.
 SHIPPED = {
@@ -55,11 +52,8 @@ def test_shipped_checkpoint_reaches_its_accuracy_on_the_shipped_subset(name, sub
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_recorded_accuracy_is_reproduced_on_the_full_official_test_set(name):
-    folder = SHARED_DATA / _dataset(name)
-    if not folder.is_dir():
-        pytest.skip(f"official {_dataset(name)} files not at {folder}")
-    data = load_dataset(_dataset(name), folder)
+def test_recorded_accuracy_is_reproduced_on_the_full_official_test_set(name, official_data):
+    data = load_dataset(_dataset(name), official_data(_dataset(name)))
     loaded = load_checkpoint(REPO / "checkpoints" / name)
     assert loaded.manifest.data_sha256 == data.files_sha256
     accuracy = evaluate(loaded.model, data.test, torch.device("cpu"))

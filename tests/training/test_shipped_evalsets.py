@@ -1,6 +1,5 @@
 """The shipped evaluation subsets are exactly the first 1,000 official test images."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ from models.evalset import eval_set_path, load_eval_set
 from training.datasets import load_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("QUSEC_DATA_DIR", REPO.parent / "shared" / "data"))
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
@@ -23,11 +21,8 @@ def test_shipped_subset_loads_with_its_checksum_and_shape(dataset):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", sorted(SHAPES))
-def test_shipped_subset_equals_the_first_official_test_images(dataset):
-    folder = SHARED_DATA / dataset
-    if not folder.is_dir():
-        pytest.skip(f"official {dataset} files not at {folder}")
-    data = load_dataset(dataset, folder)
+def test_shipped_subset_equals_the_first_official_test_images(dataset, official_data):
+    data = load_dataset(dataset, official_data(dataset))
     subset = load_eval_set(eval_set_path(dataset, REPO / "data" / "eval"))
     expected = data.test.images[:1000].astype(np.float32) / 255.0
     np.testing.assert_array_equal(subset.images.numpy(), expected)

@@ -1,8 +1,8 @@
 """One router per area; ``include_routers`` is the one place that mounts them.
 
-The admin area (``admin``) carries its access check once, as a router-level
-dependency (``APIRouter(..., dependencies=[Depends(require_admin)])``), and is
-mounted only when an admin token is configured.
+The admin area (``admin``, ``admin_views``) carries its access check once per router,
+as a router-level dependency (``APIRouter(..., dependencies=[Depends(require_admin)])``),
+and is mounted only when an admin token is configured.
 """
 
 from __future__ import annotations
@@ -12,16 +12,25 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
-from service.api.routes import admin, classify, console, health, inference_v2, naive
+from service.api.routes import (
+    admin,
+    admin_views,
+    classify,
+    console,
+    docs,
+    health,
+    inference_v2,
+    naive,
+)
 from service.settings import ServiceSettings
 
 
 def include_routers(app: FastAPI, settings: ServiceSettings) -> None:
-    routers = [health.router, console.router, classify.router, inference_v2.router]
+    routers = [health.router, console.router, docs.router, classify.router, inference_v2.router]
     if settings.enable_naive_endpoint:
         routers.append(naive.router)
     if settings.admin_enabled:
-        routers.append(admin.router)
+        routers += [admin.router, admin_views.models_router, admin_views.scrape_router]
     for router in routers:
         app.include_router(router)
     # Each path's methods, for the Allow header of a 405 (see service.errors).

@@ -7,21 +7,24 @@ on the router. Handlers validate, hand over to the job manager and shape the ans
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
+import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from service.api.auth import require_admin
 from service.api.deps import Settings
 from service.api.job_responses import public_job
 from service.api.job_upload import read_submission
 from service.api.schemas import RobustnessJob, RobustnessJobList, error_responses, inline_schema
-from service.errors import JobsUnavailable
+from service.errors import JobsUnavailable, NoReport
 from service.jobs.manager import JobManager
 from service.jobs.planning import CheckRequest, parse_request
-from service.jobs.store import STATUSES
+from service.jobs.store import STATUSES, JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +107,9 @@ async def list_jobs(
     jobs: Jobs,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
+    model: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> dict:
-    found = await asyncio.to_thread(jobs.recent, limit, status)
+    found = await asyncio.to_thread(jobs.recent, limit, status, model)
     shown = []
     for job in found:
         try:
@@ -141,3 +145,62 @@ async def cancel_job(job_id: JobId, jobs: Jobs) -> JSONResponse:
     return JSONResponse(
         public_job(job, with_report=False), status_code=202 if job.status == "running" else 200
     )
+
+
+# A downloaded report page is HTML from this origin: like the page's own <meta> policy, it may
+# run nothing and load nothing but its inline styles and data: images.
+REPORT_PAGE_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+
+
+@router.get(
+    "/{job_id}/report.json",
+    summary="A job's report as a JSON file to save",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/json": {}}, "description": "the report"},
+        **error_responses(404, 409, 422),
+    },
+)
+async def report_json(job_id: JobId, jobs: Jobs) -> Response:
+    job = await asyncio.to_thread(jobs.get, job_id)
+    body = json.dumps(_report_of(job), indent=2) + "\n"
+    return Response(body, media_type="application/json", headers=_attachment(job, "json"))
+
+
+@router.get(
+    "/{job_id}/report.html",
+    summary="A job's report as one self-contained HTML page to save",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/html": {}}, "description": "the page"},
+        **error_responses(404, 409, 422),
+    },
+)
+async def report_html(job_id: JobId, jobs: Jobs) -> Response:
+    # Deferred: the renderer is needed only here, and the serving process otherwise never
+    # loads it (tests/service/test_operations.py).
+    from robustness.html import to_html
+
+    job = await asyncio.to_thread(jobs.get, job_id)
+    page = await asyncio.to_thread(to_html, _report_of(job))
+    headers = {
+        **_attachment(job, "html"),
+        "Content-Security-Policy": REPORT_PAGE_POLICY,
+        "X-Content-Type-Options": "nosniff",
+    }
+    return Response(page, media_type="text/html; charset=utf-8", headers=headers)
+
+
+def _report_of(job: JobRecord) -> dict:
+    report = job.report
+    if report is None:
+        raise NoReport(f"job {job.id} ({job.status}) has no report")
+    return report
+
+
+def _attachment(job: JobRecord, extension: str) -> dict[str, str]:
+    """Save, don't show; named after the model, the day and the job."""
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", job.model)[:80]
+    day = time.strftime("%Y%m%d", time.gmtime(job.created_at))
+    name = f"{model}-{day}-{job.id[:8]}.{extension}"
+    return {"Content-Disposition": f'attachment; filename="{name}"'}

@@ -11,6 +11,7 @@ own routes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,9 +23,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from service.api.admission import admitted
+from service.api.auth import holds_admin_token
 from service.api.error_handlers import service_error_response, validation_error_response
+from service.api.query import check_query
 from service.api.schemas import ClassifyResponse, error_responses
 from service.edge.body import Reservation, read_image_upload
+from service.edge.clients import client_address
 from service.errors import NotReady, ServiceError
 from service.inference.pool import ClassifierPool
 from service.sanitize.upload import Upload
@@ -53,7 +57,7 @@ _BODY_DOC = {
 
 
 class ClassifyQuery(BaseModel):
-    """The query parameters of ``POST /classify`` (unknown ones are ignored)."""
+    """The query parameters of ``POST /classify`` (any other is refused, 400)."""
 
     model: str | None = Field(None, max_length=128, description="loaded model name")
     include_quantized: bool = Field(
@@ -70,10 +74,10 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     """``POST /classify`` as a plain ASGI call (see the module's docstring)."""
     request = Request(scope, receive)
     try:
+        pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        check_query((name for name, _ in pairs), ClassifyQuery.model_fields)
         try:
-            query = ClassifyQuery.model_validate(
-                dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-            )
+            query = ClassifyQuery.model_validate(dict(pairs))
         except ValidationError as exc:
             errors = [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
             response = validation_error_response(request, errors)
@@ -81,7 +85,8 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
             pool: ClassifierPool | None = request.app.state.pool
             if pool is None:
                 raise NotReady("the model pool has not been loaded yet")
-            response = JSONResponse(await _classify(pool, request, query))
+            body = await _classify(pool, request, query)
+            response = JSONResponse(body, headers=_warning_header(body["warnings"]))
     except ServiceError as exc:
         response = service_error_response(
             request, exc, request.app.state.settings.retry_after_seconds
@@ -95,7 +100,7 @@ async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery
 
     async def read(reservation: Reservation) -> Upload:
         with classifier.upstream_slot():  # the batcher may wait for a body on its way
-            return await read_image_upload(
+            upload = await read_image_upload(
                 request,
                 settings.max_body_bytes,
                 settings.body_read_timeout_seconds,
@@ -103,9 +108,20 @@ async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery
                 grace_seconds=settings.body_min_rate_grace_seconds,
                 reservation=reservation,
             )
+        return replace(upload, anonymous=not holds_admin_token(request))
 
-    async with admitted(pool, read) as upload:
+    async with admitted(pool, read, client_address(request.scope)) as upload:
         return await classifier.classify(upload, query.include_quantized, query.include_input)
+
+
+# Names the warnings of an answer (``service.inference.fit``), for clients that read headers.
+WARNING_HEADER = "QuSec-Input-Warning"
+
+
+def _warning_header(warnings: list[dict[str, str]]) -> dict[str, str] | None:
+    if not warnings:
+        return None
+    return {WARNING_HEADER: ", ".join(warning["code"] for warning in warnings)}
 
 
 class _Endpoint:
@@ -133,10 +149,18 @@ def document(openapi: dict[str, Any]) -> None:
     for name, schema in definitions["$defs"].items():
         # FastAPI's own version wins where another route already put the model there.
         components.setdefault(name, _without_null_defaults(schema))
-    responses: dict[str, Any] = {
-        "200": {"description": "Successful Response", "content": _json("ClassifyResponse")}
+    warning = {
+        "description": "the codes of the answer's warnings, when it has any",
+        "schema": {"type": "string"},
     }
-    for status, entry in error_responses(400, 404, 408, 413, 415, 422, 503, 504).items():
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "Successful Response",
+            "headers": {WARNING_HEADER: warning},
+            "content": _json("ClassifyResponse"),
+        }
+    }
+    for status, entry in error_responses(400, 404, 408, 413, 415, 422, 429, 503, 504).items():
         extra = {"headers": entry["headers"]} if "headers" in entry else {}
         responses[str(status)] = {
             "description": entry["description"],

@@ -23,17 +23,23 @@ router = APIRouter(include_in_schema=False)
 FILES = {
     "index.html": "text/html; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+    "favicon.ico": "image/vnd.microsoft.icon",
     **{
         f"js/{name}.js": "text/javascript; charset=utf-8"
         for name in (
             "main",
             "api",
             "dom",
+            "format",
             "chart",
             "gallery",
             "models",
             "classify",
             "drawing",
+            "report",
+            "checks",
+            "compare",
             "robustness",
             "admin",
         )
@@ -70,12 +76,18 @@ def _read(name: str) -> bytes:
 
 @router.get("/")
 async def root() -> RedirectResponse:
-    return RedirectResponse("/ui/", status_code=307)
+    return RedirectResponse("/ui/", status_code=307, headers=HEADERS)
 
 
 @router.get("/ui/")
 async def index() -> Response:
     return _serve("index.html")
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    # Browsers ask for it on their own; the console's page names favicon.svg instead.
+    return _serve("favicon.ico")
 
 
 @router.get("/ui/{name:path}")

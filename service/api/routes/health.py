@@ -41,7 +41,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get(
     "/models",
-    summary="Loaded models and their manifests",
+    summary="Loaded models: what a client needs to use each",
     response_model=ModelList,
     responses=error_responses(503),
 )
@@ -55,4 +55,5 @@ async def models(pool: Pool) -> dict:
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics(metrics: Metrics) -> Response:
+    """The public scrape: serving only; robustness figures are on ``/admin/metrics``."""
     return Response(metrics.exposition(), media_type=CONTENT_TYPE)

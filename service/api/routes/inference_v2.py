@@ -38,6 +38,7 @@ from service.api.schemas import (
     one_of,
 )
 from service.edge.body import Reservation, read_bounded
+from service.edge.clients import client_address
 from service.edge.content_coding import decode_content
 from service.errors import InvalidRequest, UnknownModel
 from service.inference.classifier import Classifier
@@ -72,7 +73,7 @@ _INFER_RESPONSES = {
         "description": "JSON; with binary outputs, the JSON header then the outputs' bytes",
         "headers": {HEADER_LENGTH: {"description": "bytes of JSON before binary outputs"}},
     },
-    **error_responses(400, 404, 408, 413, 415, 422, 503, 504),
+    **error_responses(400, 404, 408, 413, 415, 422, 429, 503, 504),
 }
 
 
@@ -211,7 +212,7 @@ async def _infer(
             reservation=reservation,
         )
 
-    async with admitted(pool, read) as body:
+    async with admitted(pool, read, client_address(request.scope)) as body:
         call = await asyncio.get_running_loop().run_in_executor(
             pool.decode_pool, _parse, request, body, classifier, settings, header_length
         )

@@ -18,7 +18,8 @@ from service.jobs.store.records import JobRecord, sum_progress
 
 SUMMARY_COLUMNS = (
     "id, status, model, spec, created_at, started_at, finished_at, progress, "
-    "stop_request, error, headline, attempt, holder, parent_id, part, parts"
+    "stop_request, error, headline, attempt, holder, parent_id, part, parts, "
+    "qualifying, qualification"
 )
 TOP = "parent_id IS NULL"  # a check as submitted, not a part of one
 

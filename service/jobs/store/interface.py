@@ -33,6 +33,11 @@ from service.jobs.store.records import (
     record_or_skip,
 )
 
+# The newest check of each model that may set its gauges (service.jobs.qualifying).
+_LATEST_QUALIFYING = (
+    f"SELECT MAX(seq) FROM jobs WHERE status = 'done' AND qualifying = ? AND {TOP} GROUP BY model"
+)
+
 
 class JobStore(LeasedStore):
     """The queue and its jobs."""
@@ -72,12 +77,21 @@ class JobStore(LeasedStore):
                 db.execute("INSERT INTO job_samples (job_id, npz) VALUES (?, ?)", (job_id, samples))
         return self.get(job_id)  # type: ignore[return-value]
 
-    def recent(self, limit: int, status: str | None = None) -> list[JobRecord]:
-        """Newest first, without reports."""
-        where, args = (f"WHERE {TOP} AND status = ?", (status,)) if status else (f"WHERE {TOP}", ())
+    def recent(
+        self, limit: int, status: str | None = None, model: str | None = None
+    ) -> list[JobRecord]:
+        """Newest first, without reports; of one status and one model when given."""
+        conditions, args = [TOP], []
+        if status:
+            conditions.append("status = ?")
+            args.append(status)
+        if model:
+            conditions.append("model = ?")
+            args.append(model)
         with self._connect() as db:
             rows = db.execute(
-                f"SELECT {SUMMARY_COLUMNS} FROM jobs {where} ORDER BY seq DESC LIMIT ?",
+                f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE {' AND '.join(conditions)} "
+                "ORDER BY seq DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
         return [job for row in rows if (job := record_or_skip(row)) is not None]
@@ -96,12 +110,12 @@ class JobStore(LeasedStore):
             row = db.execute("SELECT npz FROM job_samples WHERE job_id = ?", (job_id,)).fetchone()
         return bytes(row["npz"]) if row is not None else None
 
-    def latest_done_ids(self) -> dict[str, str]:
-        """model -> id of its newest completed job (cheap: no reports read)."""
+    def latest_qualifying_ids(self) -> dict[str, str]:
+        """model -> id of its newest qualifying check, the one its gauges show (cheap: no
+        reports read)."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT model, id FROM jobs WHERE seq IN "
-                f"(SELECT MAX(seq) FROM jobs WHERE status = 'done' AND {TOP} GROUP BY model)"
+                f"SELECT model, id FROM jobs WHERE seq IN ({_LATEST_QUALIFYING})", (True,)
             ).fetchall()
         return {row["model"]: row["id"] for row in rows}
 
@@ -131,8 +145,9 @@ class JobStore(LeasedStore):
     def prune(self, keep: int) -> int:
         """Delete finished jobs beyond the newest ``keep``; returns how many went.
 
-        The newest completed job of each model stays whatever its age: its report is
-        what the robustness gauges show.
+        The newest completed job of each model stays whatever its age (the console shows
+        it), and so does its newest qualifying one: its report is what the robustness
+        gauges show.
         """
         finished = ", ".join("?" * len(FINISHED))
         newest = (
@@ -143,8 +158,8 @@ class JobStore(LeasedStore):
             cursor = db.execute(
                 f"DELETE FROM jobs WHERE status IN ({finished}) AND {TOP} "
                 f"AND seq NOT IN (SELECT seq FROM ({newest}) AS newest) "
-                f"AND seq NOT IN ({latest_reports})",
-                (*FINISHED, *FINISHED, keep),
+                f"AND seq NOT IN ({latest_reports}) AND seq NOT IN ({_LATEST_QUALIFYING})",
+                (*FINISHED, *FINISHED, keep, True),
             )
         return cursor.rowcount
 

@@ -30,7 +30,13 @@ import time
 from collections.abc import Callable
 
 from service.jobs.store.base import Connection, StoreBase
-from service.jobs.store.records import FINISHED, QUEUED, RUNNING, JobRecord
+from service.jobs.store.records import (
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    JobRecord,
+    qualification_columns,
+)
 
 # A job whose holder vanished runs again once: a machine that dies is rarely the job's
 # fault, and units are seeded, so the rerun gives the same rows. A job that takes its
@@ -182,13 +188,14 @@ class LeasedStore(StoreBase):
             status, report, error = assemble(parts)
             db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, report = ?, headline = ?, "
-                "error = ? WHERE id = ?",
+                "error = ?, qualifying = ?, qualification = ? WHERE id = ?",
                 (
                     status,
                     time.time(),
                     json.dumps(report) if report is not None else None,
                     json.dumps(report["worst_case"]) if report is not None else None,
                     error,
+                    *qualification_columns(report),
                     job_id,
                 ),
             )
@@ -224,13 +231,15 @@ class LeasedStore(StoreBase):
         with self._connect() as db:
             cursor = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, report = ?, headline = ?, "
-                "error = ?, lease_expires_at = NULL WHERE id = ? AND lease = ? AND status = ?",
+                "error = ?, qualifying = ?, qualification = ?, lease_expires_at = NULL "
+                "WHERE id = ? AND lease = ? AND status = ?",
                 (
                     status,
                     time.time(),
                     json.dumps(report) if report is not None else None,
                     headline,
                     error,
+                    *qualification_columns(report),
                     job_id,
                     lease,
                     RUNNING,

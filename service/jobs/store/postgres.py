@@ -59,6 +59,14 @@ MIGRATIONS = [
         )
         """
     ),
+    # Whether a finished check met the bar for the gauges, and why not
+    # (service.jobs.qualifying); NULL for checks from before.
+    statements(
+        """
+        ALTER TABLE jobs ADD COLUMN qualifying BOOLEAN;
+        ALTER TABLE jobs ADD COLUMN qualification TEXT
+        """
+    ),
 ]
 
 

@@ -21,7 +21,7 @@ FINISHED = ("done", "failed", "cancelled", "timed_out", "interrupted")
 STATUSES = (QUEUED, RUNNING, *FINISHED)
 
 # The columns stored as JSON text.
-_JSON_COLUMNS = ("spec", "progress", "headline", "report")
+_JSON_COLUMNS = ("spec", "progress", "headline", "report", "qualification")
 
 
 class QueueFullError(Exception):
@@ -52,6 +52,10 @@ class JobRecord:
     parent_id: str | None  # a part: the split check it belongs to
     part: int | None  # a part: its position in the check's plan
     parts: int | None  # a split check: how many parts it has
+    # A finished check: whether it met the bar for the gauges, and the judgement
+    # (service.jobs.qualifying); None before it finished and for checks from before the bar.
+    qualifying: bool | None = None
+    qualification: dict[str, Any] | None = None
     lease: str | None = None  # the current run's fencing token
     report: dict[str, Any] | None = None
 
@@ -71,6 +75,8 @@ class JobRecord:
         for column in _JSON_COLUMNS:
             if values[column] is not None:
                 values[column] = json.loads(values[column])
+        if values["qualifying"] is not None:  # SQLite keeps booleans as 0 and 1
+            values["qualifying"] = bool(values["qualifying"])
         return cls(**values)
 
 
@@ -84,6 +90,15 @@ def record_or_skip(row: Mapping[str, Any]) -> JobRecord | None:
     except (ValueError, TypeError) as exc:
         log.warning("job %s: its stored record is unreadable (%s); left out", row["id"], exc)
         return None
+
+
+def qualification_columns(report: dict[str, Any] | None) -> tuple[bool, str | None]:
+    """(qualifying, qualification) of a finished check, from its report's judgement
+    (``service.jobs.qualifying``): a check without one never qualifies."""
+    judged = (report or {}).get("qualification")
+    if judged is None:
+        return False, None
+    return bool(judged["qualifying"]), json.dumps(judged)
 
 
 def sum_progress(parts: list[JobRecord]) -> dict[str, Any]:
@@ -106,6 +121,7 @@ __all__ = [
     "STATUSES",
     "JobRecord",
     "QueueFullError",
+    "qualification_columns",
     "record_or_skip",
     "sum_progress",
 ]

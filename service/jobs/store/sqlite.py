@@ -20,7 +20,7 @@ from service.jobs.store.migrations import migrate, statements
 
 # Version 1 is the schema from before migrations were versioned (``IF NOT EXISTS``, so a
 # database of that age is adopted as it is); version 2 adds leases (attempt, holder,
-# expiry) and split checks (parent, part, parts).
+# expiry) and split checks (parent, part, parts); version 3 qualifying checks.
 MIGRATIONS = [
     statements(
         """
@@ -56,6 +56,14 @@ MIGRATIONS = [
         ALTER TABLE jobs ADD COLUMN part INTEGER;
         ALTER TABLE jobs ADD COLUMN parts INTEGER;
         CREATE INDEX jobs_by_parent ON jobs (parent_id, part)
+        """
+    ),
+    # Version 3: whether a finished check met the bar for the gauges, and why not
+    # (service.jobs.qualifying); NULL for checks from before.
+    statements(
+        """
+        ALTER TABLE jobs ADD COLUMN qualifying BOOLEAN;
+        ALTER TABLE jobs ADD COLUMN qualification TEXT
         """
     ),
 ]

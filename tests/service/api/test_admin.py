@@ -23,6 +23,7 @@ from service.settings import ServiceSettings
 from tests.service.helpers.admin import (
     AUTH,
     FAST,
+    SMALL_BAR,
     TOKEN,
     assert_gauges_match,
     finished,
@@ -112,8 +113,23 @@ def test_job_lifecycle_progress_report_and_gauges(admin) -> None:
     assert [j["id"] for j in listed] == [job_id] and "report" not in listed[0]
     assert client.get("/robustness-check?status=queued", headers=AUTH).json() == {"jobs": []}
     assert client.get("/robustness-check?status=lost", headers=AUTH).status_code == 422
+    # Without naive white-box and on 40 samples, it is below the bar: stored and shown as
+    # such, and the gauges never show it.
+    assert job["qualifying"] is False and report["qualification"]["qualifying"] is False
+    assert "missing: naive" in job["qualification"]["reasons"][0]
+    text = wait_for_metrics(client, 'qusec_robustness_jobs_total{status="done"} 1.0')
+    assert "qusec_robust_accuracy_ratio{" not in text
 
-    assert_gauges_match(client, report)
+
+@pytest.mark.slow  # runs real job processes
+def test_a_check_that_meets_the_bar_sets_every_gauge_from_its_rows(admin) -> None:
+    client = admin(**SMALL_BAR)
+    submitted = client.post("/robustness-check", headers=AUTH, json=FAST).json()
+    assert submitted["qualifying"] is None and submitted["qualification"]["reasons"] == []
+    job = wait_for(client, submitted["id"], finished)
+    assert job["status"] == "done" and job["qualifying"] is True, job["qualification"]
+    assert_gauges_match(client, job["report"])
+    assert "qusec_robust" not in client.get("/metrics").text  # admin-only
 
 
 @pytest.mark.slow  # runs real job processes

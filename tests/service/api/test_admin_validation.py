@@ -23,7 +23,9 @@ from tests.service.helpers.checkpoints import write_checkpoint
         ({"threat_models": ["oracle"]}, "invalid_job_request", "unknown threat model"),
         ({"epsilons": [-0.1]}, "invalid_job_request", "epsilons must lie in (0, 1]"),
         ({"epsilons": [1.5]}, "invalid_job_request", "epsilons must lie in (0, 1]"),
-        ({"epsilons": ["wide"]}, "invalid_job_request", "invalid epsilons.0"),
+        ({"epsilons": ["wide"]}, "invalid_job_request", "epsilons: not a radius: 'wide'"),
+        ({"epsilons": ["1/0"]}, "invalid_job_request", "not a radius"),
+        ({"epsilons": ["300/255"]}, "invalid_job_request", "epsilons must lie in (0, 1]"),
         ({"epsilons": [0.1] * 2}, "invalid_job_request", "repeat"),
         ({"epsilons": [i / 100 for i in range(1, 10)]}, "invalid_job_request", "at most 8"),
         ({"samples": 101}, "invalid_job_request", "at most 100 samples"),
@@ -33,7 +35,7 @@ from tests.service.helpers.checkpoints import write_checkpoint
         ({"attack_params": {"pgd": {"nb_iter": 5}}}, "invalid_job_request", "not requested"),
         ({"attack_params": {"fgsm": {"nb_iter": 5}}}, "invalid_job_request", "no parameter"),
         ({"shell": "rm -rf /"}, "invalid_job_request", "invalid shell"),
-        ({"model": "mnist-cq9"}, "unknown_model", "no model of that name"),
+        ({"model": "mnist-cq9"}, "unknown_model", "'mnist-cq9' is loaded; loaded: mnist-tq2"),
     ],
     ids=lambda value: str(value)[:40],
 )
@@ -141,3 +143,25 @@ def test_bundled_samples_come_from_the_configured_eval_dir(queue_only_admin, tmp
     accepted = client.post("/robustness-check", headers=AUTH, json=FAST)
     assert accepted.status_code == 202, accepted.text
     client.delete(accepted.headers["Location"], headers=AUTH)
+
+
+def test_radii_written_as_fractions_are_accepted_and_echoed_as_given(
+    queue_only_admin, checkpoints
+) -> None:
+    client = queue_only_admin(checkpoints=[checkpoints["cifar-cq3"]])
+    body = {**FAST, "epsilons": ["2/255", " 8/255", 0.05], "l2_epsilons": ["1/2"]}
+    body |= {"attacks": ["fgsm", "pgd_l2"], "sanity_epsilon": "255/255"}
+    response = client.post("/robustness-check", headers=AUTH, json=body)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["request"]["epsilons"] == pytest.approx([2 / 255, 8 / 255, 0.05])
+    assert job["request"]["l2_epsilons"] == [0.5] and job["request"]["sanity_epsilon"] == 1.0
+    given = {"epsilons": ["2/255", " 8/255", 0.05], "l2_epsilons": ["1/2"]}
+    assert job["radii_as_given"] == {**given, "sanity_epsilon": "255/255"}
+    shown = client.get(response.headers["Location"], headers=AUTH).json()
+    assert shown["radii_as_given"] == job["radii_as_given"]
+    # Left to the defaults, radii are not echoed: there is nothing the request wrote.
+    default = client.post("/robustness-check", headers=AUTH, json={**FAST, "epsilons": None})
+    assert "radii_as_given" not in default.json()
+    for location in (response.headers["Location"], default.headers["Location"]):
+        client.delete(location, headers=AUTH)

@@ -100,3 +100,14 @@ def test_every_console_file_is_package_data() -> None:
     patterns = pyproject["tool"]["setuptools"]["package-data"]["service.api.routes"]
     for name in FILES:
         assert any(fnmatch.fnmatch(f"console_files/{name}", p) for p in patterns), name
+
+
+def test_the_favicon_is_served_where_browsers_look_for_it(client) -> None:
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/vnd.microsoft.icon"
+    assert icon.content[:4] == b"\x00\x00\x01\x00"  # an ICO header
+    assert icon.content == (CONSOLE / "favicon.ico").read_bytes()
+    page = client.get("/ui/").text
+    assert '<link rel="icon" href="/ui/favicon.svg" type="image/svg+xml">' in page
+    assert client.get("/ui/favicon.svg").headers["content-type"] == "image/svg+xml"

@@ -8,7 +8,6 @@ Screenshots go to ``test-artifacts/console/`` (ignored by git) for a person to l
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,26 +16,18 @@ import pytest
 from PIL import Image
 
 from models.evalset import load_eval_set
+from tests.browser import shoot as shoot_in
+from tests.service.helpers.console import WAIT_MS, console_page, use_token
 from tests.service.helpers.servers import STOPPED_BY_SIGTERM, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[3]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts" / "console"
 TOKEN = "console-test-token-0123456789abcdef"
-# Generous: the machine is shared, and a job process imports torch before it starts.
-WAIT_MS = 240_000
-
-sync_api = pytest.importorskip("playwright.sync_api")
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(".ci/run installs chromium; it is missing")
-    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
+def server(tmp_path_factory, browser) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("console")
     running = start_server(
         folder / "server.log",
@@ -51,44 +42,15 @@ def server(tmp_path_factory) -> Iterator[Server]:
     assert stop(running) in STOPPED_BY_SIGTERM, (folder / "server.log").read_text()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
 def page(browser, server: Server) -> Iterator:
-    """A fresh page on the console; fails the test on any script error or CSP violation."""
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    opened = context.new_page()
-    problems: list[str] = []
-    opened.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    opened.on(
-        "console",
-        lambda message: (
-            problems.append(f"console {message.type}: {message.text}")
-            if message.type == "error"
-            and "the server responded with a status of 40" not in message.text
-            else None
-        ),
-    )
-    opened.goto(f"{server.url}/")
-    opened.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
-    yield opened
-    context.close()
-    assert problems == []
+    """A fresh page on the console; fails the test on any script error, CSP violation or 404."""
+    with console_page(browser, server.url) as opened:
+        yield opened
 
 
 def shoot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
+    return shoot_in(page, "console", name)
 
 
 def mnist_digit(tmp_path: Path, index: int) -> tuple[Path, int]:
@@ -208,9 +170,7 @@ def test_a_wrong_token_shows_the_services_reason(page) -> None:
 
 
 def test_admin_runs_a_check_and_reads_its_chart_flags_and_gallery(page) -> None:
-    page.fill("#admin-token", TOKEN)
-    page.click("#token-form button[type=submit]")
-    page.locator("#check-form").wait_for(state="visible", timeout=WAIT_MS)
+    use_token(page, TOKEN)
     page.fill("#check-attacks", "noise, fgsm")
     page.fill("#check-epsilons", "0.1, 0.3")
     page.fill("#check-samples", "20")
@@ -228,29 +188,35 @@ def test_admin_runs_a_check_and_reads_its_chart_flags_and_gallery(page) -> None:
     page.click("#job-open")
     report = page.locator("#robustness-report")
     report.locator("svg polyline").first.wait_for(state="attached", timeout=WAIT_MS)
-    # One line per (attack, threat model) that ran at a radius, plus the worst case.
-    series = {"fgsm / transfer", "fgsm / naive white-box", "fgsm / BPDA", "noise / gradient-free"}
+    # By default one line per threat model (its attacks' lowest), over the worst case.
+    series = {
+        "transfer: lowest of 1 attack",
+        "naive white-box: lowest of 1 attack",
+        "BPDA: lowest of 1 attack",
+        "gradient-free: lowest of 1 attack",
+    }
     legend = report.locator(".legend li").all_inner_texts()
-    assert {text.strip() for text in legend} == series | {"worst case (the headline)"}
+    assert {text.strip() for text in legend} == series | {
+        "worst case over every attack (the headline)"
+    }
     assert report.locator("svg polyline").count() == len(series) + 1
     assert "FIRED" in report.locator(".flags").inner_text()
-    # One group of examples is open, the first where the attack fooled the model.
+    # One attack's examples are open, the first where the attack fooled the model.
     opened = report.locator("details[open]")
     assert opened.count() == 1
     assert opened.locator(".example").first.locator("img").count() == 4
     assert opened.locator(".fooled").count() >= 1
     opened.scroll_into_view_if_needed()
     shoot(page, "report")
-    # The robustness view finds the same report as the model's latest.
-    page.click("#robustness-reload")
-    report.locator("svg polyline").first.wait_for(state="attached", timeout=WAIT_MS)
-    assert "Job" in report.inner_text()
+    # The robustness view lists the check.
+    page.click("#checks-reload")
+    page.locator("#checks-body tr").first.wait_for(timeout=WAIT_MS)
+    job_id = page.locator("#job-id").inner_text()
+    assert page.locator(f"#checks-body tr[data-job='{job_id}']").count() == 1
 
 
 def test_admin_cancels_a_check(page) -> None:
-    page.fill("#admin-token", TOKEN)
-    page.click("#token-form button[type=submit]")
-    page.locator("#check-form").wait_for(state="visible", timeout=WAIT_MS)
+    use_token(page, TOKEN)
     page.fill("#check-attacks", "bim, pgd")
     page.fill("#check-samples", "100")
     page.click("#check-start")

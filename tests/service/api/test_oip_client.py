@@ -112,7 +112,13 @@ def test_with_no_checkpoint_named_the_bundled_models_are_served(tmp_path) -> Non
     running = start_server(tmp_path / "bundled.log", [])
     try:
         ready = httpx.get(f"{running.url}/readyz", timeout=60).json()
-        assert ready["models"] == ["mnist-tq2", "cifar10-tq4"]
+        assert ready["models"] == [
+            "mnist-pgd",
+            "cifar10-fgsm",
+            "cifar10-resnet20",
+            "mnist-tq2",
+            "cifar10-tq4",
+        ]
     finally:
         stop(running)
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from starlette.requests import Request
 
-from service.edge.body import read_bounded, read_image_upload
-from service.errors import BodyReadTimeout, BodyTooLarge
+from service.edge.body import BodyBudget, BodyPace, read_bounded, read_image_upload
+from service.errors import BodyReadTimeout, BodyTooLarge, ClientBodyLimit
 from tests.service.helpers.images import TEST_BODY_LIMIT, digit, encode
 
 PNG = encode(digit(), "PNG")
@@ -162,3 +162,60 @@ def test_multipart_without_boundary_is_400(client) -> None:
     )
     assert response.status_code == 400
     assert response.json()["reason"] == "bad_multipart"
+
+
+# --- the pace a body must keep, and the budget it counts against ----------------------------
+
+
+def test_the_deadline_grows_with_the_declared_length_only_as_far_as_the_timeout() -> None:
+    def whole_body_seconds(declared: int | None) -> float:
+        pace = BodyPace(timeout_seconds=30, min_rate=1024, grace_seconds=5, declared=declared)
+        return pace.grace_seconds + (declared or 0) / pace.rate
+
+    assert whole_body_seconds(10 * 1024) == 15  # at the floor: grace + 10 KiB at 1 KiB/s
+    assert whole_body_seconds(20 * 1024) == 25
+    # 5 MB could never arrive at the floor before the timeout: it must average 200 kB/s.
+    assert whole_body_seconds(5_000_000) == 30
+    assert BodyPace(30, 1024, 5, declared=5_000_000).rate == 200_000
+    assert BodyPace(30, 1024, 5, declared=None).rate == 1024  # chunked: the floor alone
+    assert BodyPace(30, 0, 5, declared=5_000_000).rate == 0  # no floor: the timeout alone
+
+
+def test_a_body_declaring_much_and_sending_above_the_floor_is_cut_after_the_grace() -> None:
+    async def scenario() -> str:
+        sent = []
+
+        async def receive() -> dict:
+            await asyncio.sleep(0.05)  # 100 B every 50 ms: 2 kB/s, twice the floor
+            sent.append(100)
+            return {"type": "http.request", "body": b"x" * 100, "more_body": len(sent) < 400}
+
+        headers = [(b"content-length", b"2000000")]
+        request = Request({"type": "http", "method": "POST", "headers": headers}, receive)
+        with pytest.raises(BodyReadTimeout) as caught:
+            await read_bounded(request, 5_000_000, 600, min_rate=1024, grace_seconds=0.2)
+        return caught.value.detail
+
+    # 2 MB at this rate takes 1,000 s; the 600 s timeout alone would let it hold on that long.
+    assert "at least 3334 B/s" in asyncio.run(scenario())
+
+
+def test_a_client_holds_at_most_its_share_of_body_bytes() -> None:
+    budget = BodyBudget(limit=10_000, per_client_limit=1000)
+    with budget.reserve("a") as first:
+        first.claim(800)  # a declared length
+        with budget.reserve("a") as second, pytest.raises(ClientBodyLimit):
+            second.claim(300)
+        with budget.reserve("b") as other:
+            other.claim(1000)  # another client has its own share
+            assert budget.by_client == {"a": 800, "b": 1000}
+        first.take(900)  # more arrived than declared: counted as it arrives
+        assert budget.by_client == {"a": 900} and budget.used == 900
+    assert budget.by_client == {} and budget.used == 0
+
+
+def test_a_client_with_nothing_in_flight_may_always_start_one_body() -> None:
+    budget = BodyBudget(limit=10_000, per_client_limit=100)
+    with budget.reserve("a") as only:
+        only.claim(5000)
+        assert budget.by_client == {"a": 5000}

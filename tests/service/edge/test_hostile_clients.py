@@ -9,7 +9,6 @@ status codes, reason codes and counts; waits are on states, with generous limits
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import threading
@@ -26,6 +25,7 @@ from PIL import Image
 
 from tests.service.helpers.hostile_files import png_16bit_canvas, progressive_jpeg, webp_canvas
 from tests.service.helpers.images import digit, encode
+from tests.service.helpers.raw_http import closed_by_server, read_response, read_responses
 from tests.service.helpers.servers import STOPPED_BY_SIGTERM, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
@@ -33,6 +33,8 @@ pytestmark = pytest.mark.slow
 MAX_IN_FLIGHT = 16
 MAX_CONNECTIONS = 64
 SHED_AT = MAX_IN_FLIGHT * 7 // 8  # the connection layer refuses from 7/8 of the limit on
+# Every upload decoded in a worker counts as heavy here, so the two heavy-lane workers are
+# the pool these tests hold with expensive files (the lanes have tests of their own).
 DECODE_PROCESSES = 2
 PNG = encode(digit(), "PNG")  # tiny: decoded inline
 NEEDS_A_WORKER = encode(Image.new("L", (1000, 1000)), "PNG")  # small body, many pixels
@@ -44,7 +46,12 @@ SETTINGS = {
     "QUSEC_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
     "QUSEC_REQUEST_HEADER_TIMEOUT_SECONDS": "2",
     "QUSEC_BODY_MIN_RATE_GRACE_SECONDS": "2",
-    "QUSEC_DECODE_PROCESSES": str(DECODE_PROCESSES),
+    "QUSEC_DECODE_PROCESSES": str(DECODE_PROCESSES + 1),
+    "QUSEC_DECODE_HEAVY_PROCESSES": str(DECODE_PROCESSES),
+    "QUSEC_DECODE_HEAVY_COST_BYTES": "1",
+    "QUSEC_DECODE_HEAVY_NICE": "0",
+    "QUSEC_DECODE_MAX_COST_BYTES_PER_CLIENT": "0",
+    "QUSEC_ANONYMOUS_MAX_DECODE_COST_BYTES": str(1 << 50),
     "QUSEC_DECODE_THREADS": "2",
     "QUSEC_DECODE_TIMEOUT_SECONDS": "10",
     # Let the expensive JPEG through the scan cap, so that the deadline has to stop it.
@@ -68,44 +75,6 @@ def connect(server: Server) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], dict]:
-    """Status, headers and JSON body of one response."""
-    return read_responses(sock, 1)[0]
-
-
-def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], dict]]:
-    """``count`` responses in order, however the bytes of pipelined ones arrive."""
-    data, responses = b"", []
-    while len(responses) < count:
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise EOFError(f"connection closed after {data!r}")
-            data += chunk
-        head, data = data.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:])}
-        length = int(headers["content-length"])
-        while len(data) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        body, data = data[:length], data[length:]
-        responses.append((int(lines[0].split()[1]), headers, json.loads(body)))
-    return responses
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    """True once the server has closed the connection (EOF or reset), after any response."""
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
-    return True
 
 
 def classify_request(body: bytes, extra: bytes = b"", *, body_follows: bool = True) -> bytes:

@@ -68,7 +68,9 @@ def test_a_sqlite_database_from_before_versioning_is_upgraded(tmp_path) -> None:
     store.initialise()
     old = store.get("old")
     assert old.status == "done" and old.attempt == 0 and old.report == {"worst_case": []}
-    assert versions(store) == [1, 2]
+    assert versions(store) == [1, 2, 3]
+    # A check from before the bar never qualifies: the gauges wait for one that does.
+    assert old.qualifying is None and store.latest_qualifying_ids() == {}
 
 
 def test_concurrent_claimants_never_get_the_same_job(store) -> None:
@@ -198,3 +200,41 @@ def test_a_run_handed_back_after_a_cancel_is_cancelled(store) -> None:
     store.request_stop(job.id, "cancel")
     assert store.abandon(job.id, claim.lease, "its job process died") == "cancelled"
     assert store.get(job.id).error == "cancelled; its job process died"
+
+
+def _judged(qualifying: bool) -> dict:
+    reasons = [] if qualifying else ["threat models that apply to the model are missing: naive"]
+    return {"worst_case": [], "qualification": {"qualifying": qualifying, "reasons": reasons}}
+
+
+def test_only_a_qualifying_check_is_the_one_the_gauges_show_and_pruning_keeps_it(store) -> None:
+    finished = []
+    for report in (_judged(True), _judged(False), {"worst_case": []}):
+        store.submit("m", {"n": 1}, None, capacity=10)
+        job = store.claim_next("h")
+        assert store.finish(job.id, job.lease, "done", report=report)
+        finished.append(job.id)
+    qualifying, below_bar, unjudged = finished
+    assert store.latest_qualifying_ids() == {"m": qualifying}
+    assert store.get(qualifying).qualifying is True
+    shown = store.get(below_bar, with_report=False)
+    assert shown.qualifying is False and shown.qualification["reasons"][0].endswith("naive")
+    assert store.get(unjudged).qualifying is False and store.get(unjudged).qualification is None
+    # The newest finished job and the one the gauges show stay; the one between goes.
+    assert store.prune(keep=1) == 1
+    assert store.get(below_bar) is None
+    assert store.latest_qualifying_ids() == {"m": qualifying}
+
+
+def test_a_split_check_is_judged_when_it_is_settled(store) -> None:
+    parent = store.submit("m", {"n": 1}, None, capacity=10, parts=[{"p": 0}, {"p": 1}])
+    for _ in range(2):
+        part = store.claim_next("h")
+        assert store.finish(part.id, part.lease, "done", report={"worst_case": []})
+    assert store.latest_qualifying_ids() == {}  # parts are never the check
+
+    def assemble(parts: list) -> tuple:
+        return "done", _judged(True), None
+
+    assert store.settle_split(parent.id, assemble) == "done"
+    assert store.latest_qualifying_ids() == {"m": parent.id}

@@ -31,16 +31,23 @@ from tests.service.helpers.servers import ROOT, STOPPED_BY_SIGTERM, Server, star
 pytestmark = pytest.mark.slow
 
 LEASE_SECONDS = "3"
-# Eight units (two attacks, two threat models, two radii); PGD's draws its random start,
-# so equal rows show the per-unit seeding at work across processes.
+# Fourteen units (FGSM and PGD under three threat models, the noise floor under the
+# fourth, at two radii); PGD's draws its random start, so equal rows show the per-unit
+# seeding at work across processes. Every threat model that applies runs, so under the
+# replicas' bar (BAR) the check qualifies and sets the gauges.
 SPLITTABLE = {
-    "attacks": ["fgsm", "pgd"],
-    "threat_models": ["naive", "bpda"],
+    "attacks": ["noise", "fgsm", "pgd"],
+    "threat_models": ["transfer", "naive", "bpda", "gradient_free"],
     "epsilons": [0.1, 0.3],
     "attack_params": {"pgd": {"nb_iter": 40}},
     "samples": 20,
     "batch_size": 10,
     "sanity_epsilon": None,
+}
+BAR = {
+    "QUSEC_ROBUSTNESS_QUALIFYING_ATTACKS": "pgd",
+    "QUSEC_ROBUSTNESS_QUALIFYING_EPSILONS": "0.1,0.3",
+    "QUSEC_ROBUSTNESS_QUALIFYING_SAMPLES": "20",
 }
 
 
@@ -95,6 +102,7 @@ def fleet(checkpoints, postgres, tmp_path_factory) -> Iterator[Fleet]:
         "QUSEC_ADMIN_TOKEN": TOKEN,
         "QUSEC_ROBUSTNESS_RUN_JOBS": "false",
         "QUSEC_ROBUSTNESS_QUEUE_SIZE": "10",
+        **BAR,
     }
     a = start_server(logs / "a.log", [], {**replica, "QUSEC_ROBUSTNESS_SPLIT_UNITS": "true"})
     b = start_server(logs / "b.log", [], replica)
@@ -145,11 +153,13 @@ def test_two_workers_split_one_check_into_the_one_worker_report(fleet) -> None:
         whole_id = b.post("/robustness-check", headers=AUTH, json=SPLITTABLE).json()["id"]
         whole = poll(a, whole_id, finished, timeout=300)
     assert split["status"] == whole["status"] == "done"
-    assert split["parts"] == 8 and whole["parts"] is None
+    assert split["parts"] == 14 and whole["parts"] is None
+    assert split["qualifying"] is whole["qualifying"] is True, split["qualification"]
+    assert split["report"]["qualification"] == whole["report"]["qualification"]
     holders = {part.holder for part in fleet.store.parts(split_id)}
     assert len(holders) == 2, holders  # both workers took parts
     assert _rows(split["report"]) == _rows(whole["report"])
-    assert len(_rows(whole["report"])) == 8
+    assert len(_rows(whole["report"])) == 14
     for key in (
         "worst_case",
         "worst_case_per_attack",
@@ -159,7 +169,8 @@ def test_two_workers_split_one_check_into_the_one_worker_report(fleet) -> None:
     ):
         assert split["report"][key] == whole["report"][key], key
     assert split["worst_case"] == whole["worst_case"]
-    # Neither replica ran a job; both export the newest report's gauges from the store.
+    # Neither replica ran a job; both export the newest qualifying report's gauges from
+    # the store.
     worst = next(w for w in whole["worst_case"] if w["epsilon"] == 0.3)["robust_accuracy"]
     for server in (fleet.a, fleet.b):
         assert robust_gauge(server, "worst", "worst", 0.3) == pytest.approx(worst)
@@ -169,7 +180,7 @@ def robust_gauge(server: Server, attack: str, threat_model: str, epsilon: float)
     """The exported robust accuracy, once the replica's upkeep has published it."""
     deadline = time.monotonic() + 60
     while True:
-        text = httpx.get(f"{server.url}/metrics", timeout=30).text
+        text = httpx.get(f"{server.url}/admin/metrics", headers=AUTH, timeout=30).text
         try:
             return metric_value(
                 text,

@@ -174,3 +174,27 @@ def test_encode_png_round_trips() -> None:
     image = Image.open(io.BytesIO(encode_png(levels.astype(np.float32) / 255)))
     assert image.mode == "RGB" and image.size == (7, 5)
     np.testing.assert_array_equal(np.asarray(image).transpose(2, 0, 1), levels)
+
+
+def _colour_of(image: Image.Image, fmt: str = "PNG", policy: ImagePolicy = MNIST) -> bool:
+    return decode_image(encode(image, fmt), policy).facts["colour"]
+
+
+def test_colour_is_told_from_grey_stored_as_colour() -> None:
+    rng = np.random.default_rng(0)
+    grey_pixels = rng.integers(0, 256, (280, 280), dtype=np.uint8)
+    grey_as_rgb = Image.fromarray(np.repeat(grey_pixels[..., None], 3, axis=2))
+    # A drawing pad's canvas: white strokes on a transparent RGBA canvas.
+    canvas = np.zeros((280, 280, 4), np.uint8)
+    canvas[100:180, 130:150] = (255, 255, 255, 255)
+    colour = np.zeros((240, 320, 3), np.uint8)
+    colour[..., 0] = np.linspace(0, 255, 320, dtype=np.uint8)[None]
+    colour[..., 2] = 90
+    assert not _colour_of(Image.fromarray(grey_pixels))
+    assert not _colour_of(grey_as_rgb)
+    assert not _colour_of(grey_as_rgb, "JPEG")  # chroma noise from compression
+    assert not _colour_of(Image.fromarray(canvas, "RGBA"))
+    assert _colour_of(Image.fromarray(colour))
+    assert _colour_of(Image.fromarray(colour), "JPEG", CIFAR)
+    # A large photo is judged on a sample of its pixels, the same way.
+    assert _colour_of(Image.fromarray(colour).resize((3200, 2400)), "JPEG")

@@ -1,27 +1,42 @@
-// Admin: the token (memory only), starting a check, following it, cancelling it.
+// Admin: the token (memory only), starting a check (on the model's bundled set or an uploaded
+// labelled one), following it, cancelling it.
 
 import { api, describeError, setToken } from "./api.js";
 import { byId, setStatus } from "./dom.js";
 import { fillModelPicker } from "./models.js";
-import { showJobReport, unlockRobustness } from "./robustness.js";
+import { refreshChecks, showJobReport, unlockRobustness } from "./robustness.js";
 
 const POLL_MS = 1000;
 const FINISHED = new Set(["done", "failed", "cancelled", "timed_out", "interrupted"]);
 let polling = null;
 let currentJob = null;
 
-function numbers(text) {
+// Radii as typed: numbers, or fractions such as 8/255 (divided here: the same number as the
+// robustness CLI makes of it, which the report writes as 8/255 again). Anything else is sent
+// as it is, for the service to refuse with its reason.
+function radius(item) {
+  const [numerator, denominator, ...rest] = item.split("/").map((part) => part.trim());
+  if (denominator === undefined) return Number.isNaN(Number(item)) ? item : Number(item);
+  const value = Number(numerator) / Number(denominator);
+  return rest.length || !numerator || !denominator || !Number.isFinite(value) ? item : value;
+}
+
+function radii(text) {
   const items = text.split(",").map((s) => s.trim()).filter(Boolean);
-  return items.length ? items.map(Number) : null;
+  return items.length ? items.map(radius) : null;
 }
 
 function checkRequest() {
   const request = {
     model: byId("check-model").value,
     attacks: byId("check-attacks").value.split(",").map((s) => s.trim()).filter(Boolean),
-    threat_models: [...document.querySelectorAll("input[name=threat]:checked")].map((c) => c.value),
   };
-  const epsilons = numbers(byId("check-epsilons").value);
+  // Every box checked: the service picks every threat model that applies to the model (no
+  // transfer without a surrogate, no BPDA without a quantizer); fewer: exactly those.
+  const boxes = [...document.querySelectorAll("input[name=threat]")];
+  const checked = boxes.filter((c) => c.checked).map((c) => c.value);
+  if (checked.length !== boxes.length) request.threat_models = checked;
+  const epsilons = radii(byId("check-epsilons").value);
   if (epsilons) request.epsilons = epsilons;
   const samples = byId("check-samples").value;
   if (samples) request.samples = Number(samples);
@@ -52,6 +67,7 @@ async function poll(id) {
     if (FINISHED.has(job.status)) {
       polling = null;
       setStatus(byId("admin-status"), `Job finished: ${job.status}.`);
+      refreshChecks();
       return;
     }
   } catch (error) {
@@ -63,11 +79,14 @@ async function poll(id) {
 async function start(event) {
   event.preventDefault();
   const status = byId("admin-status");
-  setStatus(status, "Queuing the check…");
+  const upload = byId("check-upload").files[0] || null;
+  setStatus(status, upload ? `Uploading “${upload.name}” and queuing the check…` : "Queuing the check…");
   try {
-    const job = await api.submit(checkRequest());
+    const job = await api.submit(checkRequest(), upload);
+    byId("check-upload").value = ""; // a set belongs to one check; the next uses the bundled one
     showJob(job);
-    setStatus(status, "Check queued.");
+    setStatus(status, `Check queued on ${job.samples === "uploaded" ? "the uploaded set" : job.samples}.`);
+    refreshChecks();
     clearTimeout(polling);
     poll(job.id);
   } catch (error) {

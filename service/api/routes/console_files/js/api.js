@@ -18,8 +18,8 @@ export function hasToken() {
   return adminToken !== null;
 }
 
-async function call(method, path, { body, contentType, admin = false } = {}) {
-  const headers = { Accept: "application/json" };
+async function send(method, path, { body, contentType, admin = false, accept = "application/json" } = {}) {
+  const headers = { Accept: accept };
   if (contentType) headers["Content-Type"] = contentType;
   if (admin) {
     if (!adminToken) throw new ApiError(0, "no_token", "enter the admin token first");
@@ -31,18 +31,27 @@ async function call(method, path, { body, contentType, admin = false } = {}) {
   } catch (error) {
     throw new ApiError(0, "network", `the service did not answer (${error.message})`);
   }
-  let payload = null;
-  try {
-    payload = await response.json();
-  } catch {
-    payload = null;
-  }
   if (!response.ok) {
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch {
+      payload = null;
+    }
     const reason = payload && typeof payload.reason === "string" ? payload.reason : "http_error";
     const text = payload && typeof payload.error === "string" ? payload.error : response.statusText;
     throw new ApiError(response.status, reason, text);
   }
-  return payload;
+  return response;
+}
+
+async function call(method, path, options) {
+  const response = await send(method, path, options);
+  try {
+    return await response.json();
+  } catch {
+    return null;
+  }
 }
 
 export function describeError(error) {
@@ -51,6 +60,14 @@ export function describeError(error) {
   }
   return String(error);
 }
+
+// The file name the service gave a download (Content-Disposition), or the fallback.
+function fileName(response, fallback) {
+  const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+  return match ? match[1] : fallback;
+}
+
+const jobPath = (id) => `/robustness-check/${encodeURIComponent(id)}`;
 
 export const api = {
   models: () => call("GET", "/models"),
@@ -62,17 +79,32 @@ export const api = {
       contentType: blob.type || "application/octet-stream",
     });
   },
-  jobs: (status) => {
-    const query = new URLSearchParams({ limit: "100" });
+  jobs: ({ status, model, limit = 500 } = {}) => {
+    const query = new URLSearchParams({ limit: String(limit) });
     if (status) query.set("status", status);
+    if (model) query.set("model", model);
     return call("GET", `/robustness-check?${query}`, { admin: true });
   },
-  job: (id) => call("GET", `/robustness-check/${encodeURIComponent(id)}`, { admin: true }),
-  submit: (request) =>
-    call("POST", "/robustness-check", {
-      body: JSON.stringify(request),
-      contentType: "application/json",
-      admin: true,
-    }),
-  cancel: (id) => call("DELETE", `/robustness-check/${encodeURIComponent(id)}`, { admin: true }),
+  job: (id) => call("GET", jobPath(id), { admin: true }),
+  submit: (request, samples) => {
+    if (!samples) {
+      return call("POST", "/robustness-check", {
+        body: JSON.stringify(request),
+        contentType: "application/json",
+        admin: true,
+      });
+    }
+    // A labelled set: a form with the request and the file (the browser sets the boundary).
+    const form = new FormData();
+    form.append("request", JSON.stringify(request));
+    form.append("samples", samples, samples.name || "samples.npz");
+    return call("POST", "/robustness-check", { body: form, admin: true });
+  },
+  cancel: (id) => call("DELETE", jobPath(id), { admin: true }),
+  // The report as a file to save: "json" or "html"; resolves to { blob, name }.
+  reportFile: async (id, kind) => {
+    const accept = kind === "html" ? "text/html" : "application/json";
+    const response = await send("GET", `${jobPath(id)}/report.${kind}`, { admin: true, accept });
+    return { blob: await response.blob(), name: fileName(response, `report-${id}.${kind}`) };
+  },
 };

@@ -71,7 +71,7 @@ export function setUpClassify(modelsAnswer) {
   const pad = makeDrawingPad(byId("drawing-pad"));
   const showPad = () => {
     const chosen = models.find((m) => m.name === picker.value);
-    byId("drawing").hidden = !(chosen && (chosen.manifest || {}).dataset === "mnist");
+    byId("drawing").hidden = !(chosen && chosen.dataset === "mnist");
   };
   picker.addEventListener("change", showPad);
   showPad();

@@ -42,14 +42,13 @@ export function pngData(base64) {
   return `data:image/png;base64,${base64}`;
 }
 
-export function percent(value) {
-  return value === null || value === undefined ? "n/a" : `${(100 * value).toFixed(1)}%`;
-}
-
-export function formatEpsilon(eps) {
-  if (eps === null || eps === undefined) return "unbounded";
-  if (eps === 0) return "0";
-  const in255 = eps * 255;
-  if (eps < 0.1 && Math.abs(in255 - Math.round(in255)) < 1e-6) return `${Math.round(in255)}/255`;
-  return String(Number(eps.toPrecision(6)));
+// Save a blob as a file with this name (the browser's download, no navigation).
+export function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = el("a", { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // Freed a minute later: the download has read the blob by then.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }

@@ -1,7 +1,8 @@
 // The loaded models: a table, and the model pickers of the other views.
 
 import { api, describeError } from "./api.js";
-import { byId, clear, el, percent, setStatus } from "./dom.js";
+import { byId, clear, el, setStatus } from "./dom.js";
+import { percent } from "./format.js";
 
 function defenceCells(model) {
   const defence = model.defence || {};
@@ -16,23 +17,23 @@ function defenceCells(model) {
 }
 
 function row(model) {
-  const manifest = model.manifest || {};
-  const metrics = manifest.metrics || {};
-  const tested = metrics.test_samples ? ` on ${Number(metrics.test_samples).toLocaleString("en")} test images` : "";
   return el(
     "tr",
     {},
     el("th", { scope: "row" }, model.name),
-    el("td", {}, manifest.dataset || "?"),
+    el("td", {}, model.dataset || "?"),
+    el("td", {}, model.architecture || "?"),
+    el("td", {}, (model.input_shape || []).join("×") || "?"),
+    el("td", { class: "number" }, (model.class_names || []).length || "?"),
     ...defenceCells(model),
-    el("td", { class: "number" }, percent(metrics.clean_accuracy) + tested),
+    el("td", { class: "number" }, percent(model.clean_accuracy)),
   );
 }
 
 export function fillModelPicker(select, models, preferred) {
   clear(select);
   for (const model of models) {
-    const label = `${model.name} (${(model.manifest || {}).dataset || "?"})`;
+    const label = `${model.name} (${model.dataset || "?"})`;
     select.append(el("option", { value: model.name, selected: model.name === preferred }, label));
   }
 }

@@ -1,117 +1,149 @@
-// Robustness: a model's latest report; the headline, the chart, the flags, the examples.
+// Robustness: every check, newest first, filtered by model, status and words; one opened as a
+// report, or two compared; either downloaded as JSON or as the HTML page.
 
 import { api, describeError, hasToken } from "./api.js";
-import { accuracyChart, THREAT_NAMES } from "./chart.js";
-import { byId, clear, el, formatEpsilon, percent, setStatus } from "./dom.js";
-import { gallery } from "./gallery.js";
-import { fillModelPicker } from "./models.js";
+import { checkName, checkRow, searchText, shortId, WITH_REPORT } from "./checks.js";
+import { compareView } from "./compare.js";
+import { byId, clear, el, saveBlob, setStatus } from "./dom.js";
+import { when } from "./format.js";
+import { reportView } from "./report.js";
 
-// What each flag means for someone deciding whether to trust the numbers.
-const FLAG_WORDS = {
-  zero_or_missing_gradients:
-    "The quantizer's staircase has no usable gradient, so an attacker who differentiates through the model as served learns nothing. Naive white-box numbers then measure the attack's blindness, not the model's robustness.",
-  naive_far_above_bpda:
-    "Naive white-box accuracy is far above BPDA's (which routes gradients around the staircase). The naive number is the quantizer hiding gradients; only the BPDA, transfer and gradient-free numbers count.",
-  gradient_free_beats_gradient:
-    "An attack that only queries the model beats attacks that see its gradients: those gradients point nowhere useful, so the gradient attacks' numbers overstate robustness.",
-  accuracy_not_near_zero_at_large_epsilon:
-    "At a radius that allows any image at all, accuracy should be near zero. It is not: the attack is failing, not the model succeeding.",
-  accuracy_not_falling_with_epsilon:
-    "A larger radius should never help the model, and a white-box attack should do something at the largest radius. Here it did not: suspect the attack, not the model.",
-};
+let models = [];
+let checks = []; // as last listed, newest first
+let ticked = []; // ids ticked for comparison, in the order ticked
 
-function headline(report) {
-  const rows = (report.worst_case || []).map((w) =>
-    el("tr", {},
-      el("td", {}, w.norm === "linf" ? "L-inf" : "L2"),
-      el("td", { class: "number" }, formatEpsilon(w.epsilon)),
-      el("td", { class: "number" }, el("strong", {}, percent(w.robust_accuracy))),
-      el("td", {}, w.attack),
-      el("td", {}, THREAT_NAMES[w.threat_model] || w.threat_model),
-      el("td", { class: "number" }, `${w.samples}${w.complete ? "" : " (cut short)"}`)));
-  return el("div", { class: "scroll" }, el("table", { class: "headline" },
-    el("caption", {}, "Worst case: the lowest robust accuracy over every attack and threat model at each radius."),
-    el("thead", {}, el("tr", {}, ...["norm", "radius", "worst-case robust accuracy", "attack",
-      "threat model", "samples"].map((h) => el("th", { scope: "col" }, h)))),
-    el("tbody", {}, ...rows)));
+function status(text, isError = false) {
+  setStatus(byId("robustness-status"), text, isError);
 }
 
-function flags(report) {
-  const list = el("ul", { class: "flags" });
-  for (const flag of report.masking_flags || []) {
-    const state = flag.fired === true ? ["FIRED", "flag-fired"]
-      : flag.fired === false ? ["clear", "flag-clear"] : ["not checked", "muted"];
-    const evidence = (flag.evidence || []).slice(0, 4).map((e) => el("li", {}, e));
-    list.append(el("li", {},
-      el("span", { class: state[1] }, state[0]), " ", el("code", {}, flag.name), ": ",
-      FLAG_WORDS[flag.name] || flag.meaning,
-      evidence.length ? el("ul", { class: "muted" }, ...evidence) : null));
-  }
-  return el("section", { "aria-label": "Gradient-masking flags" },
-    el("h3", {}, "Gradient-masking flags"),
-    el("p", {}, "A fired flag means some numbers below are an artefact of the attack, not robustness. ",
-      "Naive white-box attacks on a quantized model are blind (the staircase has zero gradient), so ",
-      "their high accuracies must not be trusted: read the worst case, which also counts BPDA, ",
-      "transfer and gradient-free attacks."),
-    list);
+function showList() {
+  const words = byId("checks-search").value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+  const shown = checks.filter((job) => words.every((word) => searchText(job).includes(word)));
+  const actions = { tick, open: (job) => openCheck(job.id), download };
+  clear(byId("checks-body")).append(...shown.map((job) => checkRow(job, ticked.includes(job.id), actions)));
+  const total = checks.length === shown.length ? "" : ` of ${checks.length}`;
+  setStatus(byId("checks-count"), checks.length
+    ? `${shown.length}${total} check${checks.length === 1 ? "" : "s"}, newest first.`
+    : "No checks match: start one in Admin.");
+  byId("checks-table").hidden = !shown.length;
+  byId("checks-compare").disabled = ticked.length !== 2;
 }
 
-export function renderReport(report, source) {
-  const target = clear(byId("robustness-report"));
-  const model = report.model || {};
-  const quantizer = model.quantizer || {};
-  target.append(
-    el("p", {}, `Model ${model.name} (${model.dataset}), quantizer ${quantizer.kind || "none"}`,
-      quantizer.levels ? `, ${quantizer.levels} levels` : "",
-      `; ${report.samples} samples; clean accuracy ${percent(report.clean_accuracy)}; `,
-      `report ${report.status}, started ${report.started_at}, ${report.seconds} s. ${source}`),
-    el("h3", {}, "Headline"),
-    headline(report),
-    el("h3", {}, "Accuracy against radius"),
-  );
-  for (const norm of ["linf", "l2"]) {
-    if ((report.results || []).some((r) => r.norm === norm && r.epsilon !== null && !r.sanity)) {
-      target.append(accuracyChart(report, norm));
-    }
-  }
-  target.append(flags(report), gallery(report));
+function tick(job, checked) {
+  ticked = ticked.filter((id) => id !== job.id);
+  if (checked) ticked.push(job.id);
+  if (ticked.length > 2) ticked = ticked.slice(-2); // a third tick replaces the first
+  showList();
 }
 
-async function loadLatest() {
-  const status = byId("robustness-status");
-  const model = byId("robustness-model").value;
-  clear(byId("robustness-report"));
-  setStatus(status, `Looking for the latest report on ${model}…`);
+async function loadChecks({ openNewest = false } = {}) {
+  setStatus(byId("checks-count"), "Listing the checks…");
   try {
-    const done = (await api.jobs("done")).jobs.filter((job) => job.model === model);
-    if (!done.length) {
-      setStatus(status, `No finished check of ${model} yet: start one in Admin.`);
+    const answer = await api.jobs({ model: byId("checks-model").value, status: byId("checks-filter-status").value });
+    checks = answer.jobs;
+  } catch (error) {
+    checks = [];
+    setStatus(byId("checks-count"), `Could not list the checks: ${describeError(error)}`, true);
+    byId("checks-table").hidden = true;
+    return;
+  }
+  ticked = ticked.filter((id) => checks.some((job) => job.id === id));
+  showList();
+  const newest = checks.find((job) => job.status === "done");
+  if (openNewest && newest) await openCheck(newest.id);
+}
+
+function show(node) {
+  clear(byId("robustness-report")).append(node);
+}
+
+async function openCheck(id) {
+  status(`Opening check ${shortId(id)}…`);
+  try {
+    const job = await api.job(id);
+    if (!job.report) {
+      status(`Check ${shortId(id)} (${job.status}) has no report${job.error ? `: ${job.error}` : "."}`, true);
       return;
     }
-    const job = await api.job(done[0].id);
-    renderReport(job.report, `Job ${job.id}, finished ${job.finished_at}.`);
-    setStatus(status, "");
+    showJobReport(job, false);
   } catch (error) {
-    setStatus(status, `Could not load the report: ${describeError(error)}`, true);
+    status(`Could not open the check: ${describeError(error)}`, true);
   }
 }
 
-export function showJobReport(job) {
-  byId("robustness-model").value = job.model;
-  renderReport(job.report, `Job ${job.id} (${job.status}), finished ${job.finished_at}.`);
-  setStatus(byId("robustness-status"), "");
-  byId("robustness").scrollIntoView();
+async function download(job, kind) {
+  status(`Preparing the ${kind.toUpperCase()} report of ${shortId(job.id)}…`);
+  try {
+    const { blob, name } = await api.reportFile(job.id, kind);
+    saveBlob(blob, name);
+    status(`Saved ${name}.`);
+  } catch (error) {
+    status(`Could not download the report: ${describeError(error)}`, true);
+  }
+}
+
+async function compare() {
+  status("Reading both reports…");
+  try {
+    const jobs = await Promise.all(ticked.map((id) => api.job(id)));
+    const missing = jobs.find((job) => !job.report);
+    if (missing) {
+      status(`Check ${shortId(missing.id)} (${missing.status}) has no report to compare.`, true);
+      return;
+    }
+    jobs.sort((a, b) => (a.created_at < b.created_at ? -1 : 1));
+    show(compareView(jobs[0], jobs[1]));
+    status(`Comparing ${shortId(jobs[0].id)} (A) with ${shortId(jobs[1].id)} (B).`);
+  } catch (error) {
+    status(`Could not compare: ${describeError(error)}`, true);
+  }
+}
+
+function downloadButtons(job) {
+  const button = (kind) => {
+    const node = el("button", { type: "button", class: "download" }, `Download ${kind.toUpperCase()}`);
+    node.addEventListener("click", () => download(job, kind));
+    return node;
+  };
+  return el("div", { class: "buttons" }, button("json"), button("html"));
+}
+
+export function showJobReport(job, scroll = true) {
+  show(el("article", { "aria-label": `Report of check ${shortId(job.id)}` },
+    el("h3", {}, `Check ${checkName(job)}: ${job.status}`),
+    el("p", { class: "muted" }, `Samples: ${job.samples}; finished ${when(job.finished_at)}.`),
+    downloadButtons(job),
+    reportView(job.report, models)));
+  status("");
+  if (scroll) byId("robustness").scrollIntoView();
+}
+
+export function refreshChecks() {
+  if (hasToken() && !byId("robustness-view").hidden) loadChecks();
 }
 
 export function unlockRobustness(unlocked) {
   byId("robustness-locked").hidden = unlocked;
   byId("robustness-view").hidden = !unlocked;
-  if (unlocked && hasToken()) loadLatest();
-  if (!unlocked) clear(byId("robustness-report"));
+  if (unlocked && hasToken()) loadChecks({ openNewest: !byId("robustness-report").hasChildNodes() });
+  if (!unlocked) {
+    checks = [];
+    ticked = [];
+    clear(byId("checks-body"));
+    clear(byId("robustness-report"));
+  }
 }
 
 export function setUpRobustness(modelsAnswer) {
-  fillModelPicker(byId("robustness-model"), modelsAnswer.models, modelsAnswer.default);
-  byId("robustness-model").addEventListener("change", loadLatest);
-  byId("robustness-reload").addEventListener("click", loadLatest);
+  models = modelsAnswer.models;
+  const picker = byId("checks-model");
+  for (const model of models) picker.append(el("option", { value: model.name }, model.name));
+  picker.addEventListener("change", () => loadChecks());
+  byId("checks-filter-status").addEventListener("change", () => loadChecks());
+  byId("checks-search").addEventListener("input", showList);
+  byId("checks-reload").addEventListener("click", () => loadChecks());
+  byId("checks-compare").addEventListener("click", compare);
+  for (const value of [...WITH_REPORT, "queued", "running", "failed"]) {
+    byId("checks-filter-status").append(el("option", { value }, value));
+  }
 }

@@ -1,0 +1,75 @@
+"""The physical limit a server of one checkpoint works against: its own batched forward.
+
+Loads the checkpoint, then runs the whole deployed model (quantizer, normalization,
+network, softmax) under ``torch.inference_mode`` on batches of random [0, 1] rows, each
+batch size of ``--batch`` for its share of ``--seconds`` after a short warm-up, and prints
+the best, ``{"rows_per_second": ..., "batch": ...}``. The network runs with its batch
+norms folded, as the service's predict stage runs it (``service/inference/folding.py``),
+so the limit is the fastest forward known here. No decoding, no HTTP, no queue: what is
+left when serving costs nothing.
+``bench_service.py`` runs it as ``--processes`` copies at once, each with ``--threads``
+torch threads, on the cores the servers use, and sums their rates.
+
+    .venv/bin/python benchmarks/forward_limit.py --checkpoint checkpoints/cifar10-resnet20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def best_rate(
+    checkpoint: Path, batches: list[int], threads: int, seconds: float
+) -> tuple[float, int]:
+    """(rows per second, batch size) of the fastest batch size."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from service.inference.folding import fold_batch_norms
+
+    torch.set_num_threads(threads)
+    loaded = load_checkpoint(checkpoint)
+    shape = tuple(loaded.manifest.input_shape)
+    network = fold_batch_norms(loaded.model.cnn, shape, checkpoint.name)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(network(loaded.model.quantize(x)), dim=1)
+
+    rates = []
+    for batch in batches:
+        x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            for _ in range(3):
+                forward(x)
+            rows, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds / len(batches):
+                forward(x)
+                rows += batch
+            rates.append((rows / (time.perf_counter() - started), batch))
+    return max(rates)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument(
+        "--batch", default="8,16", help="rows per forward, comma-separated: the best counts"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time")
+    args = parser.parse_args(argv)
+    batches = [int(b) for b in args.batch.split(",")]
+    rate, batch = best_rate(args.checkpoint, batches, args.threads, args.seconds)
+    sys.stdout.write(json.dumps({"rows_per_second": rate, "batch": batch}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
