@@ -141,6 +141,16 @@ def wait_for_its_job_process_to_end(server: Server) -> None:
     wait_until(lambda: not job_processes(server), "the job process outlived its store")
 
 
+def cut_the_store_mid_job(pair, client: httpx.Client, job_id: str, attempt: int = 1) -> Server:
+    """Once the job crafts (on its ``attempt``), stop the database and wait for the job's
+    process to end; returns the replica that held it."""
+    poll(client, job_id, crafting(attempt))
+    holder = pair.holder(job_id)
+    pair.database.stop()
+    wait_for_its_job_process_to_end(holder)
+    return holder
+
+
 def refused_for_the_store(answer: httpx.Response) -> bool:
     return answer.status_code == 503 and answer.json()["reason"] == "jobs_unavailable"
 
@@ -148,13 +158,10 @@ def refused_for_the_store(answer: httpx.Response) -> bool:
 def test_an_outage_longer_than_the_lease_ends_in_a_rerun(pair, clients) -> None:
     a, b = clients
     job_id = submit(a, STEADY)
-    poll(a, job_id, crafting(1))
-    holder = pair.holder(job_id)
-    pair.database.stop()
+    cut_the_store_mid_job(pair, a, job_id)
     # Classification never needs the store; the admin routes say why they cannot answer.
     assert a.post("/classify", content=PNG).status_code == 200
     assert refused_for_the_store(b.delete(f"/robustness-check/{job_id}", headers=AUTH))
-    wait_for_its_job_process_to_end(holder)
     time.sleep(2 * LEASE_SECONDS)  # the outage outlasts the lease
     pair.database.start()
     job = poll(b, job_id, finished)
@@ -185,10 +192,7 @@ def test_a_second_lost_run_interrupts_the_job_saying_why(pair, clients) -> None:
     a, b = clients
     job_id = submit(a, STEADY)
     for attempt in (1, 2):
-        poll(a, job_id, crafting(attempt))
-        holder = pair.holder(job_id)
-        pair.database.stop()
-        wait_for_its_job_process_to_end(holder)
+        cut_the_store_mid_job(pair, a, job_id, attempt)
         pair.database.start()
     job = poll(b, job_id, finished)
     assert job["status"] == "interrupted" and job["attempt"] == 2, job
@@ -198,10 +202,7 @@ def test_a_second_lost_run_interrupts_the_job_saying_why(pair, clients) -> None:
 def test_a_cancel_after_an_outage_takes_effect(pair, clients) -> None:
     a, b = clients
     job_id = submit(a, ENDLESS)
-    poll(a, job_id, crafting(1))
-    holder = pair.holder(job_id)
-    pair.database.stop()
-    wait_for_its_job_process_to_end(holder)
+    cut_the_store_mid_job(pair, a, job_id)
     pair.database.start()
     # The run is lost and nobody renews its lease: whatever state the job is in when the
     # cancel arrives (still running, or queued again), the cancel ends it.
