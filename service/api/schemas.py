@@ -120,6 +120,9 @@ class PublishedReportSummary(BaseModel):
     status: str | None = Field(description="complete, or stopped (at its time budget)")
     samples: int | None
     worst_case: list[dict[str, Any]] = Field(description="its headline, per norm and radius")
+    request: dict[str, Any] = Field(
+        description="what it ran: attacks, threat_models, epsilons, l2_epsilons"
+    )
     in_gauges: bool = Field(
         description="whether the robustness gauges show it now: true until a qualifying "
         "check of the model finishes"

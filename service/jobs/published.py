@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 REPORT_MAX_BYTES = 16 << 20
 MAX_FILES = 1000
 PUBLISHED = "published"  # the gauges' source label for these reports
+# What a summary repeats of the report's request: what the console's list of checks shows.
+_REQUEST_KEYS = ("attacks", "threat_models", "epsilons", "l2_epsilons")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class PublishedReport:
 
     def summary(self, in_gauges: bool) -> dict[str, Any]:
         """What ``/admin/models`` shows of it: no path beyond the file's name in the folder."""
+        request = self.report.get("request")
+        request = request if isinstance(request, dict) else {}
         return {
             "file": self.file,
             "weights_sha256": self.weights_sha256,
@@ -66,6 +70,7 @@ class PublishedReport:
             "status": self.report.get("status"),
             "samples": self.report.get("samples"),
             "worst_case": self.report["worst_case"],
+            "request": {key: request.get(key) for key in _REQUEST_KEYS},
             "in_gauges": in_gauges,
         }
 
