@@ -199,13 +199,15 @@ def _broadest(name: str, reports: list[PublishedReport]) -> PublishedReport:
     chosen = ranked[0]
     log.info(
         "model %s: the published report %s (weights %s...) sets its robustness figures "
-        "until a qualifying check finishes",
+        "until a qualifying check finishes; %d narrower or older reports of the same "
+        "weights passed over",
         name,
         chosen.file,
         chosen.weights_sha256[:12],
+        len(ranked) - 1,
     )
     for other in ranked[1:]:
-        log.info(
+        log.debug(
             "model %s: published report %s passed over: %s covers more threat models, "
             "samples, or is newer",
             name,
