@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from service.metrics import ServiceMetrics, robust_accuracy_series
+from service.settings import BUNDLED_REPORTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ def find_published(
     if folder is None or not weights:
         return {}
     if not folder.is_dir():
-        log.warning("published reports: %s is not a folder; none is used", folder)
+        # The default is the source tree's docs/results: an installed package has none.
+        level = logging.INFO if folder == BUNDLED_REPORTS_DIR else logging.WARNING
+        log.log(level, "published reports: %s is not a folder; none is used", folder)
         return {}
     found: dict[str, list[PublishedReport]] = {}
     for path in _json_files(folder):

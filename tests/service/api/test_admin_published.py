@@ -137,3 +137,16 @@ def test_without_published_reports_nothing_is_seeded(start) -> None:
     assert [m["published_report"] for m in models] == [None, None]
     answer = client.get("/admin/models/mnist-tq2/published-report", headers=AUTH)
     assert answer.status_code == 404 and answer.json()["reason"] == "no_published_report"
+
+
+def test_the_published_figures_show_while_the_job_store_cannot_be_opened(start, tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    client = start(robustness_db=blocker / "jobs.sqlite3")  # its folder cannot be created
+    listed = client.get("/robustness-check", headers=AUTH)
+    assert listed.status_code == 503 and listed.json()["reason"] == "jobs_unavailable"
+    text = robustness_metrics(client)
+    assert headline(text, "0.3") == pytest.approx(0.776)
+    assert metric_value(text, SOURCE, model="mnist-tq2", source="published") == 1
+    answer = client.get("/admin/models/mnist-tq2/published-report", headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["in_gauges"] is True
