@@ -113,7 +113,7 @@ export function publishedRow(entry, ticked, actions) {
     return node;
   };
   const standing = entry.in_gauges ? "published; the dashboard shows it" : "published; a check replaced it";
-  return el("tr", { "data-published": entry.model, class: "published" },
+  return el("tr", { "data-published": entry.model },
     el("td", {}, tick),
     el("td", {}, when(entry.started_at), el("br", {}), el("code", { title: entry.file }, "published")),
     el("td", {}, entry.model),

@@ -30,19 +30,25 @@ function showList() {
   const filter = byId("checks-filter-status").value;
   const shownPublished = published.filter((entry) =>
     (!model || entry.model === model) && (!filter || filter === PUBLISHED) && matches(entry));
-  const actions = { tick, open, download };
+  const actions = { tick, open: openEntry, download };
   clear(byId("published-body")).append(...shownPublished.map((entry) =>
     publishedRow(entry, ticked.includes(entry.id), actions)));
   clear(byId("checks-body")).append(...shown.map((job) => checkRow(job, ticked.includes(job.id), actions)));
-  const total = checks.length === shown.length ? "" : ` of ${checks.length}`;
-  const first = shownPublished.length
-    ? ` The report${shownPublished.length === 1 ? "" : "s"} published with the served weights come${shownPublished.length === 1 ? "s" : ""} first.`
-    : "";
-  setStatus(byId("checks-count"), (checks.length
-    ? `${shown.length}${total} check${checks.length === 1 ? "" : "s"}, newest first.`
-    : "No checks match: start one in Admin.") + first);
+  setStatus(byId("checks-count"), count(shown, shownPublished, filter));
   byId("checks-table").hidden = !shown.length && !shownPublished.length;
   byId("checks-compare").disabled = ticked.length !== 2;
+}
+
+function count(shown, shownPublished, filter) {
+  const one = shownPublished.length === 1;
+  if (filter === PUBLISHED) return `${shownPublished.length} published report${one ? "" : "s"}.`;
+  const total = checks.length === shown.length ? "" : ` of ${checks.length}`;
+  const first = shownPublished.length
+    ? ` The report${one ? "" : "s"} published with the served weights come${one ? "s" : ""} first.`
+    : "";
+  return (checks.length
+    ? `${shown.length}${total} check${checks.length === 1 ? "" : "s"}, newest first.`
+    : "No checks match: start one in Admin.") + first;
 }
 
 function tick(job, checked) {
@@ -112,7 +118,7 @@ async function entry(id) {
   return model === null ? api.job(id) : publishedEntry(await api.publishedReport(model));
 }
 
-function open(job) {
+function openEntry(job) {
   return job.published ? openPublished(job.model) : openCheck(job.id);
 }
 
