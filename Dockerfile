@@ -99,12 +99,18 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin quse
 # robustness check uses by default, owned by root and readable by the service user.
 COPY --chmod=755 checkpoints ./checkpoints
 COPY --chmod=755 data/eval ./data/eval
+# The published robustness reports of the bundled models (JSON only, without docs/results/
+# extra's narrower runs): until a qualifying check of a model finishes, its robustness figures
+# come from the report made on its weights (docs/service.md, "Published reports").
+COPY --chmod=755 docs/results/*.json ./docs/results/
+COPY --chmod=755 docs/results/adversarial/*.json ./docs/results/adversarial/
 USER 10001
 
 ENV QUSEC_HOST=0.0.0.0 \
     QUSEC_PORT=8000 \
     QUSEC_CHECKPOINTS=/app/checkpoints/mnist-pgd,/app/checkpoints/cifar10-fgsm,/app/checkpoints/cifar10-resnet20,/app/checkpoints/mnist-tq2,/app/checkpoints/cifar10-tq4 \
     QUSEC_EVAL_DIR=/app/data/eval \
+    QUSEC_PUBLISHED_REPORTS=/app/docs/results \
     QUSEC_ROBUSTNESS_DB=/var/lib/qusec/robustness-jobs.sqlite3 \
     QUSEC_DEVICE=auto \
     QUSEC_WORKERS=2

@@ -22,6 +22,7 @@ from service.edge.middleware import RequestContextMiddleware
 from service.errors import JobsUnavailable
 from service.inference.pool import ClassifierPool
 from service.jobs.manager import JobManager
+from service.jobs.published import PublishedReport, find_published, seed_gauges
 from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
 
@@ -77,6 +78,10 @@ async def _start_jobs(app: FastAPI, settings: ServiceSettings, pool: ClassifierP
     if not settings.admin_enabled:
         return
     try:
+        # Before the store: a check that qualifies replaces a published report, never the
+        # reverse; and the published figures show even while the store cannot be opened.
+        app.state.published = await asyncio.to_thread(_published_reports, settings, pool)
+        seed_gauges(app.state.metrics, app.state.published)
         app.state.admin_token = load_admin_token(settings)
         app.state.scrape_token = load_scrape_token(settings)
         jobs = await asyncio.to_thread(JobManager.open, settings, app.state.metrics, pool)
@@ -94,6 +99,19 @@ async def _start_jobs(app: FastAPI, settings: ServiceSettings, pool: ClassifierP
         raise
     jobs.start()
     app.state.jobs = jobs
+
+
+def _published_reports(
+    settings: ServiceSettings, pool: ClassifierPool
+) -> dict[str, PublishedReport]:
+    """Each served model's published report; a scan that fails costs the reports, not the
+    service."""
+    weights = {c.name: c.manifest.weights_sha256 for c in pool.classifiers.values()}
+    try:
+        return find_published(settings.published_reports, weights)
+    except Exception as exc:
+        log.error("published reports: the scan failed; none is used", exc_info=exc)
+        return {}
 
 
 async def _open_jobs_later(app: FastAPI, settings: ServiceSettings, pool: ClassifierPool) -> None:
@@ -149,6 +167,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.admin_token = None
     app.state.scrape_token = None
     app.state.jobs_problem = None
+    app.state.published = {}  # model -> PublishedReport, read at startup with admin access
     install_error_handlers(app, settings.retry_after_seconds)
     include_routers(app, settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

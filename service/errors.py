@@ -106,6 +106,11 @@ class NoReport(ServiceError):
     status, reason, message = 409, "no_report", "the job has no report (yet)"
 
 
+class NoPublishedReport(ServiceError):
+    status, reason = 404, "no_published_report"
+    message = "no published report was made on the model's weights"
+
+
 class BodyTooLarge(ServiceError):
     status, reason, message = 413, "body_too_large", "the request body exceeds the size limit"
 
@@ -214,6 +219,7 @@ REJECTION_TYPES: tuple[type[ServiceError], ...] = (
     UnknownJob,
     JobFinished,
     NoReport,
+    NoPublishedReport,
     BodyTooLarge,
     ImageTooLarge,
     TooManyScans,

@@ -58,6 +58,11 @@ BODY_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 1677721
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+# Where a model's robust-accuracy series come from: the report published with its weights
+# (docs/results/, service/jobs/published.py) until its first qualifying check in the job
+# store, then that check (service/jobs/gauges.py).
+REPORT_SOURCES = ("published", "check")
+
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Where each supervised worker leaves a file named after its pid (see WorkerGroupCollector).
@@ -176,10 +181,20 @@ class ServiceMetrics:
         for status in active:
             self.store_snapshot.active_jobs.setdefault(status, 0)
 
-    def publish_robustness_report(self, model: str, report: dict, finished_at: float) -> None:
-        """Replace ``model``'s robust-accuracy series with those of ``report``."""
+    def publish_robustness_report(
+        self, model: str, report: dict, finished_at: float, source: str = "check"
+    ) -> None:
+        """Replace ``model``'s robust-accuracy series with those of ``report``, which comes
+        from ``source`` (one of ``REPORT_SOURCES``)."""
+        if source not in REPORT_SOURCES:
+            raise ValueError(f"unknown report source {source!r}")
         self.store_snapshot.robust_accuracy[model] = robust_accuracy_series(report)
         self.store_snapshot.report_time[model] = finished_at
+        self.store_snapshot.report_source[model] = source
+
+    def report_source(self, model: str) -> str | None:
+        """Where ``model``'s robust-accuracy series come from now; None: it has none."""
+        return self.store_snapshot.report_source.get(model)
 
     def set_active_jobs(self, status: str, count: int) -> None:
         self.store_snapshot.active_jobs[status] = count
@@ -221,14 +236,16 @@ class _StoreSnapshot(Collector):
         # (plus "worst"), two norms, and at most QUSEC_ROBUSTNESS_MAX_EPSILONS radii each.
         self.robust_accuracy: dict[str, dict[tuple[str, str, str, str], float]] = {}
         self.report_time: dict[str, float] = {}
+        self.report_source: dict[str, str] = {}  # model -> one of REPORT_SOURCES
         self.active_jobs: dict[str, int] = {}
 
     def collect(self) -> Iterator[Metric]:
         accuracy = GaugeMetricFamily(
             "qusec_robust_accuracy_ratio",
-            "Robust accuracy in each model's last completed robustness check, per attack, "
-            'threat model, norm and radius; threat_model="worst" is the minimum over threat '
-            'models, attack="worst" the minimum over every attack (the headline).',
+            "Robust accuracy in each model's last qualifying robustness check (until it has "
+            "one, its published report), per attack, threat model, norm and radius; "
+            'threat_model="worst" is the minimum over threat models, attack="worst" the '
+            "minimum over every attack (the headline).",
             labels=["model", "attack", "threat_model", "norm", "epsilon"],
         )
         for model, series in list(self.robust_accuracy.items()):
@@ -236,11 +253,21 @@ class _StoreSnapshot(Collector):
                 accuracy.add_metric([model, *labels], value)
         report_time = GaugeMetricFamily(
             "qusec_robustness_report_timestamp_seconds",
-            "When each model's last completed robustness check finished (Unix time).",
+            "When the report each model's robust accuracy comes from finished (Unix time).",
             labels=["model"],
         )
         for model, finished_at in list(self.report_time.items()):
             report_time.add_metric([model], finished_at)
+        source = GaugeMetricFamily(
+            "qusec_robustness_report_source",
+            "Where each model's robust accuracy comes from: 1 for its source, 0 for the other; "
+            'source="check" is its last qualifying robustness check, source="published" the '
+            "report published with its weights, shown until a qualifying check finishes.",
+            labels=["model", "source"],
+        )
+        for model, current in list(self.report_source.items()):
+            for name in REPORT_SOURCES:
+                source.add_metric([model, name], 1 if name == current else 0)
         active = GaugeMetricFamily(
             "qusec_robustness_active_jobs",
             "Robustness-check jobs queued or running.",
@@ -248,7 +275,7 @@ class _StoreSnapshot(Collector):
         )
         for status, count in list(self.active_jobs.items()):
             active.add_metric([status], count)
-        yield from (accuracy, report_time, active)
+        yield from (accuracy, report_time, source, active)
 
 
 # Every metric about robustness checks (their figures, their times, the job queue) starts

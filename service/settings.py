@@ -34,6 +34,11 @@ BUNDLED_CHECKPOINTS = (
     "cifar10-tq4",
 )
 
+# The published robustness reports of the bundled models (docs/results/, made by
+# `python -m robustness evaluate`): each served model whose weights one of them attacked shows
+# it until a qualifying check finishes (service/jobs/published.py).
+BUNDLED_REPORTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
+
 # Pillow refuses anything above twice this many pixels on its own; our limit must
 # stay below it so that every oversized image gets our 413, not Pillow's error.
 PILLOW_PIXEL_CEILING = 89_478_485
@@ -193,6 +198,9 @@ class ServiceSettings(BaseSettings):
     )
     robustness_qualifying_epsilons: Annotated[list[float] | None, NoDecode] = None
     robustness_qualifying_samples: int | None = Field(None, ge=1)
+    # Where the published reports are read from at startup (searched recursively), the
+    # repository's docs/results by default; "none" or empty: none is used.
+    published_reports: Path | None = BUNDLED_REPORTS_DIR
 
     @property
     def admin_enabled(self) -> bool:
@@ -217,6 +225,13 @@ class ServiceSettings(BaseSettings):
     def _split_paths(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("published_reports", mode="before")
+    @classmethod
+    def _none_disables(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
         return value
 
     @field_validator("robustness_qualifying_attacks", mode="before")

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from service.errors import NotReady
 from service.inference.pool import ClassifierPool
+from service.jobs.published import PublishedReport
 from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
 
@@ -31,6 +32,12 @@ async def get_pool(request: Request) -> ClassifierPool:
     return pool
 
 
+async def get_published(request: Request) -> dict[str, PublishedReport]:
+    """model -> the report published with its weights (read at startup; admin only)."""
+    return request.app.state.published
+
+
 Settings = Annotated[ServiceSettings, Depends(get_settings)]
 Metrics = Annotated[ServiceMetrics, Depends(get_metrics)]
 Pool = Annotated[ClassifierPool, Depends(get_pool)]
+Published = Annotated[dict[str, PublishedReport], Depends(get_published)]

@@ -107,6 +107,33 @@ class ModelList(BaseModel):
     models: list[ModelDescription]
 
 
+class PublishedReportSummary(BaseModel):
+    """The robustness report published with a model's weights (``docs/results/``, read from
+    ``QUSEC_PUBLISHED_REPORTS`` at startup): it sets the model's robustness figures until a
+    qualifying check does."""
+
+    file: str = Field(description="its name in the published-reports folder (no other path)")
+    weights_sha256: str = Field(description="sha256 of the weights it attacked")
+    weights_match: bool = Field(description="always true: a report of other weights is not used")
+    started_at: str
+    finished_at: str
+    status: str | None = Field(description="complete, or stopped (at its time budget)")
+    samples: int | None
+    worst_case: list[dict[str, Any]] = Field(description="its headline, per norm and radius")
+    request: dict[str, Any] = Field(
+        description="what it ran: attacks, threat_models, epsilons, l2_epsilons"
+    )
+    in_gauges: bool = Field(
+        description="whether the robustness gauges show it now: true until a qualifying "
+        "check of the model finishes"
+    )
+
+
+class PublishedReport(PublishedReportSummary):
+    model: str = Field(description="the served model's name")
+    report: dict[str, Any] = Field(description="the report as published")
+
+
 class FullModelDescription(ModelDescription):
     """A model as the operator sees it: where it was loaded from and its whole manifest
     (training settings and history, the training machine's paths)."""
@@ -114,6 +141,9 @@ class FullModelDescription(ModelDescription):
     device: str
     path: str
     manifest: dict[str, Any]
+    published_report: PublishedReportSummary | None = Field(
+        None, description="the report published with its weights; null: none was found"
+    )
 
 
 class FullModelList(BaseModel):

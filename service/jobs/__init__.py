@@ -7,5 +7,7 @@ it; ``spec`` is what a job runs; ``samples`` validates uploaded sample sets;
 ``qusec-worker``), each watched by ``supervision``; ``scheduling`` is the one loop that
 claims them; ``lease`` renews a running job's lease and gives up a run whose store failed;
 ``split`` splits a check into parts and assembles their report; ``gauges`` publishes the
-queue's size; ``targets`` describes what a check may target.
+queue's size and each model's qualifying check; ``published`` finds the report published
+with each served model's weights, which shows until then; ``targets`` describes what a check
+may target.
 """

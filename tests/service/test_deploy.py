@@ -9,6 +9,7 @@ only when the binary is absent.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from service.jobs.published import find_published
 from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
 
@@ -211,6 +213,32 @@ def test_image_carries_the_eval_subsets_and_a_writable_job_database() -> None:
     admin = load_yaml("deploy/compose.admin.yml")["services"]["qusec"]
     assert admin["environment"]["QUSEC_ADMIN_TOKEN_FILE"] == "/run/secrets/qusec_admin_token"
     assert "QUSEC_ADMIN_TOKEN" not in admin["environment"]
+
+
+def test_image_carries_the_published_report_of_every_model_it_serves_that_has_one() -> None:
+    env = dict(re.findall(r"(QUSEC_[A-Z_]+)=(\S+)", DOCKERFILE))
+    assert env["QUSEC_PUBLISHED_REPORTS"] == "/app/docs/results"
+    copied = re.findall(r"^COPY --chmod=755 (docs/results/\S+) \./", DOCKERFILE, re.MULTILINE)
+    assert copied, "the image copies no published reports"
+    served = [Path(folder).name for folder in env["QUSEC_CHECKPOINTS"].split(",")]
+    weights = {
+        name: json.loads((ROOT / "checkpoints" / name / "manifest.json").read_text())[
+            "weights_sha256"
+        ]
+        for name in served
+    }
+    chosen = find_published(ROOT / "docs" / "results", weights)
+    # The adversarially trained defaults and the TQ models have one; the ResNet-20 none.
+    assert set(chosen) == set(served) - {"cifar10-resnet20"}
+    for report in chosen.values():
+        path = f"docs/results/{report.file}"
+        assert any(_copied_by(path, pattern) for pattern in copied), path
+
+
+def _copied_by(path: str, pattern: str) -> bool:
+    """Whether a COPY source glob takes ``path``: as Docker's, its ``*`` stops at a ``/``."""
+    parts, globs = path.split("/"), pattern.split("/")
+    return len(parts) == len(globs) and all(map(fnmatch.fnmatchcase, parts, globs))
 
 
 def promtool_or_skip() -> str:

@@ -90,6 +90,18 @@ def test_without_checkpoints_the_bundled_ones_that_exist_are_served() -> None:
     assert settings.checkpoints[0].name == BUNDLED_CHECKPOINTS[0]
 
 
+@pytest.mark.parametrize("off", ["none", "None", "", " "])
+def test_published_reports_default_to_docs_results_and_none_turns_them_off(
+    monkeypatch, off
+) -> None:
+    assert ServiceSettings().published_reports == settings_module.BUNDLED_REPORTS_DIR
+    assert settings_module.BUNDLED_REPORTS_DIR.name == "results"
+    monkeypatch.setenv("QUSEC_PUBLISHED_REPORTS", "/srv/reports")
+    assert ServiceSettings().published_reports == Path("/srv/reports")
+    monkeypatch.setenv("QUSEC_PUBLISHED_REPORTS", off)
+    assert ServiceSettings().published_reports is None
+
+
 def test_a_bundled_name_whose_folder_is_absent_is_skipped(monkeypatch, tmp_path) -> None:
     (tmp_path / "present").mkdir()
     (tmp_path / "present" / "manifest.json").write_text("{}")

@@ -8,6 +8,7 @@ Screenshots go to ``test-artifacts/console/`` (ignored by git) for a person to l
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,6 +168,33 @@ def test_a_wrong_token_shows_the_services_reason(page) -> None:
     # The token field is emptied: the token lives in the script's memory, not the page.
     assert page.input_value("#admin-token") == ""
     shoot(page, "wrong-token")
+
+
+def test_the_published_report_of_the_served_weights_comes_first_and_opens(page) -> None:
+    """The shipped mnist-tq2's weights were evaluated in docs/results/mnist-tq2.json: it is
+    the list's first entry, marked published, and opens in the report view."""
+    published = json.loads((ROOT / "docs" / "results" / "mnist-tq2.json").read_text())
+    use_token(page, TOKEN)
+    row = page.locator("#published-body tr[data-published='mnist-tq2']")
+    row.wait_for(timeout=WAIT_MS)
+    assert "published" in row.inner_text() and "the dashboard shows it" in row.inner_text()
+    assert page.locator("#checks-table tbody tr").first.get_attribute("data-published")
+    row.locator("button:has-text('Open')").click()
+    report = page.locator("#robustness-report article")
+    heading = "Published report of mnist-tq2: mnist-tq2.json"
+    report.filter(has_text=heading).wait_for(timeout=WAIT_MS)
+    assert "come from it until a check that meets the bar" in report.inner_text()
+    headline = report.locator("table.headline tbody tr").all_inner_texts()
+    assert len(headline) == len(published["worst_case"]) and "77.6%" in " ".join(headline)
+    shoot(page, "published-report")
+    with page.expect_download(timeout=WAIT_MS) as saved:
+        report.locator("button.download:has-text('JSON')").click()
+    assert saved.value.suggested_filename == "mnist-tq2.json"
+    assert json.loads(Path(saved.value.path()).read_text()) == published
+    # The status filter "published" lists the published reports alone.
+    page.select_option("#checks-filter-status", "published")
+    page.wait_for_function("() => document.querySelectorAll('#checks-body tr').length === 0")
+    assert page.locator("#published-body tr").count() == 1
 
 
 def test_admin_runs_a_check_and_reads_its_chart_flags_and_gallery(page) -> None:

@@ -68,6 +68,7 @@ function fileName(response, fallback) {
 }
 
 const jobPath = (id) => `/robustness-check/${encodeURIComponent(id)}`;
+const modelPath = (name) => `/admin/models/${encodeURIComponent(name)}`;
 
 export const api = {
   models: () => call("GET", "/models"),
@@ -86,6 +87,9 @@ export const api = {
     return call("GET", `/robustness-check?${query}`, { admin: true });
   },
   job: (id) => call("GET", jobPath(id), { admin: true }),
+  // Each model with its manifest and a summary of the report published with its weights.
+  adminModels: () => call("GET", "/admin/models", { admin: true }),
+  publishedReport: (name) => call("GET", `${modelPath(name)}/published-report`, { admin: true }),
   submit: (request, samples) => {
     if (!samples) {
       return call("POST", "/robustness-check", {

@@ -83,7 +83,6 @@ export function charts(report) {
   return el("div", { class: "charts" }, ...norms.map((norm) => accuracyChart(report, norm)));
 }
 
-// The whole report; `models` (the /models answer's list) names the classes of older reports.
 // Whether the check met the bar that lets a check set the dashboard's figures, and why not.
 function qualification(report) {
   const judged = report.qualification;
@@ -94,10 +93,20 @@ function qualification(report) {
     el("ul", {}, ...judged.reasons.map((reason) => el("li", {}, reason))));
 }
 
-export function reportView(report, models) {
+// Where a published report stands: made on the served weights by the suite's own run, it
+// sets the dashboard's figures until a check that meets the bar finishes.
+export function publishedStanding(inGauges) {
+  return el("p", {}, inGauges
+    ? "This report was published with the served weights: the dashboard's robustness figures come from it until a check that meets the bar finishes."
+    : "This report was published with the served weights. A check that meets the bar has finished since: the dashboard's robustness figures come from that check.");
+}
+
+// The whole report; `models` (the /models answer's list) names the classes of older reports;
+// `standing` says where it stands when it is not a check's (a published report's).
+export function reportView(report, models, standing = null) {
   return el("div", { class: "report" },
     summary(report),
-    qualification(report),
+    standing || qualification(report),
     el("h3", {}, "Headline"), headline(report),
     el("h3", {}, "Accuracy against radius"), charts(report),
     flags(report),

@@ -1,14 +1,20 @@
-// Robustness: every check, newest first, filtered by model, status and words; one opened as a
-// report, or two compared; either downloaded as JSON or as the HTML page.
+// Robustness: the report published with each model's weights, then every check, newest first,
+// filtered by model, status and words; one opened as a report, or two compared; either
+// downloaded as JSON (a check also as the HTML page).
 
 import { api, describeError, hasToken } from "./api.js";
-import { checkName, checkRow, searchText, shortId, WITH_REPORT } from "./checks.js";
+import {
+  checkName, checkRow, entryLabel, publishedEntry, publishedId, publishedModel, publishedRow, searchText,
+  shortId, WITH_REPORT,
+} from "./checks.js";
 import { compareView } from "./compare.js";
 import { byId, clear, el, saveBlob, setStatus } from "./dom.js";
 import { when } from "./format.js";
-import { reportView } from "./report.js";
+import { publishedStanding, reportView } from "./report.js";
 
+const PUBLISHED = "published"; // the status filter's value that lists only published reports
 let models = [];
+let published = []; // each model's published report (as a job: checks.js), from /admin/models
 let checks = []; // as last listed, newest first
 let ticked = []; // ids ticked for comparison, in the order ticked
 
@@ -18,15 +24,31 @@ function status(text, isError = false) {
 
 function showList() {
   const words = byId("checks-search").value.trim().toLowerCase().split(/\s+/).filter(Boolean);
-  const shown = checks.filter((job) => words.every((word) => searchText(job).includes(word)));
-  const actions = { tick, open: (job) => openCheck(job.id), download };
+  const matches = (job) => words.every((word) => searchText(job).includes(word));
+  const shown = checks.filter(matches);
+  const model = byId("checks-model").value;
+  const filter = byId("checks-filter-status").value;
+  const shownPublished = published.filter((entry) =>
+    (!model || entry.model === model) && (!filter || filter === PUBLISHED) && matches(entry));
+  const actions = { tick, open: openEntry, download };
+  clear(byId("published-body")).append(...shownPublished.map((entry) =>
+    publishedRow(entry, ticked.includes(entry.id), actions)));
   clear(byId("checks-body")).append(...shown.map((job) => checkRow(job, ticked.includes(job.id), actions)));
-  const total = checks.length === shown.length ? "" : ` of ${checks.length}`;
-  setStatus(byId("checks-count"), checks.length
-    ? `${shown.length}${total} check${checks.length === 1 ? "" : "s"}, newest first.`
-    : "No checks match: start one in Admin.");
-  byId("checks-table").hidden = !shown.length;
+  setStatus(byId("checks-count"), count(shown, shownPublished, filter));
+  byId("checks-table").hidden = !shown.length && !shownPublished.length;
   byId("checks-compare").disabled = ticked.length !== 2;
+}
+
+function count(shown, shownPublished, filter) {
+  const one = shownPublished.length === 1;
+  if (filter === PUBLISHED) return `${shownPublished.length} published report${one ? "" : "s"}.`;
+  const total = checks.length === shown.length ? "" : ` of ${checks.length}`;
+  const first = shownPublished.length
+    ? ` The report${one ? "" : "s"} published with the served weights come${one ? "s" : ""} first.`
+    : "";
+  return (checks.length
+    ? `${shown.length}${total} check${checks.length === 1 ? "" : "s"}, newest first.`
+    : "No checks match: start one in Admin.") + first;
 }
 
 function tick(job, checked) {
@@ -36,18 +58,37 @@ function tick(job, checked) {
   showList();
 }
 
+// Each model's published report, summarised in /admin/models; none when that cannot be read
+// (the checks are listed all the same).
+async function loadPublished() {
+  try {
+    const answer = await api.adminModels();
+    return answer.models.filter((model) => model.published_report)
+      .map((model) => publishedEntry({ model: model.name, ...model.published_report }));
+  } catch (error) {
+    status(`Could not read the published reports: ${describeError(error)}`, true);
+    return [];
+  }
+}
+
 async function loadChecks({ openNewest = false } = {}) {
   setStatus(byId("checks-count"), "Listing the checks…");
+  const filter = byId("checks-filter-status").value;
   try {
-    const answer = await api.jobs({ model: byId("checks-model").value, status: byId("checks-filter-status").value });
+    const [answer, found] = await Promise.all([
+      filter === PUBLISHED ? { jobs: [] } : api.jobs({ model: byId("checks-model").value, status: filter }),
+      loadPublished(),
+    ]);
     checks = answer.jobs;
+    published = found;
   } catch (error) {
     checks = [];
     setStatus(byId("checks-count"), `Could not list the checks: ${describeError(error)}`, true);
     byId("checks-table").hidden = true;
     return;
   }
-  ticked = ticked.filter((id) => checks.some((job) => job.id === id));
+  const listed = [...checks, ...published];
+  ticked = ticked.filter((id) => listed.some((job) => job.id === id));
   showList();
   const newest = checks.find((job) => job.status === "done");
   if (openNewest && newest) await openCheck(newest.id);
@@ -71,10 +112,37 @@ async function openCheck(id) {
   }
 }
 
-async function download(job, kind) {
-  status(`Preparing the ${kind.toUpperCase()} report of ${shortId(job.id)}…`);
+// A published report in full, as a job (checks.js); a check as the service shows it.
+async function entry(id) {
+  const model = publishedModel(id);
+  return model === null ? api.job(id) : publishedEntry(await api.publishedReport(model));
+}
+
+function openEntry(job) {
+  return job.published ? openPublished(job.model) : openCheck(job.id);
+}
+
+async function openPublished(model) {
+  status(`Opening the published report of ${model}…`);
   try {
-    const { blob, name } = await api.reportFile(job.id, kind);
+    showPublishedReport(await entry(publishedId(model)));
+  } catch (error) {
+    status(`Could not open the published report: ${describeError(error)}`, true);
+  }
+}
+
+// The report as the service has it, as a file; a published one is saved as it was read.
+async function reportFile(job, kind) {
+  if (!job.published) return api.reportFile(job.id, kind);
+  const { report } = job.report ? job : await entry(job.id);
+  const text = `${JSON.stringify(report, null, 2)}\n`;
+  return { blob: new Blob([text], { type: "application/json" }), name: job.file.split("/").pop() };
+}
+
+async function download(job, kind) {
+  status(`Preparing the ${kind.toUpperCase()} report of ${entryLabel(job)}…`);
+  try {
+    const { blob, name } = await reportFile(job, kind);
     saveBlob(blob, name);
     status(`Saved ${name}.`);
   } catch (error) {
@@ -85,27 +153,37 @@ async function download(job, kind) {
 async function compare() {
   status("Reading both reports…");
   try {
-    const jobs = await Promise.all(ticked.map((id) => api.job(id)));
+    const jobs = await Promise.all(ticked.map(entry));
     const missing = jobs.find((job) => !job.report);
     if (missing) {
       status(`Check ${shortId(missing.id)} (${missing.status}) has no report to compare.`, true);
       return;
     }
-    jobs.sort((a, b) => (a.created_at < b.created_at ? -1 : 1));
+    jobs.sort((a, b) => (new Date(a.created_at) < new Date(b.created_at) ? -1 : 1));
     show(compareView(jobs[0], jobs[1]));
-    status(`Comparing ${shortId(jobs[0].id)} (A) with ${shortId(jobs[1].id)} (B).`);
+    status(`Comparing ${entryLabel(jobs[0])} (A) with ${entryLabel(jobs[1])} (B).`);
   } catch (error) {
     status(`Could not compare: ${describeError(error)}`, true);
   }
 }
 
-function downloadButtons(job) {
+function downloadButtons(job, kinds = ["json", "html"]) {
   const button = (kind) => {
     const node = el("button", { type: "button", class: "download" }, `Download ${kind.toUpperCase()}`);
     node.addEventListener("click", () => download(job, kind));
     return node;
   };
-  return el("div", { class: "buttons" }, button("json"), button("html"));
+  return el("div", { class: "buttons" }, ...kinds.map(button));
+}
+
+function showPublishedReport(job) {
+  show(el("article", { "aria-label": `Published report of ${job.model}` },
+    el("h3", {}, `Published report of ${job.model}: ${job.file}`),
+    el("p", { class: "muted" }, `Made on the weights this service serves (sha256 ${job.weights_sha256.slice(0, 12)}…); `,
+      `finished ${when(job.finished_at)}.`),
+    downloadButtons(job, ["json"]),
+    reportView(job.report, models, publishedStanding(job.in_gauges))));
+  status("");
 }
 
 export function showJobReport(job, scroll = true) {
@@ -128,7 +206,9 @@ export function unlockRobustness(unlocked) {
   if (unlocked && hasToken()) loadChecks({ openNewest: !byId("robustness-report").hasChildNodes() });
   if (!unlocked) {
     checks = [];
+    published = [];
     ticked = [];
+    clear(byId("published-body"));
     clear(byId("checks-body"));
     clear(byId("robustness-report"));
   }
@@ -143,7 +223,7 @@ export function setUpRobustness(modelsAnswer) {
   byId("checks-search").addEventListener("input", showList);
   byId("checks-reload").addEventListener("click", () => loadChecks());
   byId("checks-compare").addEventListener("click", compare);
-  for (const value of [...WITH_REPORT, "queued", "running", "failed"]) {
+  for (const value of [...WITH_REPORT, "queued", "running", "failed", PUBLISHED]) {
     byId("checks-filter-status").append(el("option", { value }, value));
   }
 }
