@@ -91,7 +91,11 @@ def plan_units(
     combinations left out with the reason."""
     units, skipped = [], []
     for name, attack, threat, radii in requested_pairs(request, attacks):
-        reason = _no_level_space(attack, target) or _not_applicable(threat, target, surrogate)
+        reason = (
+            _no_level_space(attack, target)
+            or _too_few_classes(attack, target)
+            or _not_applicable(threat, target, surrogate)
+        )
         if reason is None and not radii:
             reason = f"no {attack.norm} epsilons requested"
         if reason is not None:
@@ -146,6 +150,13 @@ def subject_facts(
         surrogate_io=surrogate.io if surrogate is not None else None,
     )
     return SubjectFacts(target.dataset, input_shape, target.model.quantizer is not None, problem)
+
+
+def _too_few_classes(attack: Attack, target: Subject) -> str | None:
+    needed = getattr(attack, "min_classes", 2)
+    if target.classes and target.classes < needed:
+        return f"it needs at least {needed} classes; the model has {target.classes}"
+    return None
 
 
 def _no_level_space(attack: Attack, target: Subject) -> str | None:

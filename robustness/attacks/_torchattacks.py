@@ -30,6 +30,17 @@ def next_seed() -> int:
     return int(torch.randint(0, 2**31 - 1, ()))
 
 
+def runner_up_targets(requested: int, n_classes: int) -> int:
+    """How many runner-up classes a targeted attack (APGD-T, FAB-T) tries: those asked
+    for, at most every class but the true one, so a preset's 9 targets run on a 3-class
+    model as its 2 runner-ups."""
+    if requested < 1:
+        raise ValueError("target_classes must be >= 1")
+    if n_classes < 2:
+        raise ValueError(f"a targeted attack needs at least 2 classes; the model has {n_classes}")
+    return min(requested, n_classes - 1)
+
+
 def torchattacks_attack(name: str) -> type:
     """The torchattacks attack class ``name``, importing the library on first use."""
     return getattr(importlib.import_module("torchattacks"), name)

@@ -13,7 +13,13 @@ from typing import ClassVar
 
 import torch
 
-from robustness.attacks._torchattacks import NORM_NAMES, call, next_seed, torchattacks_attack
+from robustness.attacks._torchattacks import (
+    NORM_NAMES,
+    call,
+    next_seed,
+    runner_up_targets,
+    torchattacks_attack,
+)
 from robustness.attacks.base import ModelFn
 
 
@@ -21,13 +27,16 @@ from robustness.attacks.base import ModelFn
 class APGDT:
     """A CPU budget (AutoAttack: 100 steps against each of the 9 runner-up classes): 50
     steps against each of the ``target_classes`` classes with the highest logits after
-    the true one. Samples fooled by one target are not attacked with the next."""
+    the true one (all of them on a model with fewer classes). Samples fooled by one target
+    are not attacked with the next."""
 
     steps: int = 50
     target_classes: int = 3
     restarts: int = 1
     rho: float = 0.75
 
+    # Its targeted DLR loss divides by the top logit minus the 3rd and 4th.
+    min_classes: ClassVar[int] = 4
     name: ClassVar[str] = "apgd_t"
     norm: ClassVar[str] = "linf"
     access: ClassVar[str] = "gradients"
@@ -36,8 +45,12 @@ class APGDT:
     def craft(self, model_fn: ModelFn, x: torch.Tensor, y: torch.Tensor, eps: float | None):
         with torch.no_grad():
             n_classes = model_fn(x[:1]).shape[1]
-        if not 1 <= self.target_classes < n_classes:
-            raise ValueError(f"target_classes must lie in [1, {n_classes - 1}]")
+        targets = runner_up_targets(self.target_classes, n_classes)
+        if n_classes < self.min_classes:  # the plan skips it; a direct call is refused
+            raise ValueError(
+                f"APGD-T's targeted DLR loss needs at least {self.min_classes} classes; "
+                f"the model has {n_classes}"
+            )
         attack = torchattacks_attack("APGDT")(
             model_fn,
             norm=NORM_NAMES[self.norm],
@@ -48,5 +61,5 @@ class APGDT:
             rho=self.rho,
             n_classes=n_classes,
         )
-        attack.n_target_classes = self.target_classes  # the runner-up classes to try
+        attack.n_target_classes = targets  # the runner-up classes to try
         return call(attack, model_fn, x, y)

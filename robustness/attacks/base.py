@@ -24,6 +24,8 @@ class Attack(Protocol):
     Bounded attacks (``minimal = False``) search inside the ``eps`` ball of ``norm``.
     Minimal-perturbation attacks (``minimal = True``) ignore ``eps`` and return the
     smallest adversarial example they find; the runner then judges them at every radius.
+    An attack whose loss needs more than two classes says so in ``min_classes`` (APGD-T: 4);
+    the plan skips it, with the reason, on a model with fewer.
     """
 
     name: ClassVar[str]

@@ -16,7 +16,13 @@ from typing import ClassVar
 
 import torch
 
-from robustness.attacks._torchattacks import NORM_NAMES, call, next_seed, torchattacks_attack
+from robustness.attacks._torchattacks import (
+    NORM_NAMES,
+    call,
+    next_seed,
+    runner_up_targets,
+    torchattacks_attack,
+)
 from robustness.attacks.base import ModelFn
 
 
@@ -45,10 +51,7 @@ class FABT:
     def craft(self, model_fn: ModelFn, x: torch.Tensor, y: torch.Tensor, eps: float | None):
         with torch.no_grad():
             n_classes = model_fn(x[:1]).shape[1]
-        # Fewer classes than targets (a 3-class model): every runner-up is a target.
-        targets = min(self.target_classes, n_classes - 1)
-        if targets < 1:
-            raise ValueError("target_classes must be >= 1")
+        targets = runner_up_targets(self.target_classes, n_classes)
         attack = torchattacks_attack("FAB")(
             model_fn,
             norm=NORM_NAMES[self.norm],

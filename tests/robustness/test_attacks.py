@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from robustness.attacks import ATTACKS, get_attack
+from robustness.plan import plan_units
 from robustness.request import SuiteRequest, with_params
 from robustness.runner import run_suite
 from robustness.threats import BPDAClassifier, ZeroGradientBridge, frozen_copy
@@ -166,3 +167,55 @@ def test_fab_t_reaches_through_the_quantizer_with_bpda_and_not_without(masked, e
     assert rows["bpda"]["robust_accuracy"] <= clean - 0.3, rows
     assert rows["naive"]["robust_accuracy"] == clean
     assert rows["naive"]["perturbation"]["linf_max"] == 0.0
+
+
+class _Linear(torch.nn.Module):
+    """A fixed linear model of 1x4x4 images with ``classes`` outputs."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(16, classes)
+        torch.nn.init.normal_(self.linear.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+@pytest.mark.parametrize(
+    ("name", "classes"), [("apgd_t", 5), ("apgd_t_l2", 5), ("fab_t", 3), ("fab_t_l2", 3)]
+)
+def test_targeted_attacks_take_every_runner_up_of_a_model_with_fewer_classes(name, classes) -> None:
+    """The standard preset asks for 9 target classes; a model with fewer classes has fewer
+    runner-ups, and both targeted attacks try those (and move images); 0 targets is refused."""
+    model = _Linear(classes).eval()
+    torch.manual_seed(1)
+    x = torch.rand(8, 1, 4, 4)
+    y = model(x).argmax(1)
+    eps = 0.5 if name.endswith("_l2") else 0.3
+    adv = with_params(get_attack(name), {"steps": 10, "target_classes": 9}).craft(model, x, y, eps)
+    assert adv.shape == x.shape and torch.isfinite(adv).all()
+    assert (model(adv).argmax(1) != y).any()
+    with pytest.raises(ValueError, match="target_classes must be >= 1"):
+        with_params(get_attack(name), {"target_classes": 0}).craft(model, x, y, eps)
+
+
+def test_apgd_t_says_why_it_cannot_attack_a_model_of_three_classes() -> None:
+    model = _Linear(3).eval()
+    x = torch.rand(4, 1, 4, 4)
+    with pytest.raises(ValueError, match="at least 4 classes; the model has 3"):
+        get_attack("apgd_t").craft(model, x, model(x).argmax(1), 0.3)
+
+
+def test_the_plan_skips_apgd_t_on_a_model_of_three_classes_saying_why(undefended) -> None:
+    three = dataclasses.replace(undefended, classes=3, input_shape=(1, 28, 28))
+    request = SuiteRequest(attacks=("apgd_t", "fab_t"), threat_models=("naive",), epsilons=(0.3,))
+    units, skipped = plan_units(request, {n: get_attack(n) for n in request.attacks}, three, None)
+    assert [unit.attack for unit in units if not unit.sanity] == ["fab_t"]
+    assert skipped == [
+        {
+            "attack": "apgd_t",
+            "threat_model": "naive",
+            "reason": "it needs at least 4 classes; the model has 3",
+        }
+    ]
