@@ -12,7 +12,10 @@ The later run's (attack, threat model) pairs replace the earlier report's rows f
 pairs at every radius the later run requested (a minimal attack has a row per radius, and
 its unbounded row is always replaced), and the rows keep the runner's order. A later run
 may request only some of the earlier report's radii (an expensive attack split into one
-run per radius): its rows replace those radii's and leave the others. Everything derived
+run per radius): its rows replace those radii's and leave the others. A later run at radii
+the earlier one did not run adds their rows, and the merged request lists every radius
+either run asked for (the attacks that ran only in the earlier run have no rows there, and
+the tables show them as not run). Everything derived
 from rows (the worst case, its per-attack form, the masking flags) is computed again, and
 ``merged_from`` records each run's start, duration and attacks.
 """
@@ -28,7 +31,7 @@ from robustness.threats import THREAT_MODELS
 # Fields that must agree for the rows of two runs to belong in one report.
 _SAME_REPORT = ("schema_version", "samples", "seed", "clean_accuracy")
 _SAME_REQUEST = ("batch_size", "bpda_backward")
-# A part may have run a subset of the base's radii, never one the base does not have.
+# The request's radii of each norm: a merged report asks for those of every run.
 _RADII = {"linf": "epsilons", "l2": "l2_epsilons"}
 
 
@@ -100,13 +103,6 @@ def _check_compatible(base: dict, part: dict) -> None:
     _same("evaluation set sha256", base["eval_set"]["sha256"], part["eval_set"]["sha256"])
     for key in _SAME_REQUEST:
         _same(f"request {key}", base["request"].get(key), part["request"].get(key))
-    for key in _RADII.values():
-        ours, theirs = base["request"].get(key), part["request"].get(key)
-        if not set(theirs or []) <= set(ours or []):
-            raise MergeError(
-                f"request {key} differs: {ours!r} in the base report, {theirs!r} in the "
-                "part, which has radii the base report does not"
-            )
     if _uses_surrogate(part):
         surrogate, theirs = base.get("surrogate"), part.get("surrogate")
         _same(
@@ -142,13 +138,15 @@ def _fold(base: dict, part: dict) -> dict:
     requested = part["request"]
     kept = [row for row in base["results"] if not _reran(row, replaced, requested)]
     _check_same_settings(base["request"], requested, kept, replaced)
+    request = dict(base["request"])
+    for key in _RADII.values():
+        request[key] = sorted(set(request.get(key) or []) | set(requested.get(key) or []))
     # The runner's plan order: attack, then threat model, sanity runs last; within a pair,
     # a minimal attack's unbounded row, then the L-inf radii, then the L2 radii.
-    radii = base["request"]
+    radii = request
     rows = sorted(kept + part["results"], key=lambda row: _plan_order(row, radii))
     skipped = [s for s in base["skipped"] if _pair(s) not in replaced]
     skipped += [s for s in part["skipped"] if s not in skipped]
-    request = dict(base["request"])
     request["attacks"] = _union(request["attacks"], part["request"]["attacks"])
     request["threat_models"] = _union(request["threat_models"], part["request"]["threat_models"])
     # The request reads as the one that would have produced the merged rows.

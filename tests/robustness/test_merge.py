@@ -82,6 +82,27 @@ def test_runs_of_single_radii_merge_into_the_one_run_report(runs, masked, undefe
     assert partly == {(0.1, 8), (0.3, 24)}
 
 
+def test_a_run_at_a_new_radius_adds_its_rows_and_the_request_lists_it(
+    runs, masked, undefended, eval_set
+):
+    """A model published at one radius, attacked later at another: both radii's rows stay,
+    the request asks for both, and the worst case gains the new radius."""
+    whole, first, _ = runs
+    extra = run_suite(
+        masked,
+        eval_set,
+        replace(BOTH, attacks=("pgd",), epsilons=(0.2,), l2_epsilons=(), sanity_epsilon=None),
+        surrogate=undefended,
+    )
+    merged = merge_reports(first, extra)
+    assert merged["request"]["epsilons"] == sorted({*first["request"]["epsilons"], 0.2})
+    old = [r for r in merged["results"] if r["epsilon"] != 0.2]
+    assert _rows({"results": old}) == _rows(first)
+    new = [r for r in merged["results"] if r["epsilon"] == 0.2]
+    assert new and _rows({"results": new}) == _rows(extra)
+    assert 0.2 in {row["epsilon"] for row in merged["worst_case"]}
+
+
 def test_merge_refuses_a_single_radius_run_with_other_settings(runs):
     """Its rows would sit beside the base's other radii under one request's settings."""
     _, first, rerun = runs
@@ -108,7 +129,7 @@ def test_merge_leaves_its_inputs_alone(runs):
         ("seed", lambda r: r.update(seed=1), "seed differs"),
         ("model", lambda r: r["model"].update(sha256="other"), "model sha256 differs"),
         ("eval_set", lambda r: r["eval_set"].update(sha256="x"), "evaluation set sha256"),
-        ("request", lambda r: r["request"].update(epsilons=[0.2]), "request epsilons differs"),
+        ("request", lambda r: r["request"].update(batch_size=5), "request batch_size differs"),
         ("surrogate", lambda r: r["surrogate"].update(sha256="s"), "surrogate sha256 differs"),
         ("versions", lambda r: r["versions"].update(torch="0"), "versions differs"),
     ],
