@@ -22,6 +22,7 @@ SHIPPED = {
     "cifar10-cq4": ("cq", 0.700, 0.700),
     "cifar10-tq4": ("tq", 0.710, 0.710),
     "cifar10-resnet20": ("none", 0.880, 0.880),
+    "cifar10-resnet20-cq4": ("cq", 0.820, 0.830),
     "cifar10-resnet20-tq4": ("tq", 0.820, 0.810),
     "mnist-pgd": ("none", 0.985, 0.985),
     "mnist-pgd-tq2": ("tq", 0.985, 0.985),
