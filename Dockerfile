@@ -104,6 +104,7 @@ COPY --chmod=755 data/eval ./data/eval
 # come from the report made on its weights (docs/service.md, "Published reports").
 COPY --chmod=755 docs/results/*.json ./docs/results/
 COPY --chmod=755 docs/results/adversarial/*.json ./docs/results/adversarial/
+COPY --chmod=755 docs/results/resnet/*.json ./docs/results/resnet/
 USER 10001
 
 ENV QUSEC_HOST=0.0.0.0 \

@@ -180,6 +180,7 @@ def test_each_bundled_model_gets_its_published_evaluation_not_a_follow_up_run() 
         "cifar10-fgsm": "adversarial/cifar10-fgsm.json",
         "mnist-tq2": "mnist-tq2.json",
         "cifar10-tq4": "cifar10-tq4.json",
+        "cifar10-resnet20": "resnet/cifar10-resnet20.json",
     }
     for name, chosen in found.items():
         assert chosen.weights_sha256 == weights[name]
