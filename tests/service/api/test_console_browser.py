@@ -18,8 +18,13 @@ from PIL import Image
 
 from models.evalset import load_eval_set
 from tests.browser import shoot as shoot_in
-from tests.service.helpers.console import WAIT_MS, console_page, use_token
-from tests.service.helpers.servers import STOPPED_BY_SIGTERM, Server, start_server, stop
+from tests.service.helpers.console import (
+    WAIT_MS,
+    admin_console_server,
+    console_page,
+    use_token,
+)
+from tests.service.helpers.servers import Server
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +35,8 @@ TOKEN = "console-test-token-0123456789abcdef"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, browser) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("console")
-    running = start_server(
-        folder / "server.log",
-        ["--checkpoint", str(ROOT / "checkpoints" / "mnist-tq2")],
-        {
-            "QUSEC_ADMIN_TOKEN": TOKEN,
-            "QUSEC_ROBUSTNESS_DB": str(folder / "jobs.sqlite3"),
-            "QUSEC_ROBUSTNESS_THREADS": "1",
-        },
-    )
-    yield running
-    assert stop(running) in STOPPED_BY_SIGTERM, (folder / "server.log").read_text()
+    with admin_console_server(folder, [ROOT / "checkpoints" / "mnist-tq2"], TOKEN) as running:
+        yield running
 
 
 @pytest.fixture

@@ -20,8 +20,13 @@ import pytest
 from models.evalset import load_eval_set
 from models.registry import DATASETS
 from tests.browser import layout_problems, shoot
-from tests.service.helpers.console import WAIT_MS, console_page, use_token
-from tests.service.helpers.servers import STOPPED_BY_SIGTERM, Server, start_server, stop
+from tests.service.helpers.console import (
+    WAIT_MS,
+    admin_console_server,
+    console_page,
+    use_token,
+)
+from tests.service.helpers.servers import Server
 
 pytestmark = pytest.mark.slow
 
@@ -34,22 +39,9 @@ CIFAR10_CLASSES = DATASETS["cifar10"].class_names
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, browser) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("console-reports")
-    running = start_server(
-        folder / "server.log",
-        [
-            "--checkpoint",
-            str(ROOT / "checkpoints" / "mnist-tq2"),
-            "--checkpoint",
-            str(ROOT / "checkpoints" / "cifar10-tq4"),
-        ],
-        {
-            "QUSEC_ADMIN_TOKEN": TOKEN,
-            "QUSEC_ROBUSTNESS_DB": str(folder / "jobs.sqlite3"),
-            "QUSEC_ROBUSTNESS_THREADS": "1",
-        },
-    )
-    yield running
-    assert stop(running) in STOPPED_BY_SIGTERM, (folder / "server.log").read_text()
+    checkpoints = [ROOT / "checkpoints" / "mnist-tq2", ROOT / "checkpoints" / "cifar10-tq4"]
+    with admin_console_server(folder, checkpoints, TOKEN) as running:
+        yield running
 
 
 @pytest.fixture

@@ -5,9 +5,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from tests.service.helpers.servers import STOPPED_BY_SIGTERM, Server, start_server, stop
 
 # Generous: the machine is shared, and a job process imports torch before it starts.
 WAIT_MS = 240_000
+
+
+@contextmanager
+def admin_console_server(folder: Path, checkpoints: list[Path], token: str) -> Iterator[Server]:
+    """A real service with an admin token and its own job store in ``folder``, serving
+    ``checkpoints``; stopped with SIGTERM afterwards (its log shown if it did not stop so)."""
+    arguments = [arg for checkpoint in checkpoints for arg in ("--checkpoint", str(checkpoint))]
+    running = start_server(
+        folder / "server.log",
+        arguments,
+        {
+            "QUSEC_ADMIN_TOKEN": token,
+            "QUSEC_ROBUSTNESS_DB": str(folder / "jobs.sqlite3"),
+            "QUSEC_ROBUSTNESS_THREADS": "1",
+        },
+    )
+    yield running
+    assert stop(running) in STOPPED_BY_SIGTERM, (folder / "server.log").read_text()
 
 
 @contextmanager
