@@ -425,6 +425,21 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
                     f"{name} vs the batched-forward limit ({limit.scenario.name}, "
                     f"{limit.rate:.0f} rows/s): {100 * r.rate / limit.rate:.0f}%"
                 )
+        # The CPU budget behind those ratios: all cores at the server's own cost per request
+        # is its ceiling here, and what it spends beyond the forward's cost at the limit is
+        # the price of serving (HTTP, decoding, batching, smaller batches than the limit's).
+        cpus = os.cpu_count() or 1
+        forward_ms = 1000 * cpus / limit.rate
+        for name in ("/classify raw body", "/classify multipart", LITSERVE.name):
+            if name in by_name and by_name[name].cpu_ms_per_request > 0:
+                cost = by_name[name].cpu_ms_per_request
+                ceiling = 1000 * cpus / cost
+                print(
+                    f"{name}: {cost:.2f} CPU ms/req, so {cpus} CPUs serve at most "
+                    f"{ceiling:.0f} req/s ({100 * ceiling / limit.rate:.0f}% of the limit); "
+                    f"the forward at the limit costs {forward_ms:.2f} CPU ms/row, "
+                    f"leaving {cost - forward_ms:.2f} ms per request outside it"
+                )
     for other in ("naive multipart", LITSERVE.name):
         if other not in by_name:
             continue
