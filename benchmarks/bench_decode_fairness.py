@@ -40,8 +40,8 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fair_share import ms, start_server  # noqa: E402
-from bench_service import ROOT, free_port, make_checkpoint, sample_pngs  # noqa: E402
+from bench_fair_share import start_server  # noqa: E402
+from bench_service import ROOT, free_port, make_checkpoint, percentile_ms, sample_pngs  # noqa: E402
 
 log = logging.getLogger("bench_decode_fairness")
 TOKEN = "bench-admin-token-0123456789abcdef"
@@ -197,7 +197,8 @@ def print_table(phases: list[Phase], note: str) -> None:
         failures = ", ".join(f"{k}: {v}" for k, v in p.failures.most_common()) or "none"
         answers = "; ".join(f"{k}: {v}" for k, v in sorted(p.bombs.items())) or "-"
         print(
-            f"| {p.name} | {p.requests} | {rate} | {ms(p.latencies, 50)} | {ms(p.latencies, 99)} "
+            f"| {p.name} | {p.requests} | {rate} | {percentile_ms(p.latencies, 50)} "
+            f"| {percentile_ms(p.latencies, 99)} "
             f"| {ratio} | {failures} | {answers} |"
         )
 

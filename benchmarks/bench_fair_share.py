@@ -36,7 +36,6 @@ import platform
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,10 +43,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import ROOT, _ready, free_port, make_checkpoint, sample_pngs  # noqa: E402
+from bench_service import (  # noqa: E402
+    ROOT,
+    free_port,
+    launch_service,
+    make_checkpoint,
+    percentile_ms,
+    sample_pngs,
+)
 
 log = logging.getLogger("bench_fair_share")
 HONEST_ADDRESS = "127.0.0.2"
@@ -235,24 +239,8 @@ def measure(port: int, attack: Attack, args, requests: list[bytes], scratch: Pat
 
 
 def start_server(source: Path, checkpoint: Path, port: int, log_path: Path, env: dict[str, str]):
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--checkpoint", str(checkpoint.resolve()), "--log-level", "warning"]
-    environment = {**os.environ, "PYTHONPATH": str(source), **env}
-    with open(log_path, "wb") as sink:
-        server = subprocess.Popen(command, cwd=source, env=environment, stdout=sink, stderr=sink)
-    deadline = time.perf_counter() + 120
-    while time.perf_counter() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode}; see {log_path}")
-        if _ready(port):
-            return server
-        time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("server not ready after 120 s")
-
-
-def ms(values: list[float], q: float) -> str:
-    return f"{np.percentile(values, q) * 1000:.1f}" if values else "-"
+    options = ("--log-level", "warning")
+    return launch_service(checkpoint, port, log_path, options=options, env=env, source=source)[0]
 
 
 def print_table(outcomes: list[Outcome], note: str) -> None:
@@ -268,7 +256,7 @@ def print_table(outcomes: list[Outcome], note: str) -> None:
         failures = ", ".join(f"{k}: {v}" for k, v in o.failures.most_common()) or "none"
         print(
             f"| {o.attack} | {held} | {o.attacker_opened or '-'} | {o.requests} | {rate} "
-            f"| {ms(o.latencies, 50)} | {ms(o.latencies, 99)} | {failures} |"
+            f"| {percentile_ms(o.latencies, 50)} | {percentile_ms(o.latencies, 99)} | {failures} |"
         )
 
 

@@ -37,16 +37,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_service import (  # noqa: E402  (a sibling script, not a package)
     ROOT,
     Scenario,
-    _ready,
     build_request,
     free_port,
+    launch_service,
     make_checkpoint,
+    percentile_ms,
     process_tree,
     sample_pngs,
     status_kib,
@@ -175,25 +174,8 @@ def resident_mib(pid: int, key: str = "VmRSS:") -> float:
 
 
 def start_server(checkpoint: Path, port: int, log_path: Path, env: dict[str, str]):
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--checkpoint", str(checkpoint), "--log-level", "warning"]
-    with open(log_path, "wb") as sink:
-        server = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=sink, stderr=sink
-        )
-    deadline = time.perf_counter() + 120
-    while time.perf_counter() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode}; see {log_path}")
-        if _ready(port):
-            return server
-        time.sleep(0.05)
-    server.kill()
-    raise RuntimeError("server not ready after 120 s")
-
-
-def percentile_ms(values: list[float], q: float) -> str:
-    return f"{np.percentile(values, q) * 1000:.1f}" if values else "-"
+    options = ("--log-level", "warning")
+    return launch_service(checkpoint, port, log_path, options=options, env=env)[0]
 
 
 def print_table(levels: list[Level], note: str) -> None:

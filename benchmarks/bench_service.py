@@ -321,15 +321,27 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(
-    checkpoint: Path, port: int, log_path: Path, workers: int = 1
+def launch_service(
+    checkpoint: Path,
+    port: int,
+    log_path: Path,
+    *,
+    options: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    source: Path = ROOT,
 ) -> tuple[subprocess.Popen, float]:
-    env = {**os.environ, "QUSEC_ENABLE_NAIVE_ENDPOINT": "1"}
+    """Start ``python -m service`` from the source tree ``source`` on ``port`` and wait for
+    /readyz: (the server, seconds from start to ready). Every benchmark starts it here."""
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--checkpoint", str(checkpoint), "--workers", str(workers)]
+    command += ["--checkpoint", str(checkpoint.resolve()), *options]
+    environment = {**os.environ, **(env or {})}
+    if source != ROOT:  # another tree's service (before/after comparisons)
+        environment["PYTHONPATH"] = str(source)
     started = time.perf_counter()
     with open(log_path, "wb") as log_file:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=log_file)
+        server = subprocess.Popen(
+            command, cwd=source, env=environment, stdout=log_file, stderr=log_file
+        )
     deadline = started + 120
     while time.perf_counter() < deadline:
         if server.poll() is not None:
@@ -339,6 +351,23 @@ def start_server(
         time.sleep(0.02)
     server.kill()
     raise RuntimeError(f"server not ready after 120 s; see {log_path}")
+
+
+def percentile_ms(values: list[float], q: float) -> str:
+    """The q-th percentile of latencies in seconds, as milliseconds; '-' when there are none."""
+    return f"{np.percentile(values, q) * 1000:.1f}" if values else "-"
+
+
+def start_server(
+    checkpoint: Path, port: int, log_path: Path, workers: int = 1
+) -> tuple[subprocess.Popen, float]:
+    return launch_service(
+        checkpoint,
+        port,
+        log_path,
+        options=("--workers", str(workers)),
+        env={"QUSEC_ENABLE_NAIVE_ENDPOINT": "1"},
+    )
 
 
 def start_litserve(
