@@ -109,7 +109,7 @@ USER 10001
 
 ENV QUSEC_HOST=0.0.0.0 \
     QUSEC_PORT=8000 \
-    QUSEC_CHECKPOINTS=/app/checkpoints/mnist-pgd,/app/checkpoints/cifar10-fgsm,/app/checkpoints/cifar10-resnet20,/app/checkpoints/mnist-tq2,/app/checkpoints/cifar10-tq4 \
+    QUSEC_CHECKPOINTS=/app/checkpoints/mnist-pgd,/app/checkpoints/cifar10-resnet20-fgsm,/app/checkpoints/cifar10-resnet20,/app/checkpoints/mnist-tq2,/app/checkpoints/cifar10-tq4 \
     QUSEC_EVAL_DIR=/app/data/eval \
     QUSEC_PUBLISHED_REPORTS=/app/docs/results \
     QUSEC_ROBUSTNESS_DB=/var/lib/qusec/robustness-jobs.sqlite3 \

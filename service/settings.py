@@ -23,12 +23,12 @@ ENV_PREFIX = "QUSEC_"
 # Adding a bundled model is one more name here; a name whose folder is absent is skipped.
 # The first is the default model. The adversarially trained models lead: they are the most
 # robust per dataset under adaptive attacks (docs/results.md, "Adversarial training"); the
-# ResNet-20 is the accurate CIFAR-10 model (90.5% clean, not robust); the TQ models are the
-# paper's defence, kept for comparison.
+# plain ResNet-20 is the accurate CIFAR-10 model (90.5% clean, not robust); the TQ models are
+# the paper's defence, kept for comparison.
 BUNDLED_CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 BUNDLED_CHECKPOINTS = (
     "mnist-pgd",
-    "cifar10-fgsm",
+    "cifar10-resnet20-fgsm",
     "cifar10-resnet20",
     "mnist-tq2",
     "cifar10-tq4",

@@ -1,5 +1,5 @@
 """A real ``python -m service`` on a free loopback port, serving the bundled checkpoints
-(``mnist-pgd``, the default, ``cifar10-fgsm``, ``cifar10-resnet20``, ``mnist-tq2`` and
+(``mnist-pgd``, the default, ``cifar10-resnet20-fgsm``, ``cifar10-resnet20``, ``mnist-tq2`` and
 ``cifar10-tq4``) with an admin token and its own SQLite job
 store, for the client's tests to talk to over HTTP."""
 

@@ -94,7 +94,7 @@ def test_the_model_list_is_typed(qusec) -> None:
     assert listed_models.ready and listed_models.default == "mnist-pgd"
     assert listed_models.names == [
         "mnist-pgd",
-        "cifar10-fgsm",
+        "cifar10-resnet20-fgsm",
         "cifar10-resnet20",
         "mnist-tq2",
         "cifar10-tq4",

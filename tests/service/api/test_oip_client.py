@@ -114,7 +114,7 @@ def test_with_no_checkpoint_named_the_bundled_models_are_served(tmp_path) -> Non
         ready = httpx.get(f"{running.url}/readyz", timeout=60).json()
         assert ready["models"] == [
             "mnist-pgd",
-            "cifar10-fgsm",
+            "cifar10-resnet20-fgsm",
             "cifar10-resnet20",
             "mnist-tq2",
             "cifar10-tq4",

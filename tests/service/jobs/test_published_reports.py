@@ -177,7 +177,7 @@ def test_each_bundled_model_gets_its_published_evaluation_not_a_follow_up_run() 
     found = find_published(BUNDLED_REPORTS_DIR, weights)
     assert {name: chosen.file for name, chosen in found.items()} == {
         "mnist-pgd": "adversarial/mnist-pgd.json",
-        "cifar10-fgsm": "adversarial/cifar10-fgsm.json",
+        "cifar10-resnet20-fgsm": "adversarial/cifar10-resnet20-fgsm.json",
         "mnist-tq2": "mnist-tq2.json",
         "cifar10-tq4": "cifar10-tq4.json",
         "cifar10-resnet20": "resnet/cifar10-resnet20.json",
