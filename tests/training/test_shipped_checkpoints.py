@@ -28,6 +28,7 @@ SHIPPED = {
     "mnist-pgd-tq2": ("tq", 0.985, 0.985),
     "cifar10-fgsm": ("none", 0.540, 0.550),
     "cifar10-fgsm-tq4": ("tq", 0.550, 0.570),
+    "cifar10-pgd": ("none", 0.540, 0.560),
     "cifar10-resnet20-fgsm": ("none", 0.760, 0.770),
 }
 
