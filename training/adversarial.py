@@ -1,6 +1,6 @@
 """Adversarial training: the inner maximisation, and the per-epoch catastrophic-overfitting check.
 
-Three methods, each named after its paper:
+Four methods, each named after its paper:
 
 * ``pgd``: Madry et al. 2018 (arXiv 1706.06083). Train on PGD examples: a uniform random
   start in the L-inf ball, ``steps`` signed-gradient steps of ``step_size``, each projected
@@ -11,6 +11,13 @@ Three methods, each named after its paper:
 * ``fgsm-rs``: Wong, Rice and Kolter 2020 (arXiv 2001.03994), "fast" training. One signed
   step of 1.25 eps from a uniform random start, clipped to the ball. Cheap, and known to
   overfit catastrophically (PGD accuracy collapses within an epoch), hence the check below.
+* ``rslad``: Zi et al. 2021 (arXiv 2108.07969), robust soft-label adversarial distillation.
+  A frozen teacher (a more robust checkpoint) labels each clean image with its
+  probabilities T(x); the student trains on alpha KL(T(x) || S(x')) + (1 - alpha)
+  KL(T(x) || S(x)), where x' maximises KL(T(x) || S(x')) inside the ball (TRADES' inner
+  attack with the teacher's labels as its target). Soft labels from a robust teacher are
+  easier to fit than one-hot labels of adversarial examples, which is what a small network
+  that underfits the adversarial objective lacks.
 
 How the attack sees a quantizer. The served model quantizes with the hard staircase, whose
 gradient is zero almost everywhere, so an attack through it would learn nothing (gradient
@@ -38,8 +45,8 @@ from torch.nn import functional as F
 from models.cnn import QuantizedClassifier
 from models.quantizers import straight_through
 
-Method = Literal["none", "pgd", "trades", "fgsm-rs"]
-METHODS = ("none", "pgd", "trades", "fgsm-rs")
+Method = Literal["none", "pgd", "trades", "fgsm-rs", "rslad"]
+METHODS = ("none", "pgd", "trades", "fgsm-rs", "rslad")
 # A drop in held-out PGD accuracy this large below the best epoch is called a collapse:
 # catastrophic overfitting takes PGD accuracy from tens of percent to near zero at once.
 COLLAPSE_DROP = 0.2
@@ -53,6 +60,9 @@ class AdversarialSettings:
     steps: int
     step_size: float
     trades_beta: float = 6.0
+    rslad_alpha: float = 5 / 6
+    # RSLAD's frozen teacher, in eval mode: its served forward labels the clean images.
+    teacher: nn.Module | None = None
 
 
 def attack_view(model: QuantizedClassifier, x: torch.Tensor) -> torch.Tensor:
@@ -92,16 +102,23 @@ def pgd_examples(
     return x_adv.detach()
 
 
-def _trades_examples(model, x, settings: AdversarialSettings, generator) -> torch.Tensor:
-    with torch.no_grad():
-        clean = F.softmax(attack_view(model, x), dim=1)
+def kl_examples(
+    model: QuantizedClassifier,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    settings: AdversarialSettings,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """TRADES' inner attack: x' maximising KL(target || model(x')) inside the ball, from a
+    small Gaussian start. ``target`` holds probabilities: the model's own on the clean
+    images (TRADES) or a teacher's (RSLAD)."""
     noise = torch.randn(x.shape, generator=generator).to(x.device)
     x_adv = (x + 0.001 * noise).clamp(0.0, 1.0)
     for _ in range(settings.steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             log_adv = F.log_softmax(attack_view(model, x_adv), dim=1)
-            grad = _input_gradient(F.kl_div(log_adv, clean, reduction="sum"), x_adv)
+            grad = _input_gradient(F.kl_div(log_adv, target, reduction="sum"), x_adv)
         x_adv = _project(x_adv.detach() + settings.step_size * grad.sign(), x, settings.epsilon)
     return x_adv.detach()
 
@@ -130,13 +147,30 @@ def adversarial_loss(
         logits = trainable(x_adv)
         return F.cross_entropy(logits, y), logits
     if settings.method == "trades":
-        x_adv = _trades_examples(model, x, settings, generator)
+        with torch.no_grad():
+            clean = F.softmax(attack_view(model, x), dim=1)
+        x_adv = kl_examples(model, x, clean, settings, generator)
         both = trainable(torch.cat([x, x_adv]))  # one pass, so DDP sees one forward
         logits, logits_adv = both[: len(x)], both[len(x) :]
         robust = F.kl_div(
             F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean"
         )
         return F.cross_entropy(logits, y) + settings.trades_beta * robust, logits
+    if settings.method == "rslad":
+        if settings.teacher is None:
+            raise ValueError("rslad needs a teacher")
+        with torch.no_grad():
+            soft = F.softmax(settings.teacher(x), dim=1)
+        x_adv = kl_examples(model, x, soft, settings, generator)
+        both = trainable(torch.cat([x, x_adv]))
+        logits, logits_adv = both[: len(x)], both[len(x) :]
+        alpha = settings.rslad_alpha
+        robust = F.kl_div(F.log_softmax(logits_adv, dim=1), soft, reduction="batchmean")
+        natural = F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")
+        loss = alpha * robust + (1 - alpha) * natural
+        # The logits on the adversarial examples: the epoch's training accuracy is the
+        # student's under attack, as for pgd.
+        return loss, logits_adv
     raise ValueError(f"unknown adversarial method {settings.method!r}; valid: {METHODS[1:]}")
 
 

@@ -224,9 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adversarial.add_argument(
         "--adversarial",
-        choices=["none", "pgd", "trades", "fgsm-rs"],
+        choices=["none", "pgd", "trades", "fgsm-rs", "rslad"],
         default="none",
-        help="pgd (Madry et al.), trades (Zhang et al.), fgsm-rs (Wong et al.), or none",
+        help="pgd (Madry et al.), trades (Zhang et al.), fgsm-rs (Wong et al.), rslad "
+        "(Zi et al.: distillation from --teacher's soft labels), or none",
     )
     adversarial.add_argument(
         "--adv-epsilon",
@@ -246,6 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adversarial.add_argument(
         "--trades-beta", type=float, default=6.0, help="TRADES' robust-loss weight"
+    )
+    adversarial.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="rslad only: checkpoint folder (same dataset, input shape and classes) whose "
+        "probabilities on the clean images are the targets, e.g. a more robust model",
+    )
+    adversarial.add_argument(
+        "--rslad-alpha",
+        type=float,
+        default=5 / 6,
+        help="rslad's weight of the adversarial term; the clean term gets the rest "
+        "(default: 5/6, the paper's)",
     )
     adversarial.add_argument(
         "--adv-ramp-epochs",
@@ -400,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             adv_steps=args.adv_steps,
             adv_step_size=args.adv_step_size,
             trades_beta=args.trades_beta,
+            teacher=args.teacher,
+            rslad_alpha=args.rslad_alpha,
             adv_ramp_epochs=args.adv_ramp_epochs,
             adv_check_samples=args.adv_check_samples,
         )

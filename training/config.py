@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 Defense = Literal["none", "cq", "tq"]
-Adversarial = Literal["none", "pgd", "trades", "fgsm-rs"]
+Adversarial = Literal["none", "pgd", "trades", "fgsm-rs", "rslad"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ class TrainConfig:
     adv_steps: int = 10
     adv_step_size: float | None = None
     trades_beta: float = 6.0
+    # RSLAD (robust soft-label distillation): the checkpoint whose clean-input probabilities
+    # are the targets, and the weight of the adversarial term (the clean term gets the rest).
+    teacher: Path | None = None
+    rslad_alpha: float = 5 / 6
     adv_ramp_epochs: int = 0
     # Held-out images attacked with PGD after every epoch to catch catastrophic overfitting.
     adv_check_samples: int = 512
@@ -94,8 +98,11 @@ class TrainConfig:
             "input_size, channels and split are for --dataset imagefolder": self.dataset
             == "imagefolder"
             or (self.input_size, self.channels, self.split) == (None, None, None),
-            "adversarial must be none, pgd, trades or fgsm-rs": self.adversarial
-            in ("none", "pgd", "trades", "fgsm-rs"),
+            "adversarial must be none, pgd, trades, fgsm-rs or rslad": self.adversarial
+            in ("none", "pgd", "trades", "fgsm-rs", "rslad"),
+            "rslad needs a teacher, and a teacher is for rslad only": (self.adversarial == "rslad")
+            == (self.teacher is not None),
+            "rslad_alpha must lie in [0, 1]": 0 <= self.rslad_alpha <= 1,
             "adversarial training needs 0 < adv_epsilon <= 1": self.adversarial == "none"
             or 0 < self.adv_epsilon <= 1,
             "adv_steps must be >= 1": self.adv_steps >= 1,
@@ -149,6 +156,8 @@ class TrainConfig:
         "adv_step_size",
         "trades_beta",
         "adv_ramp_epochs",
+        "teacher",
+        "rslad_alpha",
     )
 
 

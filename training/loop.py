@@ -70,6 +70,7 @@ def train(config: TrainConfig) -> dict:
             )
         model = _build(config, data)
         initial = _initialise_cnn(config, model, data.name)
+        teacher, teacher_record = _load_teacher(config, data, runtime.device)
         model = model.to(runtime.device)
         optimizer = _optimizer(config, model)
         start_epoch, history = resume.restore(config, model, optimizer)
@@ -77,7 +78,9 @@ def train(config: TrainConfig) -> dict:
         started = time.perf_counter()
         for epoch in range(start_epoch, config.epochs):
             epoch_started = time.perf_counter()
-            history.append(_run_epoch(config, runtime, model, trainable, optimizer, data, epoch))
+            history.append(
+                _run_epoch(config, runtime, model, trainable, optimizer, data, epoch, teacher)
+            )
             # Wall time per epoch, kept in the resume state, so a resumed run's total counts
             # every session's epochs, not only the last session's.
             history[-1]["seconds"] = round(time.perf_counter() - epoch_started, 1)
@@ -91,7 +94,8 @@ def train(config: TrainConfig) -> dict:
             if runtime.is_main:
                 resume.save(config, model, optimizer, epoch + 1, history)
         seconds = time.perf_counter() - started
-        return _finish(config, runtime, model, data, history, seconds, revision, initial)
+        provenance = {"initialised_from": initial, "teacher_checkpoint": teacher_record}
+        return _finish(config, runtime, model, data, history, seconds, revision, provenance)
     finally:
         if runtime.world_size > 1:
             torch.distributed.destroy_process_group()
@@ -185,6 +189,27 @@ def _initialise_cnn(
     return {"folder": str(config.init_from), "weights_sha256": source.manifest.weights_sha256}
 
 
+def _load_teacher(
+    config: TrainConfig, data: Dataset, device: torch.device
+) -> tuple[nn.Module | None, dict | None]:
+    """RSLAD's frozen teacher: ``config.teacher``'s served model, checked against the data
+    (same dataset, input shape and classes); None without one."""
+    if config.teacher is None:
+        return None, None
+    source = load_checkpoint(config.teacher)
+    manifest = source.manifest
+    mine = (data.name, list(data.input_shape), list(data.class_names))
+    theirs = (manifest.dataset, list(manifest.input_shape), list(manifest.class_names))
+    if theirs != mine:
+        raise ValueError(
+            f"--teacher {config.teacher}: a {manifest.dataset} checkpoint with input "
+            f"{theirs[1]} and {len(theirs[2])} classes cannot label a {data.name} run with "
+            f"input {mine[1]} and {len(mine[2])} classes (or its class names differ)"
+        )
+    teacher = source.model.eval().requires_grad_(False).to(device)
+    return teacher, {"folder": str(config.teacher), "weights_sha256": manifest.weights_sha256}
+
+
 def _wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
     if runtime.world_size == 1:
         return model
@@ -192,14 +217,16 @@ def _wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def _run_epoch(config, runtime, model, trainable, optimizer, data: Dataset, epoch: int) -> dict:
+def _run_epoch(
+    config, runtime, model, trainable, optimizer, data: Dataset, epoch: int, teacher=None
+) -> dict:
     lr = learning_rate(config, epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr
     if model.quantizer is not None and config.defense == "tq":
         model.quantizer.steepness = steepness(config, epoch)
     loss, train_accuracy = _train_one_epoch(
-        config, runtime, model, trainable, optimizer, data.train, epoch
+        config, runtime, model, trainable, optimizer, data.train, epoch, teacher
     )
     record = {
         "epoch": epoch + 1,
@@ -236,7 +263,9 @@ def _run_epoch(config, runtime, model, trainable, optimizer, data: Dataset, epoc
     return record
 
 
-def _adversarial_settings(config: TrainConfig, epoch: int) -> AdversarialSettings | None:
+def _adversarial_settings(
+    config: TrainConfig, epoch: int, teacher: nn.Module | None = None
+) -> AdversarialSettings | None:
     if config.adversarial == "none":
         return None
     epsilon = adversarial_epsilon(config, epoch)
@@ -246,6 +275,8 @@ def _adversarial_settings(config: TrainConfig, epoch: int) -> AdversarialSetting
         config.adv_steps,
         adversarial_step_size(config, epsilon),
         config.trades_beta,
+        config.rslad_alpha,
+        teacher,
     )
 
 
@@ -261,7 +292,9 @@ def _adversarial_record(config, runtime, model, test: Split, epoch: int) -> dict
     return record
 
 
-def _train_one_epoch(config, runtime, model, trainable, optimizer, split: Split, epoch: int):
+def _train_one_epoch(
+    config, runtime, model, trainable, optimizer, split: Split, epoch: int, teacher=None
+):
     trainable.train()
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     order = torch.randperm(len(split.labels), generator=generator)
@@ -269,7 +302,7 @@ def _train_one_epoch(config, runtime, model, trainable, optimizer, split: Split,
     per_rank = config.batch_size // runtime.world_size
     images = torch.from_numpy(split.images)
     labels = torch.from_numpy(split.labels)
-    adversarial = _adversarial_settings(config, epoch)
+    adversarial = _adversarial_settings(config, epoch, teacher)
     total_loss = correct = seen = 0.0
     bar = tqdm(
         range(batches),
@@ -347,7 +380,7 @@ def _train_seconds(history: list[dict], seconds: float) -> dict:
     }
 
 
-def _finish(config, runtime, model, data: Dataset, history, seconds, revision, initial):
+def _finish(config, runtime, model, data: Dataset, history, seconds, revision, provenance):
     if runtime.world_size > 1:
         torch.distributed.barrier()
     if not runtime.is_main:
@@ -371,7 +404,7 @@ def _finish(config, runtime, model, data: Dataset, history, seconds, revision, i
         training={
             **config.to_json(),
             "world_size": runtime.world_size,
-            "initialised_from": initial,
+            **provenance,
             "history": history,
             **_overfitting_verdict(config, history),
         },

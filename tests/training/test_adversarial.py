@@ -2,18 +2,22 @@
 and the catastrophic-overfitting check."""
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from models.checkpoint import load_checkpoint
 from models.quantizers import ConstantQuantizer
 from training import loop
 from training.adversarial import (
     COLLAPSE_DROP,
+    AdversarialSettings,
     attack_view,
     collapse_epoch,
     held_out_pgd_accuracy,
+    kl_examples,
     pgd_examples,
 )
 from training.config import TrainConfig, adversarial_epsilon, adversarial_step_size
@@ -21,6 +25,7 @@ from training.datasets import load_dataset
 from training.loop import _build, train
 
 EPSILON = 0.2
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def _config(out, data_dir, **overrides):
@@ -75,6 +80,81 @@ def test_adversarial_training_raises_pgd_accuracy_over_standard_training(
     # Same data, seed and schedule; only the training examples differ. On these images a
     # standard CNN keeps ~10% under PGD at 0.2 and adversarial training 60-100%.
     assert robust > standard_pgd_accuracy + 0.2, (method, robust, standard_pgd_accuracy)
+
+
+@pytest.fixture(scope="module")
+def robust_teacher(tmp_path_factory, tiny_data):
+    out = tmp_path_factory.mktemp("teacher") / "out"
+    train(_config(out, tiny_data, adversarial="pgd", adv_epsilon=EPSILON, adv_check_samples=0))
+    return out
+
+
+@pytest.mark.slow
+def test_distillation_from_a_robust_teacher_raises_pgd_accuracy_over_standard_training(
+    tmp_path, tiny_data, standard_pgd_accuracy, robust_teacher
+):
+    out = tmp_path / "out"
+    config = _config(
+        out, tiny_data, adversarial="rslad", adv_epsilon=EPSILON, teacher=robust_teacher
+    )
+    train(config)
+    robust = _pgd_accuracy(out, tiny_data)
+    assert robust > standard_pgd_accuracy + 0.2, (robust, standard_pgd_accuracy)
+
+
+def test_rslad_records_its_teacher_and_trains_on_its_soft_labels(tmp_path, tiny_mnist):
+    teacher = CHECKPOINTS / "mnist-pgd"
+    config = _config(
+        tmp_path / "out",
+        tiny_mnist,
+        epochs=1,
+        limit_train=64,
+        adversarial="rslad",
+        adv_epsilon=EPSILON,
+        teacher=teacher,
+        rslad_alpha=0.5,
+    )
+    train(config)
+    training = load_checkpoint(config.out).manifest.training
+    assert (training["adversarial"], training["rslad_alpha"]) == ("rslad", 0.5)
+    assert training["teacher"] == str(teacher)
+    assert training["teacher_checkpoint"] == {
+        "folder": str(teacher),
+        "weights_sha256": load_checkpoint(teacher).manifest.weights_sha256,
+    }
+
+
+def test_a_teacher_for_other_data_is_refused(tmp_path, tiny_mnist):
+    config = _config(
+        tmp_path / "out",
+        tiny_mnist,
+        limit_train=64,
+        adversarial="rslad",
+        adv_epsilon=EPSILON,
+        teacher=CHECKPOINTS / "cifar10-undefended",
+    )
+    with pytest.raises(ValueError, match="cannot label a mnist run"):
+        train(config)
+    assert not config.out.exists()
+
+
+def test_the_kl_attack_moves_the_student_away_from_the_teacher(tiny_mnist, tmp_path):
+    model = _build(_config(tmp_path, tiny_mnist, defense="cq", levels=2)).eval()
+    teacher = load_checkpoint(CHECKPOINTS / "mnist-pgd").model.eval()
+    x = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        soft = F.softmax(teacher(x), dim=1)
+    settings = AdversarialSettings("rslad", EPSILON, 5, EPSILON / 4, teacher=teacher)
+    x_adv = kl_examples(model, x, soft, settings, torch.Generator().manual_seed(0))
+    assert (x_adv - x).abs().max() <= EPSILON + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+    def divergence(images):
+        with torch.no_grad():
+            log_student = F.log_softmax(attack_view(model, images), dim=1)
+        return F.kl_div(log_student, soft, reduction="batchmean").item()
+
+    assert divergence(x_adv) > divergence(x)
 
 
 @pytest.mark.slow
@@ -175,6 +255,12 @@ def test_radius_ramp_and_published_step_sizes(tmp_path):
         ({"adversarial": "madry"}, "adversarial must be"),
         ({"adversarial": "pgd", "adv_epsilon": 0.1, "adv_ramp_epochs": 3}, "adv_ramp_epochs"),
         ({"adv_steps": 0}, "adv_steps"),
+        ({"adversarial": "rslad", "adv_epsilon": 0.1}, "rslad needs a teacher"),
+        ({"adversarial": "pgd", "adv_epsilon": 0.1, "teacher": Path("t")}, "teacher is for"),
+        (
+            {"adversarial": "rslad", "adv_epsilon": 0.1, "teacher": Path("t"), "rslad_alpha": 2},
+            "rslad_alpha",
+        ),
     ],
 )
 def test_bad_adversarial_settings_are_refused(tmp_path, overrides, message):
