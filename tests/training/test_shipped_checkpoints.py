@@ -29,6 +29,7 @@ SHIPPED = {
     "cifar10-fgsm": ("none", 0.540, 0.550),
     "cifar10-fgsm-tq4": ("tq", 0.550, 0.570),
     "cifar10-pgd": ("none", 0.540, 0.560),
+    "cifar10-pgd-noaug": ("none", 0.575, 0.590),
     "cifar10-pgd-tq4": ("tq", 0.545, 0.565),
     "cifar10-trades": ("none", 0.555, 0.575),
     "cifar10-resnet20-fgsm": ("none", 0.760, 0.770),
