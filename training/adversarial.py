@@ -36,7 +36,6 @@ is catastrophic overfitting, logged as a warning and recorded in the manifest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -44,9 +43,9 @@ from torch.nn import functional as F
 
 from models.cnn import QuantizedClassifier
 from models.quantizers import straight_through
+from training.config import ADVERSARIAL_METHODS as METHODS
+from training.config import Adversarial as Method
 
-Method = Literal["none", "pgd", "trades", "fgsm-rs", "rslad"]
-METHODS = ("none", "pgd", "trades", "fgsm-rs", "rslad")
 # A drop in held-out PGD accuracy this large below the best epoch is called a collapse:
 # catastrophic overfitting takes PGD accuracy from tens of percent to near zero at once.
 COLLAPSE_DROP = 0.2
@@ -123,6 +122,13 @@ def kl_examples(
     return x_adv.detach()
 
 
+def _clean_and_adversarial_logits(
+    trainable: nn.Module, x: torch.Tensor, x_adv: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    both = trainable(torch.cat([x, x_adv]))  # one pass, so DDP sees one forward
+    return both[: len(x)], both[len(x) :]
+
+
 def adversarial_loss(
     settings: AdversarialSettings,
     model: QuantizedClassifier,
@@ -150,8 +156,7 @@ def adversarial_loss(
         with torch.no_grad():
             clean = F.softmax(attack_view(model, x), dim=1)
         x_adv = kl_examples(model, x, clean, settings, generator)
-        both = trainable(torch.cat([x, x_adv]))  # one pass, so DDP sees one forward
-        logits, logits_adv = both[: len(x)], both[len(x) :]
+        logits, logits_adv = _clean_and_adversarial_logits(trainable, x, x_adv)
         robust = F.kl_div(
             F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean"
         )
@@ -162,8 +167,7 @@ def adversarial_loss(
         with torch.no_grad():
             soft = F.softmax(settings.teacher(x), dim=1)
         x_adv = kl_examples(model, x, soft, settings, generator)
-        both = trainable(torch.cat([x, x_adv]))
-        logits, logits_adv = both[: len(x)], both[len(x) :]
+        logits, logits_adv = _clean_and_adversarial_logits(trainable, x, x_adv)
         alpha = settings.rslad_alpha
         robust = F.kl_div(F.log_softmax(logits_adv, dim=1), soft, reduction="batchmean")
         natural = F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")

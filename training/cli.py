@@ -17,7 +17,7 @@ from pathlib import Path
 from models.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from models.evalset import EVAL_DIR, write_eval_set
 from models.registry import architecture_names
-from training.config import TrainConfig
+from training.config import ADVERSARIAL_METHODS, TrainConfig
 from training.datasets import DatasetError, load_dataset
 from training.resume import ResumeError, state_dir
 
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adversarial.add_argument(
         "--adversarial",
-        choices=["none", "pgd", "trades", "fgsm-rs", "rslad"],
+        choices=ADVERSARIAL_METHODS,
         default="none",
         help="pgd (Madry et al.), trades (Zhang et al.), fgsm-rs (Wong et al.), rslad "
         "(Zi et al.: distillation from --teacher's soft labels), or none",

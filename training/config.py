@@ -9,6 +9,9 @@ from typing import Any, Literal
 
 Defense = Literal["none", "cq", "tq"]
 Adversarial = Literal["none", "pgd", "trades", "fgsm-rs", "rslad"]
+# The adversarial training methods (training/adversarial.py), "none" first: the one list the
+# config's check, the CLI's choices and the training step read.
+ADVERSARIAL_METHODS: tuple[str, ...] = ("none", "pgd", "trades", "fgsm-rs", "rslad")
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,9 @@ class TrainConfig:
             "input_size, channels and split are for --dataset imagefolder": self.dataset
             == "imagefolder"
             or (self.input_size, self.channels, self.split) == (None, None, None),
-            "adversarial must be none, pgd, trades, fgsm-rs or rslad": self.adversarial
-            in ("none", "pgd", "trades", "fgsm-rs", "rslad"),
+            "adversarial must be "
+            + ", ".join(ADVERSARIAL_METHODS[:-1])
+            + f" or {ADVERSARIAL_METHODS[-1]}": self.adversarial in ADVERSARIAL_METHODS,
             "rslad needs a teacher, and a teacher is for rslad only": (self.adversarial == "rslad")
             == (self.teacher is not None),
             "rslad_alpha must lie in [0, 1]": 0 <= self.rslad_alpha <= 1,

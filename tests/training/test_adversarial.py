@@ -102,7 +102,7 @@ def test_distillation_from_a_robust_teacher_raises_pgd_accuracy_over_standard_tr
     assert robust > standard_pgd_accuracy + 0.2, (robust, standard_pgd_accuracy)
 
 
-def test_rslad_records_its_teacher_and_trains_on_its_soft_labels(tmp_path, tiny_mnist):
+def test_rslad_records_its_teacher_and_alpha(tmp_path, tiny_mnist):
     teacher = CHECKPOINTS / "mnist-pgd"
     config = _config(
         tmp_path / "out",
