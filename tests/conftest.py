@@ -29,7 +29,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def official_data(request: pytest.FixtureRequest) -> Callable[[str], Path]:
     """``official_data("mnist")``: that dataset's official files, or the test skips."""
     root: Path = request.config.getoption("official_data")

@@ -128,8 +128,12 @@ def test_concurrent_requests_are_batched_and_match_direct_inference(server, chec
 
 def test_logs_are_json_with_request_ids(server: Server) -> None:
     httpx.post(f"{server.url}/classify", content=PNG, headers={"X-Request-ID": "trace-42"})
-    access = [line for line in server.log_lines() if line.get("logger") == "service.access"]
-    mine = [line for line in access if line.get("request_id") == "trace-42"]
+    mine = server.wait_for_log_lines(
+        lambda line: (
+            line.get("logger") == "service.access" and line.get("request_id") == "trace-42"
+        ),
+        "the access line of the request traced trace-42",
+    )
     assert [line["status"] for line in mine] == [200]
     assert mine[0]["message"] == "POST /classify 200" and mine[0]["level"] == "info"
     # The time stamp, written by hand for speed, reads as datetime's own ISO form.

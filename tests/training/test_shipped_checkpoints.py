@@ -63,10 +63,23 @@ def test_shipped_checkpoint_reaches_its_accuracy_on_the_shipped_subset(name, sub
     assert accuracy >= subset_bound, f"{name}: {accuracy:.4f} on the shipped subset"
 
 
+@pytest.fixture(scope="module")
+def official(official_data):
+    """Each dataset's official files, read and hashed once for every checkpoint of it."""
+    loaded = {}
+
+    def dataset(name: str):
+        if name not in loaded:
+            loaded[name] = load_dataset(name, official_data(name))
+        return loaded[name]
+
+    return dataset
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_recorded_accuracy_is_reproduced_on_the_full_official_test_set(name, official_data):
-    data = load_dataset(_dataset(name), official_data(_dataset(name)))
+def test_recorded_accuracy_is_reproduced_on_the_full_official_test_set(name, official):
+    data = official(_dataset(name))
     loaded = load_checkpoint(REPO / "checkpoints" / name)
     assert loaded.manifest.data_sha256 == data.files_sha256
     accuracy = evaluate(loaded.model, data.test, torch.device("cpu"))

@@ -28,7 +28,20 @@ class Server:
     log: Path
 
     def log_lines(self) -> list[dict]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        """The log's complete lines (one still being written, without its newline, is left)."""
+        complete = self.log.read_text().rpartition("\n")[0]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+    def wait_for_log_lines(self, select, what: str, timeout: float = 120) -> list[dict]:
+        """The log lines ``select`` keeps, once there are any: a line is written after its
+        response has gone out, so a client can read the log before it is there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [line for line in self.log_lines() if select(line)]
+            if found:
+                return found
+            time.sleep(0.1)
+        raise AssertionError(f"no log line in {timeout} s: {what}")
 
 
 def free_port() -> int:
