@@ -32,6 +32,7 @@ SHIPPED = {
     "cifar10-pgd-noaug": ("none", 0.575, 0.590),
     "cifar10-pgd-tq4": ("tq", 0.545, 0.565),
     "cifar10-trades": ("none", 0.555, 0.575),
+    "cifar10-rslad": ("none", 0.585, 0.595),
     "cifar10-resnet20-fgsm": ("none", 0.760, 0.770),
 }
 
