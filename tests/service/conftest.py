@@ -61,6 +61,11 @@ def make_settings(checkpoints: dict[str, Path]) -> Callable[..., ServiceSettings
             "max_body_bytes": TEST_BODY_LIMIT,
             "max_batch_size": 8,
             "queue_size": 32,
+            # Time limits are what the timeout tests set; elsewhere a loaded machine (tests run
+            # in parallel, beside training jobs) must not turn a slow decode of a large
+            # legitimate image, or a slow answer, into a refusal.
+            "decode_timeout_seconds": 120,
+            "request_timeout_seconds": 120,
         }
         values.update(overrides)
         return ServiceSettings(**values)
