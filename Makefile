@@ -9,6 +9,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # Serving processes: one per core to serve on (docs/service.md, "Serving processes").
 WORKERS ?= 2
+# pytest processes for make test / test-fast (pytest-xdist; each takes whole test files, so a
+# file's module fixtures are built once). 1: one process, no xdist.
+TEST_JOBS ?= 2
 # Empty: the bundled checkpoints (service/settings.py, BUNDLED_CHECKPOINTS); or one folder.
 CHECKPOINT ?=
 # The torch build: the CPU build by default. Its local version label (+cpu) makes pip refuse
@@ -48,13 +51,15 @@ venv: $(VENV)/.installed
 serve: venv
 	$(PY) -m service --host $(HOST) --port $(PORT) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --workers $(WORKERS)
 
+PYTEST := $(PY) -m pytest $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile)
+
 test: venv
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: venv
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: venv
 	$(PY) -m ruff check .
