@@ -86,7 +86,7 @@ BOMBS = {
 def test_anonymous_uploads_over_the_ceiling_are_refused_before_decoding(
     queue_only_admin, name: str
 ) -> None:
-    client = queue_only_admin(max_body_bytes=5 << 20, decode_timeout_seconds=120)
+    client = queue_only_admin(max_body_bytes=5 << 20)
     refused = client.post("/classify", content=BOMBS[name])
     assert refused.status_code == 413
     assert refused.json()["reason"] == "decode_cost_too_high"

@@ -40,10 +40,9 @@ def test_the_scan_cap_is_a_setting() -> None:
 
 @pytest.mark.parametrize("case", INTEGRITY + BUDGET, ids=repr)
 def test_the_service_answers_each_hostile_file(serve, case: Case) -> None:
-    # A generous deadline: on a loaded machine the budget cases must not race it.
-    client = serve(
-        decode_timeout_seconds=120, decode_processes=1, anonymous_max_decode_cost_bytes=NO_CEILING
-    )
+    # The fixture's generous decode deadline: on a loaded machine the budget cases must not
+    # race it.
+    client = serve(decode_processes=1, anonymous_max_decode_cost_bytes=NO_CEILING)
     response = client.post("/classify", content=case.body, headers={"content-type": "image/png"})
     assert response.status_code == case.status, response.text
     assert response.json().get("reason") == case.reason
@@ -72,7 +71,6 @@ def test_a_decode_over_the_memory_cap_is_refused_in_the_worker(serve) -> None:
     # neither torch nor a web framework): more than the 256 MiB cap leaves.
     client = serve(
         decode_max_memory_bytes=256 << 20,
-        decode_timeout_seconds=120,
         max_image_pixels=8192 * 4096,
         anonymous_max_decode_cost_bytes=NO_CEILING,
     )
