@@ -34,6 +34,11 @@ SHIPPED = {
     "cifar10-trades": ("none", 0.555, 0.575),
     "cifar10-rslad": ("none", 0.585, 0.595),
     "cifar10-resnet20-fgsm": ("none", 0.760, 0.770),
+    "cifar10-pgd-scratch": ("none", 0.560, 0.580),
+    "cifar10-pgd-long": ("none", 0.550, 0.565),
+    "cifar10-pgd-long-tq4": ("tq", 0.550, 0.570),
+    "cifar10-trades-long": ("none", 0.590, 0.610),
+    "cifar10-trades-long-tq4": ("tq", 0.585, 0.620),
 }
 
 
