@@ -69,6 +69,10 @@ def training_cost(manifest: dict | None, manifests: dict[str, dict]) -> str:
     text = _hours(seconds)
     if (manifest.get("metrics") or {}).get("train_seconds_covers"):
         text += " (last session only)"
+    if (manifest.get("training") or {}).get("device") == "cuda":
+        # The wall time of a GPU is not this machine's; a resumed run's earlier sessions may
+        # have run elsewhere, so say only what the manifest knows.
+        text += " (last session on a GPU)"
     base = Path(str((manifest.get("training") or {}).get("init_from") or "")).name
     if base:
         earlier = (manifests.get(base) or {}).get("metrics", {}).get("train_seconds")

@@ -262,6 +262,15 @@ def test_render_leads_the_summary_with_the_verdict_from_matching_manifests(works
     row = summary.split("## Verdict", 1)[1].split("\n\n")[1].splitlines()[2].split(" | ")
     assert row[2] == "pgd at 0.3" and row[-1] == "1.5 h |"
 
+    # A run whose (last) session trained on a GPU says so: its wall time is not this machine's.
+    manifest["training"]["device"] = "cuda"
+    (trained / "mnist-cq2" / "manifest.json").write_text(json.dumps(manifest))
+    assert main(args) == 0
+    summary = (workspace / "out" / "summary-mnist.md").read_text()
+    row = summary.split("## Verdict", 1)[1].split("\n\n")[1].splitlines()[2].split(" | ")
+    assert row[-1] == "1.5 h (last session on a GPU) |"
+    manifest["training"]["device"] = "auto"
+
     # A checkpoint retrained since the evaluation lends nothing to the old report.
     manifest["weights_sha256"] = "0" * 64
     other = workspace / "retrained"
