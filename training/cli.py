@@ -276,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
         "catastrophic overfitting",
     )
     train.add_argument(
+        "--ema-decay",
+        type=float,
+        default=None,
+        help="keep an exponential moving average of the weights with this decay per step, "
+        "e.g. 0.999, and ship it instead of the last weights; the epoch log, the held-out "
+        "check and the manifest's accuracies are the average's (default: none, the last "
+        "weights ship)",
+    )
+    train.add_argument(
         "--seed", type=int, default=0, help="seed of the initial weights and sample order"
     )
     train.add_argument(
@@ -419,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             rslad_alpha=args.rslad_alpha,
             adv_ramp_epochs=args.adv_ramp_epochs,
             adv_check_samples=args.adv_check_samples,
+            ema_decay=args.ema_decay,
         )
         refuse_to_overwrite(config, args.force)
         from training.loop import train  # torch import is slow; keep --help fast

@@ -69,6 +69,9 @@ class TrainConfig:
     adv_ramp_epochs: int = 0
     # Held-out images attacked with PGD after every epoch to catch catastrophic overfitting.
     adv_check_samples: int = 512
+    # Keep an exponential moving average of the weights with this decay per optimizer step,
+    # and ship it instead of the last weights (training/ema.py); None: no average.
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -116,6 +119,8 @@ class TrainConfig:
             <= self.adv_ramp_epochs
             < self.epochs,
             "adv_check_samples must be >= 0": self.adv_check_samples >= 0,
+            "ema_decay must lie strictly between 0 and 1": self.ema_decay is None
+            or 0 < self.ema_decay < 1,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -162,6 +167,7 @@ class TrainConfig:
         "adv_ramp_epochs",
         "teacher",
         "rslad_alpha",
+        "ema_decay",
     )
 
 

@@ -40,6 +40,7 @@ from training.config import (
     steepness,
 )
 from training.datasets import Dataset, Split, load_dataset
+from training.ema import WeightAverage
 from training.imagefolder import FolderOptions, load_image_folder
 from training.provenance import git_revision, utc_now
 
@@ -73,13 +74,16 @@ def train(config: TrainConfig) -> dict:
         teacher, teacher_record = _load_teacher(config, data, runtime.device)
         model = model.to(runtime.device)
         optimizer = _optimizer(config, model)
-        start_epoch, history = resume.restore(config, model, optimizer)
+        average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+        start_epoch, history = resume.restore(config, model, optimizer, average)
         trainable = _wrap(model, runtime)
         started = time.perf_counter()
         for epoch in range(start_epoch, config.epochs):
             epoch_started = time.perf_counter()
             history.append(
-                _run_epoch(config, runtime, model, trainable, optimizer, data, epoch, teacher)
+                _run_epoch(
+                    config, runtime, model, trainable, optimizer, data, epoch, teacher, average
+                )
             )
             # Wall time per epoch, kept in the resume state, so a resumed run's total counts
             # every session's epochs, not only the last session's.
@@ -92,10 +96,11 @@ def train(config: TrainConfig) -> dict:
                     history[-1]["pgd_accuracy"],
                 )
             if runtime.is_main:
-                resume.save(config, model, optimizer, epoch + 1, history)
+                resume.save(config, model, optimizer, epoch + 1, history, average)
         seconds = time.perf_counter() - started
         provenance = {"initialised_from": initial, "teacher_checkpoint": teacher_record}
-        return _finish(config, runtime, model, data, history, seconds, revision, provenance)
+        shipped = model if average is None else average.model
+        return _finish(config, runtime, shipped, data, history, seconds, revision, provenance)
     finally:
         if runtime.world_size > 1:
             torch.distributed.destroy_process_group()
@@ -174,8 +179,10 @@ def _build(config: TrainConfig, data: Dataset | None = None) -> QuantizedClassif
 def _initialise_cnn(
     config: TrainConfig, model: QuantizedClassifier, dataset: str | None = None
 ) -> dict | None:
-    """Copy ``config.init_from``'s network weights into ``model``; returns what was used.
-    ``dataset`` is the name the run's manifest will carry (default ``config.dataset``)."""
+    """Copy ``config.init_from``'s network weights into ``model``, and its quantizer's
+    thresholds when both are TQ with the same levels (any other quantizer starts fresh);
+    returns what was used. ``dataset`` is the name the run's manifest will carry (default
+    ``config.dataset``)."""
     if config.init_from is None:
         return None
     dataset = dataset or config.dataset
@@ -186,7 +193,17 @@ def _initialise_cnn(
             f"{source.manifest.architecture} checkpoint cannot start a {dataset} run"
         )
     model.network.load_state_dict(source.model.network.state_dict(), strict=True)
-    return {"folder": str(config.init_from), "weights_sha256": source.manifest.weights_sha256}
+    record = {"folder": str(config.init_from), "weights_sha256": source.manifest.weights_sha256}
+    mine, theirs = model.quantizer, source.model.quantizer
+    if (
+        mine is not None
+        and theirs is not None
+        and mine.kind == theirs.kind == "tq"
+        and mine.levels == theirs.levels
+    ):
+        mine.load_state_dict(theirs.state_dict(), strict=True)
+        record["quantizer_thresholds"] = theirs.spec()["thresholds"]
+    return record
 
 
 def _load_teacher(
@@ -218,16 +235,28 @@ def _wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
 
 
 def _run_epoch(
-    config, runtime, model, trainable, optimizer, data: Dataset, epoch: int, teacher=None
+    config,
+    runtime,
+    model,
+    trainable,
+    optimizer,
+    data: Dataset,
+    epoch: int,
+    teacher=None,
+    average: WeightAverage | None = None,
 ) -> dict:
     lr = learning_rate(config, epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr
     if model.quantizer is not None and config.defense == "tq":
         model.quantizer.steepness = steepness(config, epoch)
+        if average is not None:
+            average.model.quantizer.steepness = model.quantizer.steepness
     loss, train_accuracy = _train_one_epoch(
-        config, runtime, model, trainable, optimizer, data.train, epoch, teacher
+        config, runtime, model, trainable, optimizer, data.train, epoch, teacher, average
     )
+    # The accuracies and the held-out check are of the weights that would ship.
+    model = model if average is None else average.model
     record = {
         "epoch": epoch + 1,
         "lr": lr,
@@ -293,7 +322,15 @@ def _adversarial_record(config, runtime, model, test: Split, epoch: int) -> dict
 
 
 def _train_one_epoch(
-    config, runtime, model, trainable, optimizer, split: Split, epoch: int, teacher=None
+    config,
+    runtime,
+    model,
+    trainable,
+    optimizer,
+    split: Split,
+    epoch: int,
+    teacher=None,
+    average=None,
 ):
     trainable.train()
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
@@ -326,6 +363,8 @@ def _train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update(model)
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)

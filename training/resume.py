@@ -31,8 +31,13 @@ def state_dir(config: TrainConfig) -> Path:
     return config.out.with_name(f".{config.out.name}.train-state")
 
 
-def save(config: TrainConfig, model, optimizer, epochs_done: int, history: list) -> None:
+def save(
+    config: TrainConfig, model, optimizer, epochs_done: int, history: list, average=None
+) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if average is not None:
+        for key, value in average.state_dict().items():
+            tensors[f"average.{key}"] = value.detach().cpu().contiguous()
     optim_state = optimizer.state_dict()
     for index, values in optim_state["state"].items():
         for key, value in values.items():
@@ -42,13 +47,14 @@ def save(config: TrainConfig, model, optimizer, epochs_done: int, history: list)
         "history": history,
         "config": {k: config.to_json()[k] for k in TrainConfig.RESUME_KEYS},
         "param_groups": optim_state["param_groups"],
+        "average_updates": None if average is None else average.updates,
     }
     with replacing_folder(state_dir(config)) as staging:
         save_file(tensors, str(staging / "state.safetensors"))
         (staging / "state.json").write_text(json.dumps(meta, indent=2))
 
 
-def restore(config: TrainConfig, model, optimizer) -> tuple[int, list]:
+def restore(config: TrainConfig, model, optimizer, average=None) -> tuple[int, list]:
     """Load saved state if there is some; returns (first epoch to run, history so far)."""
     folder = state_dir(config)
     if not (folder / "state.json").is_file():
@@ -74,6 +80,12 @@ def restore(config: TrainConfig, model, optimizer) -> tuple[int, list]:
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    if average is not None:
+        prefix = "average."
+        average.load_state_dict(
+            {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)},
+            meta["average_updates"],
+        )
     log.info("resuming %s after epoch %d", config.out, meta["epochs_done"])
     return meta["epochs_done"], meta["history"]
 

@@ -58,15 +58,16 @@ def test_training_is_deterministic(tmp_path, tiny_mnist):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_mnist, monkeypatch):
-    uninterrupted = _config(tmp_path / "full", tiny_mnist)
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_mnist, monkeypatch, ema_decay):
+    uninterrupted = _config(tmp_path / "full", tiny_mnist, ema_decay=ema_decay)
     train(uninterrupted)
 
-    interrupted = _config(tmp_path / "cut", tiny_mnist)
+    interrupted = _config(tmp_path / "cut", tiny_mnist, ema_decay=ema_decay)
     original = resume.save
 
-    def save_then_crash(config, model, optimizer, epochs_done, history):
-        original(config, model, optimizer, epochs_done, history)
+    def save_then_crash(config, model, optimizer, epochs_done, history, average):
+        original(config, model, optimizer, epochs_done, history, average)
         if epochs_done == 2:
             raise KeyboardInterrupt
 
