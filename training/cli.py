@@ -192,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-from",
         type=Path,
         default=None,
-        help="checkpoint folder whose CNN weights start this run (same dataset); "
-        "the quantizer starts fresh (default: none, random initial weights)",
+        help="checkpoint folder whose CNN weights start this run (same dataset); the "
+        "quantizer starts fresh, unless both are TQ with the same levels, when the learned "
+        "thresholds carry over too (default: none, random initial weights)",
     )
     train.add_argument(
         "--architecture",

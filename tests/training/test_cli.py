@@ -109,8 +109,8 @@ def test_an_interrupted_run_resumes_without_force(
     assert main(train_args(tiny_mnist, out)) == 0  # a finished run...
     original = resume.save
 
-    def save_then_crash(config, model, optimizer, epochs_done, history):
-        original(config, model, optimizer, epochs_done, history)
+    def save_then_crash(config, model, optimizer, epochs_done, history, *average):
+        original(config, model, optimizer, epochs_done, history, *average)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(resume, "save", save_then_crash)

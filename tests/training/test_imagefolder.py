@@ -225,8 +225,8 @@ def test_an_interrupted_folder_run_resumes_to_the_same_weights(tmp_path, monkeyp
     train(config("full"))
     original = resume.save
 
-    def save_then_crash(cfg, model, optimizer, epochs_done, history):
-        original(cfg, model, optimizer, epochs_done, history)
+    def save_then_crash(cfg, model, optimizer, epochs_done, history, *average):
+        original(cfg, model, optimizer, epochs_done, history, *average)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(resume, "save", save_then_crash)

@@ -282,3 +282,18 @@ def test_init_from_another_dataset_is_refused(tmp_path, tiny_mnist):
     config = _config(tmp_path, tiny_mnist, dataset="cifar10", init_from=tmp_path / "base")
     with pytest.raises(ValueError, match="cannot start a cifar10 run"):
         _initialise_cnn(config, _build(config))
+
+
+def test_init_from_a_tq_checkpoint_carries_its_thresholds_to_a_tq_run(tmp_path, tiny_mnist):
+    train(_config(tmp_path, tiny_mnist, defense="tq", levels=4, epochs=1, out=tmp_path / "b"))
+    source = load_checkpoint(tmp_path / "b")
+    learned = source.model.quantizer.thresholds.detach()
+    config = _config(tmp_path, tiny_mnist, levels=4, init_from=tmp_path / "b", epochs=1)
+    model = _build(config)
+    assert not torch.allclose(model.quantizer.thresholds.detach(), learned)
+    used = _initialise_cnn(config, model)
+    torch.testing.assert_close(model.quantizer.thresholds.detach(), learned, rtol=0, atol=0)
+    assert used["quantizer_thresholds"] == source.manifest.quantizer["thresholds"]
+    # other levels: the quantizer starts fresh
+    other = _config(tmp_path, tiny_mnist, levels=3, init_from=tmp_path / "b", epochs=1)
+    assert "quantizer_thresholds" not in _initialise_cnn(other, _build(other))
