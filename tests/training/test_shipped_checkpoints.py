@@ -39,6 +39,7 @@ SHIPPED = {
     "cifar10-pgd-long-tq4": ("tq", 0.550, 0.570),
     "cifar10-trades-long": ("none", 0.590, 0.610),
     "cifar10-trades-long-tq4": ("tq", 0.585, 0.620),
+    "cifar10-pgd-ema-tq4": ("tq", 0.560, 0.575),
 }
 
 
