@@ -1,13 +1,9 @@
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from models.checkpoint import load_checkpoint
-from training import loop
 from training.config import TrainConfig
 from training.ema import WeightAverage
-from training.loop import train
 
 
 def test_the_average_follows_the_weights_with_a_warm_up_then_the_decay():
@@ -44,38 +40,3 @@ def test_a_decay_outside_zero_one_is_refused(decay):
         WeightAverage(nn.Linear(1, 1), decay)
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig("mnist", "none", "o", "d", ema_decay=decay)
-
-
-def test_a_run_with_an_average_ships_the_average(tmp_path, tiny_mnist, monkeypatch):
-    made = []
-
-    class Recorded(WeightAverage):
-        def __init__(self, model, decay):
-            super().__init__(model, decay)
-            made.append((self, model))
-
-    monkeypatch.setattr(loop, "WeightAverage", Recorded)
-    config = TrainConfig(
-        "mnist",
-        "tq",
-        tmp_path / "out",
-        tiny_mnist,
-        epochs=2,
-        batch_size=32,
-        lr=2e-3,
-        seed=7,
-        device="cpu",
-        progress=False,
-        ema_decay=0.9,
-    )
-    metrics = train(config)
-    ((average, live),) = made
-    shipped = load_file(str(tmp_path / "out" / "model.safetensors"))
-    for key, value in average.model.state_dict().items():
-        torch.testing.assert_close(shipped[key], value, rtol=0, atol=0)
-    # ... and not the last weights, which differ from their average
-    assert any(not torch.equal(shipped[k], v) for k, v in live.state_dict().items())
-    manifest = load_checkpoint(tmp_path / "out").manifest
-    assert manifest.training["ema_decay"] == 0.9
-    assert manifest.quantizer["thresholds"] == manifest.training["history"][-1]["thresholds"]
-    assert manifest.metrics["clean_accuracy"] == metrics["clean_accuracy"] > 0.9

@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from models.checkpoint import load_checkpoint
-from training import resume
+from training import loop, resume
 from training.config import TrainConfig, steepness
+from training.ema import WeightAverage
 from training.loop import _build, _initialise_cnn, train
 from training.loop import augment as augment_batch
 
@@ -297,3 +298,26 @@ def test_init_from_a_tq_checkpoint_carries_its_thresholds_to_a_tq_run(tmp_path, 
     # other levels: the quantizer starts fresh
     other = _config(tmp_path, tiny_mnist, levels=3, init_from=tmp_path / "b", epochs=1)
     assert "quantizer_thresholds" not in _initialise_cnn(other, _build(other))
+
+
+def test_a_run_with_an_average_ships_the_average(tmp_path, tiny_mnist, monkeypatch):
+    made = []
+
+    class Recorded(WeightAverage):
+        def __init__(self, model, decay):
+            super().__init__(model, decay)
+            made.append((self, model))
+
+    monkeypatch.setattr(loop, "WeightAverage", Recorded)
+    config = _config(tmp_path, tiny_mnist, epochs=2, ema_decay=0.9)
+    metrics = train(config)
+    ((average, live),) = made
+    shipped = load_file(str(tmp_path / "out" / "model.safetensors"))
+    for key, value in average.model.state_dict().items():
+        torch.testing.assert_close(shipped[key], value, rtol=0, atol=0)
+    # ... and not the last weights, which differ from their average
+    assert any(not torch.equal(shipped[k], v) for k, v in live.state_dict().items())
+    manifest = load_checkpoint(tmp_path / "out").manifest
+    assert manifest.training["ema_decay"] == 0.9
+    assert manifest.quantizer["thresholds"] == manifest.training["history"][-1]["thresholds"]
+    assert manifest.metrics["clean_accuracy"] == metrics["clean_accuracy"] > 0.9
