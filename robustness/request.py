@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.radii import parse_fraction
 from robustness.attacks import ATTACKS, Attack, get_attack
 from robustness.presets import preset
 from robustness.threats import THREAT_MODELS, applies
@@ -233,10 +234,9 @@ def parse_radius(value: Any, label: str = "radius") -> Any:
     name."""
     if not isinstance(value, str):
         return value
-    numerator, _, denominator = value.strip().partition("/")
     try:
-        return float(numerator) / float(denominator or 1)
-    except (ValueError, ZeroDivisionError):
+        return parse_fraction(value)
+    except ValueError:
         raise ValueError(f"{label}: not a radius: {value[:32]!r}") from None
 
 

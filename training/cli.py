@@ -11,11 +11,11 @@ import json
 import logging
 import os
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 from models.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from models.evalset import EVAL_DIR, write_eval_set
+from models.radii import parse_fraction
 from models.registry import architecture_names
 from training.config import ADVERSARIAL_METHODS, TrainConfig
 from training.datasets import DatasetError, load_dataset
@@ -25,8 +25,8 @@ from training.resume import ResumeError, state_dir
 def radius(text: str) -> float:
     """A radius as a decimal or a fraction such as ``8/255``."""
     try:
-        value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
+        value = parse_fraction(text)
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a number or fraction such as 0.3 or 8/255"
         ) from None

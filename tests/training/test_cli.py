@@ -3,6 +3,7 @@ finished run is only retrained over with ``--force`` while an interrupted one re
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 
@@ -10,7 +11,7 @@ import pytest
 
 from models.checkpoint import load_checkpoint
 from training import resume
-from training.cli import build_parser, main
+from training.cli import build_parser, main, radius
 
 COMMANDS = ([], ["train"], ["export-evalset"], ["describe"])
 # "  --levels LEVELS   help..." or "  --augment   help...": the invocation, then the help.
@@ -126,3 +127,15 @@ def test_an_interrupted_run_resumes_without_force(
     manifest = load_checkpoint(out).manifest
     assert manifest.training["seed"] == 1 and len(manifest.training["history"]) == 2
     assert not state.exists()
+
+
+def test_radii_take_the_forms_the_robustness_suite_takes() -> None:
+    """`--adv-epsilon` and `--adv-step-size` accept what `robustness evaluate --epsilons` does,
+    decimal numerators included, and refuse the rest with the option's own message."""
+    assert radius("10/255") == pytest.approx(10 / 255)
+    assert radius("2.5/255") == pytest.approx(2.5 / 255)
+    for bad in ("2.5/", "8/0", "eight"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a number or fraction"):
+            radius(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="outside"):
+        radius("300/255")
