@@ -40,6 +40,7 @@ SHIPPED = {
     "cifar10-trades-long": ("none", 0.590, 0.610),
     "cifar10-trades-long-tq4": ("tq", 0.585, 0.620),
     "cifar10-pgd-ema-tq4": ("tq", 0.560, 0.575),
+    "cifar10-pgd10-ema-tq4": ("tq", 0.540, 0.560),
 }
 
 
