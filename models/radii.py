@@ -6,6 +6,8 @@ radii in pixel units; this is the one parser they share. A fraction is parsed, n
 
 from __future__ import annotations
 
+import math
+
 
 def parse_fraction(text: str) -> float:
     """``"8/255"`` -> 0.0313..., ``"2.5/255"`` -> 0.0098..., ``"0.3"`` -> 0.3.
@@ -17,6 +19,6 @@ def parse_fraction(text: str) -> float:
         value = float(numerator) / (float(denominator) if slash else 1.0)
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"not a number or fraction such as 0.3 or 8/255: {text[:32]!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise ValueError(f"not a finite radius: {text[:32]!r}")
     return value
