@@ -10,7 +10,13 @@ from PIL import Image
 
 from robustness.png import encode_png
 from service.errors import CorruptImage, ImageTooLarge, ServiceError, UnsupportedFormat
-from service.sanitize.imaging import ImagePolicy, decode_image, identify_format
+from service.sanitize.imaging import (
+    COLOUR_MIN_CHROMA,
+    COLOUR_MIN_FRACTION,
+    ImagePolicy,
+    decode_image,
+    identify_format,
+)
 from tests.service.helpers.images import (
     accepted_cases,
     encode,
@@ -198,3 +204,25 @@ def test_colour_is_told_from_grey_stored_as_colour() -> None:
     assert _colour_of(Image.fromarray(colour), "JPEG", CIFAR)
     # A large photo is judged on a sample of its pixels, the same way.
     assert _colour_of(Image.fromarray(colour).resize((3200, 2400)), "JPEG")
+
+
+@pytest.mark.parametrize(
+    ("chroma", "coloured", "expected"),
+    [
+        (COLOUR_MIN_CHROMA, 20, True),  # 20 of 400 pixels: exactly the fraction
+        (COLOUR_MIN_CHROMA, 19, False),  # one pixel short of it
+        (COLOUR_MIN_CHROMA - 1, 400, False),  # every pixel, each one level short of the chroma
+        (255, 19, False),
+    ],
+)
+def test_colour_thresholds_are_inclusive(chroma: int, coloured: int, expected: bool) -> None:
+    """At least ``COLOUR_MIN_FRACTION`` of the pixels with a chroma of at least
+    ``COLOUR_MIN_CHROMA`` (largest channel minus smallest, whichever channels they are)."""
+    assert COLOUR_MIN_FRACTION * 400 == 20
+    pixels = np.full((20, 20, 3), 100, np.uint8)
+    flat = pixels.reshape(-1, 3)
+    for index in range(coloured):  # the largest and smallest channel vary from pixel to pixel
+        high, low = index % 3, (index + 1) % 3
+        flat[index, high] = min(255, 100 + chroma)
+        flat[index, low] = flat[index, high] - chroma
+    assert _colour_of(Image.fromarray(pixels)) is expected
