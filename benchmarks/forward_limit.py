@@ -3,10 +3,10 @@
 Loads the checkpoint, then runs the whole deployed model (quantizer, normalization,
 network, softmax) under ``torch.inference_mode`` on batches of random [0, 1] rows, each
 batch size of ``--batch`` for its share of ``--seconds`` after a short warm-up, and prints
-the best, ``{"rows_per_second": ..., "batch": ...}``. The network runs with its batch
-norms folded, as the service's predict stage runs it (``service/inference/folding.py``),
-so the limit is the fastest forward known here. No decoding, no HTTP, no queue: what is
-left when serving costs nothing.
+the best, ``{"rows_per_second": ..., "batch": ...}``. The network runs as the
+service's predict stage runs it, batch norms folded and frozen into one TorchScript graph
+(``service/inference/freezing.py``), so the limit is the fastest forward known here. No
+decoding, no HTTP, no queue: what is left when serving costs nothing.
 ``bench_service.py`` runs it as ``--processes`` copies at once, each with ``--threads``
 torch threads, on the cores the servers use, and sums their rates.
 
@@ -32,12 +32,12 @@ def best_rate(
     import torch
 
     from models.checkpoint import load_checkpoint
-    from service.inference.folding import fold_batch_norms
+    from service.inference.freezing import serving_network
 
     torch.set_num_threads(threads)
     loaded = load_checkpoint(checkpoint)
     shape = tuple(loaded.manifest.input_shape)
-    network = fold_batch_norms(loaded.model.cnn, shape, checkpoint.name)
+    network = serving_network(loaded.model.cnn, shape, checkpoint.name)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(network(loaded.model.quantize(x)), dim=1)

@@ -31,7 +31,7 @@ from robustness.png import encode_png, png_base64
 from service.errors import DecodeCostTooHigh, InferenceTimeout
 from service.inference.batching import MicroBatcher
 from service.inference.fit import fit_warnings
-from service.inference.folding import fold_batch_norms
+from service.inference.freezing import serving_network
 from service.logs import current_request_id
 from service.metrics import ServiceMetrics
 from service.sanitize.decode_cost import estimate as estimate_decode_cost
@@ -95,9 +95,10 @@ class Classifier:
         # Fixed at load: the model is in eval mode and never trained here, and TQ derives
         # its thresholds through a softmax that would otherwise run on every request.
         self._staircase = _staircase(loaded.model.quantizer)
-        # What predict runs: everything after the quantizer, batch norms folded when that
-        # gives the same logits (service/inference/folding.py).
-        self._network = fold_batch_norms(loaded.model.cnn, self.input_shape, self.name, device)
+        # What predict runs: everything after the quantizer, batch norms folded and the
+        # whole frozen into one graph where that gives the same logits
+        # (service/inference/freezing.py).
+        self._network = serving_network(loaded.model.cnn, self.input_shape, self.name, device)
         self.batcher = MicroBatcher(
             self.name,
             lambda batch: self.predict(batch),  # looked up per call, so tests can patch it
