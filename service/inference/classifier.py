@@ -98,7 +98,9 @@ class Classifier:
         # What predict runs: everything after the quantizer, batch norms folded and the
         # whole frozen into one graph where that gives the same logits
         # (service/inference/freezing.py).
-        self._network = serving_network(loaded.model.cnn, self.input_shape, self.name, device)
+        self._network = serving_network(
+            loaded.model.cnn, self.input_shape, self.name, device, settings.max_batch_size
+        )
         self.batcher = MicroBatcher(
             self.name,
             lambda batch: self.predict(batch),  # looked up per call, so tests can patch it

@@ -17,9 +17,11 @@ loop from 1.12-1.24 to 0.87-0.99. Alone, with no lock to share, a forward of 8 r
 
 Tracing records the ops one example runs, so a network whose control flow depends on its
 input, or on the batch size, would be served wrong. The frozen graph is therefore served
-only when it gives the eager network's logits (``TOLERANCE``) on probe batches of two
-sizes other than the traced one, and tracing itself reports nothing suspicious (its
-``TracerWarning``s are errors here). Anything else is served eagerly, as it was before.
+only when it gives the eager network's logits (``TOLERANCE``) on probe batches of one
+row, of an odd size and of the largest batch the service runs, none of them the traced
+size, and tracing itself reports nothing suspicious (its ``TracerWarning``s are errors
+here; code that reads the batch size into Python, like an exported program's batch fitting
+in ``models/exported.py``, raises one). Anything else is served eagerly, as it was before.
 ``torch.jit.trace`` is deprecated in torch 2.13; should a later torch drop it, every model
 is served eagerly and only the saving above is lost.
 """
@@ -38,10 +40,10 @@ log = logging.getLogger(__name__)
 
 # Largest difference in a logit the frozen graph may show against the eager network.
 TOLERANCE = 1e-4
-# Batch sizes of the traced example and of the probes: distinct, so a size baked into the
-# trace shows up as a wrong answer or an error.
+# Batch size of the traced example; the probes' sizes differ from it, so a size baked into
+# the trace shows up as a wrong answer or an error.
 _TRACE_ROWS = 4
-_PROBE_ROWS = (1, 7)
+_ODD_ROWS = 7
 
 
 def serving_network(
@@ -49,12 +51,14 @@ def serving_network(
     input_shape: tuple[int, ...],
     name: str,
     device: torch.device | str = "cpu",
+    max_rows: int = 16,
 ) -> nn.Module:
-    """What the predict stage runs for ``network`` (in eval mode): batch norms folded where
-    that gives the same logits, then frozen where that does. The benchmark of the forward
-    limit (``benchmarks/forward_limit.py``) runs the same, so the limit stays the fastest
-    forward known here."""
-    return freeze(fold_batch_norms(network, input_shape, name, device), input_shape, name, device)
+    """What the predict stage runs for ``network`` (in eval mode) on batches of at most
+    ``max_rows``: batch norms folded where that gives the same logits, then frozen where
+    that does. The benchmark of the forward limit (``benchmarks/forward_limit.py``) runs
+    the same, so the limit stays the fastest forward known here."""
+    folded = fold_batch_norms(network, input_shape, name, device)
+    return freeze(folded, input_shape, name, device, max_rows)
 
 
 def freeze(
@@ -62,9 +66,11 @@ def freeze(
     input_shape: tuple[int, ...],
     name: str,
     device: torch.device | str = "cpu",
+    max_rows: int = 16,
 ) -> nn.Module:
-    """``network`` traced and frozen, or ``network`` itself when that does not apply."""
-    network = network.eval()
+    """``network`` (in eval mode) traced and frozen, or ``network`` itself when that does
+    not apply to batches of 1 to ``max_rows`` rows."""
+    probe_rows = sorted({1, _ODD_ROWS, max_rows} - {_TRACE_ROWS})
     generator = torch.Generator().manual_seed(0)
 
     def rows(count: int) -> torch.Tensor:
@@ -80,7 +86,7 @@ def freeze(
         with torch.inference_mode():
             difference = max(
                 float((network(probe) - frozen(probe)).abs().max())
-                for probe in map(rows, _PROBE_ROWS)
+                for probe in map(rows, probe_rows)
             )
     except Exception as exc:  # noqa: BLE001 - tracing raises many types on code it cannot follow
         log.info("model %s: served eagerly, not frozen (%s: %s)", name, type(exc).__name__, exc)

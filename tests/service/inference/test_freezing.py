@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from models.exported import ProgramNetwork
 from models.registry import build_model
 from service.inference.freezing import freeze, serving_network
 
@@ -76,3 +77,26 @@ def test_a_network_the_trace_gets_wrong_is_served_eagerly(network, caplog) -> No
     with caplog.at_level(logging.INFO):
         assert freeze(eager, (2, 6, 6), "odd") is eager
     assert "eagerly" in caplog.text
+
+
+def test_exported_programs_answer_the_same_at_every_batch_size_served() -> None:
+    """An exported module refuses ``eval()``; a static-batch program is fitted to each batch
+    by ``ProgramNetwork`` in Python. Whatever ``serving_network`` makes of them answers as
+    the eager network does at every batch size up to the largest served."""
+    torch.manual_seed(0)
+    eager = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)
+    ).eval()
+    example = (torch.rand(3, 3, 8, 8),)
+    dynamic = torch.export.export(
+        eager, example, dynamic_shapes=({0: torch.export.Dim("batch", max=64)},)
+    ).module()
+    static = ProgramNetwork(torch.export.export(eager, example).module(), 3, 3)
+    generator = torch.Generator().manual_seed(2)
+    for program in (dynamic, static):
+        served = serving_network(program, (3, 8, 8), "exported", max_rows=12)
+        for rows in range(1, 13):
+            x = torch.rand(rows, 3, 8, 8, generator=generator)
+            torch.testing.assert_close(
+                _probabilities(served, x), _probabilities(eager, x), rtol=0, atol=1e-6
+            )
