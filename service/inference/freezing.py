@@ -34,12 +34,11 @@ import warnings
 import torch
 from torch import nn
 
-from service.inference.folding import fold_batch_norms
+# The frozen graph is held to folding's bound on a logit's change (float32 rounding).
+from service.inference.folding import TOLERANCE, fold_batch_norms
 
 log = logging.getLogger(__name__)
 
-# Largest difference in a logit the frozen graph may show against the eager network.
-TOLERANCE = 1e-4
 # Batch size of the traced example; the probes' sizes differ from it, so a size baked into
 # the trace shows up as a wrong answer or an error.
 _TRACE_ROWS = 4
