@@ -125,6 +125,39 @@ def test_three_checks_are_listed_newest_first_and_filtered(page, tmp_path) -> No
     shoot(page, "console", "checks")
 
 
+def test_a_late_listing_never_replaces_the_one_the_filters_ask_for(page) -> None:
+    """Two filters changed in quick succession: the first listing's answer is held back by
+    the test until the second has been shown. The console cancels the first, so the list
+    stays what the filters now say (without the cancel this test fails: the first request
+    never ends while held)."""
+    if "cifar" not in CHECKS:
+        pytest.skip("the checks of the first test did not run")
+    assert rows(page) == [CHECKS["cifar"], CHECKS["uploaded"], CHECKS["bundled"]]
+    held = []
+
+    def hold_unfiltered(route) -> None:
+        if "status=" in route.request.url:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/robustness-check?*", hold_unfiltered)
+    with page.expect_request(lambda request: "model=mnist-tq2" in request.url):
+        page.select_option("#checks-model", "mnist-tq2")  # every status: held back
+    with page.expect_event(
+        "requestfailed", lambda request: request.url == held[0].request.url, timeout=WAIT_MS
+    ):
+        page.select_option("#checks-filter-status", "failed")  # cancels the held one
+    page.wait_for_function("() => document.querySelectorAll('#checks-body tr').length === 0")
+    assert rows(page) == []
+    assert "No checks match" in page.locator("#checks-count").inner_text()
+    assert "Could not list" not in page.locator("#checks-count").inner_text()
+    page.unroute("**/robustness-check?*")
+    page.select_option("#checks-filter-status", "")
+    page.wait_for_function("() => document.querySelectorAll('#checks-body tr').length === 2")
+    assert rows(page) == [CHECKS["uploaded"], CHECKS["bundled"]]
+
+
 def open_check(page, job_id: str) -> None:
     page.click(f"#checks-body tr[data-job='{job_id}'] button:has-text('Open')")
     page.locator(f"{REPORT} article[aria-label$='{job_id[:8]}']").wait_for(timeout=WAIT_MS)

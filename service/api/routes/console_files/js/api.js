@@ -18,7 +18,9 @@ export function hasToken() {
   return adminToken !== null;
 }
 
-async function send(method, path, { body, contentType, admin = false, accept = "application/json" } = {}) {
+async function send(
+  method, path, { body, contentType, admin = false, accept = "application/json", signal } = {},
+) {
   const headers = { Accept: accept };
   if (contentType) headers["Content-Type"] = contentType;
   if (admin) {
@@ -27,8 +29,9 @@ async function send(method, path, { body, contentType, admin = false, accept = "
   }
   let response;
   try {
-    response = await fetch(path, { method, headers, body, credentials: "omit", cache: "no-store" });
+    response = await fetch(path, { method, headers, body, credentials: "omit", cache: "no-store", signal });
   } catch (error) {
+    if (signal?.aborted) throw error; // the caller cancelled it: not the service's failure
     throw new ApiError(0, "network", `the service did not answer (${error.message})`);
   }
   if (!response.ok) {
@@ -80,11 +83,11 @@ export const api = {
       contentType: blob.type || "application/octet-stream",
     });
   },
-  jobs: ({ status, model, limit = 500 } = {}) => {
+  jobs: ({ status, model, limit = 500, signal } = {}) => {
     const query = new URLSearchParams({ limit: String(limit) });
     if (status) query.set("status", status);
     if (model) query.set("model", model);
-    return call("GET", `/robustness-check?${query}`, { admin: true });
+    return call("GET", `/robustness-check?${query}`, { admin: true, signal });
   },
   job: (id) => call("GET", jobPath(id), { admin: true }),
   // Each model with its manifest and a summary of the report published with its weights.

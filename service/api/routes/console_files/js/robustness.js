@@ -71,17 +71,27 @@ async function loadPublished() {
   }
 }
 
+// The listing in flight. A newer one (another filter, a reload) cancels it, so that an
+// older answer arriving late never replaces the list the filters now ask for.
+let listing = null;
+
 async function loadChecks({ openNewest = false } = {}) {
+  listing?.abort();
+  const mine = new AbortController();
+  listing = mine;
   setStatus(byId("checks-count"), "Listing the checks…");
   const filter = byId("checks-filter-status").value;
+  const query = { model: byId("checks-model").value, status: filter, signal: mine.signal };
   try {
     const [answer, found] = await Promise.all([
-      filter === PUBLISHED ? { jobs: [] } : api.jobs({ model: byId("checks-model").value, status: filter }),
+      filter === PUBLISHED ? { jobs: [] } : api.jobs(query),
       loadPublished(),
     ]);
+    if (mine.signal.aborted) return;
     checks = answer.jobs;
     published = found;
   } catch (error) {
+    if (mine.signal.aborted) return;
     checks = [];
     setStatus(byId("checks-count"), `Could not list the checks: ${describeError(error)}`, true);
     byId("checks-table").hidden = true;
