@@ -19,11 +19,13 @@ Tracing records the ops one example runs, so a network whose control flow depend
 input, or on the batch size, would be served wrong. The frozen graph is therefore served
 only when it gives the eager network's logits (``TOLERANCE``) on probe batches of one
 row, of an odd size and of the largest batch the service runs, none of them the traced
-size, and tracing itself reports nothing suspicious (its ``TracerWarning``s are errors
-here; code that reads the batch size into Python, like an exported program's batch fitting
-in ``models/exported.py``, raises one). Anything else is served eagerly, as it was before.
-``torch.jit.trace`` is deprecated in torch 2.13; should a later torch drop it, every model
-is served eagerly and only the saving above is lost.
+size, and tracing raised no ``TracerWarning``: any value of a tensor read into Python
+while tracing (a branch on a tensor, an exported program's batch fitting in
+``models/exported.py``, the basic CNN's TensorFlow "SAME" padding worked out from the
+input's size) may have been baked into the graph, so such a network is not frozen, even
+where the probes could not tell. Anything else is served eagerly, as it was before.
+``torch.jit.trace`` and ``torch.jit.freeze`` are deprecated in torch 2.13; should a later
+torch drop them, every model is served eagerly and only the saving above is lost.
 """
 
 from __future__ import annotations
@@ -76,12 +78,17 @@ def freeze(
         return torch.rand(count, *input_shape, generator=generator).to(device)
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's, see above
-            warnings.simplefilter("error", torch.jit.TracerWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("ignore", DeprecationWarning)  # trace and freeze: see above
+            warnings.simplefilter("always", torch.jit.TracerWarning)
             with torch.no_grad():
                 traced = torch.jit.trace(network, rows(_TRACE_ROWS), check_trace=False)
                 frozen = torch.jit.freeze(traced)
+        doubts = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+        if doubts:
+            first = str(doubts[0].message).splitlines()[0]
+            log.info("model %s: served eagerly, not frozen (tracing warned: %s)", name, first)
+            return network
         with torch.inference_mode():
             difference = max(
                 float((network(probe) - frozen(probe)).abs().max())
