@@ -44,9 +44,7 @@ def fold_batch_norms(
     except Exception as exc:  # noqa: BLE001 - fx raises many types on untraceable code
         log.info("model %s: batch norms not folded (%s: %s)", name, type(exc).__name__, exc)
         return network
-    probe = torch.rand(4, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
-    with torch.inference_mode():
-        difference = float((network(probe) - folded(probe)).abs().max())
+    difference = largest_logit_change(network, folded, input_shape, (4,), device)
     if not difference <= TOLERANCE:
         log.warning(
             "model %s: folded batch norms change logits by %.2g; serving it unfolded",
@@ -58,6 +56,27 @@ def fold_batch_norms(
     left = sum(isinstance(m, _BatchNorm) for m in folded.modules())
     log.info("model %s: %d batch norms folded into convolutions", name, folded_count - left)
     return folded
+
+
+def largest_logit_change(
+    network: nn.Module,
+    served: nn.Module,
+    input_shape: tuple[int, ...],
+    batch_sizes: tuple[int, ...],
+    device: torch.device | str = "cpu",
+) -> float:
+    """The largest difference in a logit between ``network`` and the copy of it to be
+    ``served``, on random [0, 1] probe batches of each of ``batch_sizes`` (seeded, so the
+    same at every load)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        return max(
+            float((network(probe) - served(probe)).abs().max())
+            for probe in (
+                torch.rand(rows, *input_shape, generator=generator).to(device)
+                for rows in batch_sizes
+            )
+        )
 
 
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 # The frozen graph is held to folding's bound on a logit's change (float32 rounding).
-from service.inference.folding import TOLERANCE, fold_batch_norms
+from service.inference.folding import TOLERANCE, fold_batch_norms, largest_logit_change
 
 log = logging.getLogger(__name__)
 
@@ -71,29 +71,23 @@ def freeze(
 ) -> nn.Module:
     """``network`` (in eval mode) traced and frozen, or ``network`` itself when that does
     not apply to batches of 1 to ``max_rows`` rows."""
-    probe_rows = sorted({1, _ODD_ROWS, max_rows} - {_TRACE_ROWS})
-    generator = torch.Generator().manual_seed(0)
-
-    def rows(count: int) -> torch.Tensor:
-        return torch.rand(count, *input_shape, generator=generator).to(device)
-
+    probe_rows = tuple(sorted({1, _ODD_ROWS, max_rows} - {_TRACE_ROWS}))
+    example = torch.rand(_TRACE_ROWS, *input_shape, generator=torch.Generator().manual_seed(1)).to(
+        device
+    )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", DeprecationWarning)  # trace and freeze: see above
             warnings.simplefilter("always", torch.jit.TracerWarning)
             with torch.no_grad():
-                traced = torch.jit.trace(network, rows(_TRACE_ROWS), check_trace=False)
+                traced = torch.jit.trace(network, example, check_trace=False)
                 frozen = torch.jit.freeze(traced)
         doubts = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
         if doubts:
             first = str(doubts[0].message).splitlines()[0]
             log.info("model %s: served eagerly, not frozen (tracing warned: %s)", name, first)
             return network
-        with torch.inference_mode():
-            difference = max(
-                float((network(probe) - frozen(probe)).abs().max())
-                for probe in map(rows, probe_rows)
-            )
+        difference = largest_logit_change(network, frozen, input_shape, probe_rows, device)
     except Exception as exc:  # noqa: BLE001 - tracing raises many types on code it cannot follow
         log.info("model %s: served eagerly, not frozen (%s: %s)", name, type(exc).__name__, exc)
         return network
