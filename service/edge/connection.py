@@ -14,7 +14,8 @@ where the bytes arrive, and answers every refusal with the service's JSON error 
 * more than ``max_header_count`` headers: 431 ``too_many_headers``;
 * no complete request head within ``header_timeout_seconds`` of connecting or of
   the previous response: closed (408 ``request_header_timeout`` when part of a
-  head had arrived, silently when nothing had);
+  head had arrived, silently when nothing had), after one more read of the sockets,
+  so that a head which arrived in time while the event loop was held up is served;
 * more than ``max_connections_per_client`` connections from one client (source
   address): the newcomer gets 429 ``client_connection_limit``;
 * a new connection beyond ``max_connections``: a connection of the client holding
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 # Refusals of a newcomer under connection pressure close at once: lingering would keep
 # the descriptor that is short. Its client has had no time to send much.
 _CLOSE_AT_ONCE = frozenset({"too_many_connections", "client_connection_limit"})
+# How long after the head timeout the connection is looked at again (``_head_timed_out``):
+# any positive delay puts one turn of reading the sockets in between.
+_HEAD_RECHECK_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -85,21 +89,55 @@ def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
     return type("BoundGuardedHttpProtocol", (GuardedHttpProtocol,), attributes)
 
 
-class _LingeringClose:
-    """The transport as a request cycle sees it. uvicorn closes it right after a response
-    when the connection is not kept alive; when the request has not all arrived by then,
-    the close lingers (``GuardedHttpProtocol.close_after_answer``)."""
+class _CycleTransport:
+    """The transport as a request cycle sees it.
 
-    def __init__(self, protocol: GuardedHttpProtocol) -> None:
+    * The response head is held back and goes out with the response's first body bytes in
+      one send: uvicorn writes the two separately, and on a small answer each send costs
+      about as much as the other (the kernel hands the segment to the client within the
+      call). A head with no body in the same step (a HEAD request, a streaming response)
+      goes out once the response completes, before the protocol writes anything of its own
+      (``GuardedHttpProtocol.flush_held``), or at the end of the loop's iteration.
+    * uvicorn closes the transport right after a response when the connection is not kept
+      alive; when the request has not all arrived by then, the close lingers
+      (``GuardedHttpProtocol.close_after_answer``).
+    """
+
+    def __init__(self, protocol: GuardedHttpProtocol, cycle: Any) -> None:
         self._protocol = protocol
-        self.write = protocol.transport.write
+        self._transport = protocol.transport
+        self._cycle = cycle
+        self._head_seen = False
+        self.held: bytes | None = None
         self.is_closing = protocol.transport.is_closing
 
+    def write(self, data: bytes) -> None:
+        if self.held is not None:
+            data, self.held = self.held + data, None
+            self._protocol.holding = None
+        elif not self._head_seen and self._cycle.response_started:
+            # uvicorn marks the response started just before it writes the head.
+            self._head_seen = True
+            self.held = data
+            self._protocol.holding = self
+            self._protocol.loop.call_soon(self.flush)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self.held is not None:
+            data, self.held = self.held, None
+            self._protocol.holding = None
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
     def close(self) -> None:
+        self.flush()
         self._protocol.close_after_answer()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._protocol.transport, name)
+        self.flush()
+        return getattr(self._transport, name)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -121,6 +159,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._lingering = False  # refused or closing: FIN sent, discarding until the close
         self._discard_left = 0
         self._linger_timer: Any = None
+        self.holding: _CycleTransport | None = None  # whose response head is held back
 
     # --- connections ----------------------------------------------------------------------
 
@@ -196,10 +235,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _head_timed_out(self, looked_again: bool = False) -> None:
         self._head_timer = None
         busy = self.cycle is not None and not self.cycle.response_complete
         if self.awaiting_head and not busy and not self.transport.is_closing():
+            if not looked_again:
+                # libuv runs expired timers before it reads the sockets: after the loop was
+                # held up past the deadline, a head that arrived in time may be waiting
+                # unread. One more read of the sockets comes before the verdict.
+                self._head_timer = self.loop.call_later(
+                    _HEAD_RECHECK_SECONDS, self._head_timed_out, True
+                )
+                return
             if self.head_bytes > 0:
                 self.refuse("request_header_timeout")
             else:
@@ -258,12 +305,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             finally:
                 self.app = app
         if self.cycle is not cycle and self.cycle is not None:
-            self.cycle.transport = _LingeringClose(self)  # type: ignore[assignment]
+            self.cycle.transport = _CycleTransport(self, self.cycle)  # type: ignore[assignment]
 
     def _shed_directly(self) -> None:
         """The 503 ``overloaded`` answer written at once, with no request cycle, task or app:
         the cheapest answer there is, for the moments when answering costs most. The body
         that follows is discarded as it arrives (``on_body``)."""
+        self.flush_held()
         self._shedding = True
         self.transport.write(overloaded_bytes(self.limits.retry_after_seconds))
         self.limits.on_refusal("overloaded")
@@ -298,6 +346,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 )
 
     def on_response_complete(self) -> None:
+        self.flush_held()
         super().on_response_complete()
         if self._lingering:  # closed after this answer: uvicorn's keep-alive timer must not cut
             self._unset_keepalive_if_required()  # the linger short with a reset
@@ -313,6 +362,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         head_bytes = self.head_bytes
         self._start_waiting_for_head()
         self.head_bytes = head_bytes  # bytes of a pipelined head already counted
+
+    def flush_held(self) -> None:
+        """Write a response head the cycle's transport still holds (``_CycleTransport``)
+        before anything the protocol writes or closes itself."""
+        if self.holding is not None:
+            self.holding.flush()
 
     # --- answers given before the request has all arrived ---------------------------------
 
@@ -334,6 +389,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def linger_close(self) -> None:
         """Close without a reset: send a FIN after what was written, then read and discard
         what the client still sends until it closes too, or the linger bounds run out."""
+        self.flush_held()
         if self._lingering or self.transport.is_closing():
             return
         self._lingering = True
@@ -367,6 +423,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._linger_timer = None
 
     def _close_now(self) -> None:
+        self.flush_held()
         self._cancel_head_timer()
         self._cancel_linger_timer()
         self._finishing = False
@@ -385,6 +442,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def refuse(self, reason: str, linger: bool | None = None) -> None:
         """Answer with the connection layer's JSON refusal and close; lingering (see
         ``linger_close``) unless the refusal is for want of connections."""
+        self.flush_held()
         self._cancel_head_timer()
         self.awaiting_head = False
         if self.transport.is_closing() or self._lingering:

@@ -1,0 +1,51 @@
+"""A uvicorn server with the service's connection layer and a test's own ASGI app, run in a
+thread of the test process on a port of its own; for tests that need an app the service
+does not have (a streaming answer, a handler that holds up the event loop)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from service.edge.connection import ConnectionLimits, guarded_protocol
+from tests.service.helpers.raw_http import WAIT
+
+
+@contextmanager
+def serve_in_thread(app: Any, **limits: Any) -> Iterator[int]:
+    """Serve ``app`` (``ConnectionLimits`` from ``limits`` over roomy defaults); the port."""
+    settings = {
+        "max_connections": 64,
+        "max_header_bytes": 8192,
+        "max_header_count": 64,
+        "header_timeout_seconds": 60.0,
+        **limits,
+    }
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=60,
+        http=guarded_protocol(ConnectionLimits(**settings)),
+    )
+    server = uvicorn.Server(config)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the test server did not start"
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(WAIT)
