@@ -26,7 +26,8 @@ GREY_MODES = frozenset({"1", "L", "LA", "F", *WIDE_GREY_MODES})
 
 
 def to_channels(image: Image.Image, channels: int, background: int = 0) -> Image.Image:
-    """Any mode -> 8-bit "L" (1 channel) or "RGB" (3 channels), transparency composited."""
+    """Any mode -> 8-bit "L" (1 channel) or "RGB" (3 channels), transparency composited;
+    an image already in that mode is returned as it is, not copied."""
     if channels not in (1, 3):
         raise ValueError(f"images decode to 1 (grey) or 3 (RGB) channels, not {channels}")
     if image.mode in WIDE_GREY_MODES:
@@ -41,7 +42,8 @@ def to_channels(image: Image.Image, channels: int, background: int = 0) -> Image
         image = Image.alpha_composite(backdrop, rgba)
     if image.mode not in ("L", "RGB"):
         image = image.convert("RGB")
-    return image.convert("L" if channels == 1 else "RGB")
+    mode = "L" if channels == 1 else "RGB"
+    return image if image.mode == mode else image.convert(mode)
 
 
 def fit(

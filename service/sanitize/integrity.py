@@ -54,10 +54,24 @@ class Limits:
     max_scans: int
 
 
-def check_structure(data: bytes, fmt: str, limits: Limits) -> None:
-    """Raise a ``ServiceError`` when ``data`` (already identified as ``fmt``) is malformed."""
+@dataclass(frozen=True)
+class PlainPng:
+    """A PNG of the simplest kind: 8-bit grey or RGB, not interlaced, and no chunk but
+    IHDR, IDAT and IEND (no palette, transparency, EXIF, text, ...). Its pixels are the
+    IDAT data's zlib stream, unfiltered: Pillow's own PNG decoder reads them without
+    the PNG plugin's container parsing (``service.sanitize.imaging``)."""
+
+    mode: str  # "L" or "RGB"
+    width: int
+    height: int
+    data: bytes  # the IDAT chunks' data, joined
+
+
+def check_structure(data: bytes, fmt: str, limits: Limits) -> PlainPng | None:
+    """Raise a ``ServiceError`` when ``data`` (already identified as ``fmt``) is malformed;
+    for a PNG of the simplest kind, return what decoding it needs (``PlainPng``)."""
     try:
-        _CHECKS[fmt](data, limits)
+        return _CHECKS[fmt](data, limits)
     except (IndexError, struct.error):
         raise CorruptImage(f"{fmt} structure ends early or is malformed") from None
 
@@ -76,9 +90,15 @@ def check_size(fmt: str, width: int, height: int, limits: Limits) -> None:
 # --- PNG ------------------------------------------------------------------------------------
 
 
-def check_png(data: bytes, limits: Limits) -> None:
+# IHDR's colour type -> mode, for the types a PlainPng may have (bit depth 8 only).
+_PLAIN_PNG_MODES = {0: "L", 2: "RGB"}
+_PLAIN_PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND"})
+
+
+def check_png(data: bytes, limits: Limits) -> PlainPng | None:
     view = memoryview(data)
     pos, index = len(PNG_SIGNATURE), 0
+    plain, idat = True, []
     while True:
         if pos + 12 > len(data):
             raise CorruptImage(f"PNG ends inside chunk {index} (no IEND)")
@@ -93,11 +113,22 @@ def check_png(data: bytes, limits: Limits) -> None:
         if index == 0:
             if kind != b"IHDR" or length != 13:
                 raise CorruptImage("PNG does not start with an IHDR chunk")
-            check_size("PNG", *struct.unpack_from(">II", data, pos + 8), limits)
+            width, height, depth, colour, method, filtering, interlace = struct.unpack_from(
+                ">IIBBBBB", data, pos + 8
+            )
+            check_size("PNG", width, height, limits)
+            plain = depth == 8 and colour in _PLAIN_PNG_MODES and not (method or filtering)
+            plain = plain and not interlace
+        elif kind == b"IDAT":  # consecutive when plain: no other chunk lies between them
+            idat.append((pos + 8, end - 4))
         if kind == b"IEND":
             if end != len(data):
                 raise TrailingData(f"{len(data) - end} bytes after PNG's IEND")
-            return
+            if not (plain and idat):
+                return None
+            pixels = b"".join(view[start:stop] for start, stop in idat)
+            return PlainPng(_PLAIN_PNG_MODES[colour], width, height, pixels)
+        plain = plain and kind in _PLAIN_PNG_CHUNKS
         pos, index = end, index + 1
 
 
