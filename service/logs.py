@@ -7,6 +7,7 @@ handed the id. ``configure_logging`` is called by the CLI, never at import.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -14,6 +15,9 @@ import re
 import sys
 import time
 from contextvars import ContextVar
+from typing import Any
+
+import orjson
 
 _request_id: ContextVar[str | None] = ContextVar("qusec_request_id", default=None)
 
@@ -72,7 +76,10 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = fields[key]
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        try:  # orjson: a line per request is written on the event loop
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:  # what it refuses (a dict with keys that are not strings, ...)
+            return json.dumps(entry, default=str)
 
 
 def iso_time(created: float) -> str:
@@ -85,13 +92,65 @@ def iso_time(created: float) -> str:
     return f"{stamp}.{micros // 1000:03d}+00:00"
 
 
+class LoopBatchedStreamHandler(logging.StreamHandler):
+    """A stream handler whose lines, when emitted on a thread running an event loop, are
+    written together once per turn of that loop; elsewhere each line is written at once.
+
+    A serving process logs a line per request on its event loop; written one by one, each
+    line is a write system call, during which the interpreter lock goes to the inference
+    thread and must be won back. Measured here (docs/service.md), that cost several times
+    the formatting of the line. Batched, a busy loop writes its lines in one call per turn,
+    and an idle one as soon as the line's callback has run. A process killed outright
+    (SIGKILL) loses at most the lines of the turn it was killed in; ``flush`` (and so
+    ``logging.shutdown``, at exit) writes whatever is pending."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)  # under the handler's lock (Handler.handle)
+        loop = asyncio._get_running_loop()
+        if loop is None or loop.is_closed():
+            self._write_pending()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._scheduled = False
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        text, self._pending = "".join(self._pending), []
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": text}))
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+            super().flush()
+
+
 def configure_logging(
     level: str = "info", fmt: str = "json", fields: dict[str, object] | None = None
 ) -> None:
     """Route the service's and uvicorn's loggers to one stderr handler.
 
     ``fields`` go on every line (a supervised worker adds its index)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LoopBatchedStreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter(fields))
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

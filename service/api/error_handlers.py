@@ -65,6 +65,13 @@ def validation_error_response(request: Request, errors: Sequence[Any]) -> Respon
     return error_response(422, "invalid_request", message)
 
 
+async def unexpected_error_response(request: Request, exc: Exception) -> Response:
+    """The safety net: the traceback goes to the log, never to the client."""
+    log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+    _count(request, "internal_error")
+    return error_response(500, "internal_error", "internal error")
+
+
 def _count(request: Request, reason: str) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
@@ -91,13 +98,7 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
             response.headers["Allow"] = allowed_methods(request)
         return response
 
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        # The safety net: the traceback goes to the log, never to the client.
-        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
-        _count(request, "internal_error")
-        return error_response(500, "internal_error", "internal error")
-
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(Exception, unexpected_error_response)

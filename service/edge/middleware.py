@@ -4,17 +4,21 @@ A plain ASGI middleware (not ``BaseHTTPMiddleware``) so it adds no extra task
 or body buffering to the hot path. The route template, not the raw path, is
 the ``endpoint`` label, keeping metric cardinality fixed.
 
-``fast_routes`` maps (method, path) to a route served straight from here, past
-FastAPI's routing and dependency layers: ``POST /classify``, whose handler answers
-every error itself (``service.api.routes.classify.serve``).
+The app holds it twice: once in FastAPI's middleware stack, for every route, and once
+in front of everything FastAPI does for each route in ``service.app.FAST_ROUTES``
+(``ServiceApp``), given the route (for the ``endpoint`` label) and the 500 handler
+that FastAPI's outermost layer would otherwise call.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,11 +38,13 @@ class RequestContextMiddleware:
         self,
         app: ASGIApp,
         metrics: ServiceMetrics,
-        fast_routes: dict[tuple[str, str], tuple[BaseRoute, ASGIApp]] | None = None,
+        route: BaseRoute | None = None,
+        on_error: Callable[[Request, Exception], Awaitable[Response]] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.fast_routes = fast_routes or {}
+        self.route = route  # the one route ``app`` serves, when it is not the whole router
+        self.on_error = on_error  # answers an exception ``app`` raises, as the app's own 500
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +55,7 @@ class RequestContextMiddleware:
         # is left bound so that the outermost 500 handler can still report it.
         bind_request_id(request_id)
         started = time.perf_counter()
-        status = 500  # what the client gets if the app raises before responding
+        status = 0  # none sent yet; the client gets a 500 if the app raises before one
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -58,15 +64,20 @@ class RequestContextMiddleware:
                 MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
             await send(message)
 
-        fast = self.fast_routes.get((scope["method"], _route_path(scope)))
+        if self.route is not None:
+            scope["route"] = self.route
         try:
-            if fast is None:
-                await self.app(scope, receive, send_with_id)
-            else:
-                scope["route"], endpoint = fast
-                await endpoint(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if self.on_error is None:
+                raise
+            # As Starlette's ServerErrorMiddleware: answer when nothing was sent, re-raise.
+            response = await self.on_error(Request(scope, receive), exc)
+            if not status:
+                await response(scope, receive, send_with_id)
+            raise
         finally:
-            self._record(scope, status, time.perf_counter() - started)
+            self._record(scope, status or 500, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
@@ -86,7 +97,7 @@ class RequestContextMiddleware:
             )
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     """The path the routes see: without the ``root_path`` a proxy mounted us under."""
     path, root = scope["path"], scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path

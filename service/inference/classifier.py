@@ -15,6 +15,7 @@ quantize run together, on a small thread pool unless the image is tiny (``_prepa
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
@@ -112,6 +113,9 @@ class Classifier:
             upstream=lambda: self.upstream,
         )
         self.upstream = 0  # requests read or decoding, not yet queued for the batcher
+        # Parts of every answer that never change (copied into each: callers may add keys).
+        self._brief = self.describe_briefly()
+        self._defence = self.defence
 
     @property
     def defence(self) -> dict[str, Any]:
@@ -151,14 +155,17 @@ class Classifier:
         include_quantized: bool,
         include_input: bool = False,
     ) -> dict[str, Any]:
-        label = int(torch.argmax(probabilities))
+        values = probabilities.tolist()
+        if not all(map(math.isfinite, values)):  # a 500, as JSON has no NaN to answer with
+            raise RuntimeError(f"model {self.name} returned probabilities {values}")
+        label = values.index(max(values))  # the first of equal largest, as torch.argmax
         body: dict[str, Any] = {
             "request_id": current_request_id(),
             "label": label,
             "class_name": self.class_names[label],
-            "probabilities": dict(zip(self.class_names, probabilities.tolist(), strict=True)),
-            "model": self.describe_briefly(),
-            "defence": self.defence,
+            "probabilities": dict(zip(self.class_names, values, strict=True)),
+            "model": dict(self._brief),
+            "defence": dict(self._defence),
             "input": prepared.decoded.facts,
             "warnings": fit_warnings(prepared.decoded.facts, self.input_shape, self.name),
         }
@@ -218,7 +225,7 @@ class Classifier:
     def _finish(self, opened: OpenedImage, started: float) -> Prepared:
         decoded = self.decode(opened)
         decoded_at = time.perf_counter()
-        quantized = self.quantize(torch.from_numpy(decoded.pixels)[None])
+        quantized = self.quantize(torch.from_numpy(decoded.pixels[None]))
         return Prepared(decoded, quantized, decoded_at - started, time.perf_counter() - decoded_at)
 
     async def classify(
@@ -233,12 +240,13 @@ class Classifier:
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         self.metrics.body_size.observe(len(upload.data))
-        deadline = loop.time() + self.settings.request_timeout_seconds
-        with self.upstream_slot():
-            async with self._deadline(deadline):
-                prepared = await self._prepare(upload)
-        async with self._deadline(deadline):
-            result = await self.batcher.submit(prepared.quantized)
+        try:
+            async with asyncio.timeout_at(loop.time() + self.settings.request_timeout_seconds):
+                with self.upstream_slot():
+                    prepared = await self._prepare(upload)
+                result = await self.batcher.submit(prepared.quantized)
+        except TimeoutError:
+            raise self._timed_out() from None
         encode_started = time.perf_counter()
         body = self.encode(result.outputs[0], prepared, include_quantized, include_input)
         body["input"] = {**body["input"], "declared_type": upload.declared_type, "via": upload.via}
@@ -288,9 +296,12 @@ class Classifier:
             async with asyncio.timeout_at(when):
                 yield
         except TimeoutError:
-            raise InferenceTimeout(
-                f"{self.name}: no result within {self.settings.request_timeout_seconds} s"
-            ) from None
+            raise self._timed_out() from None
+
+    def _timed_out(self) -> InferenceTimeout:
+        return InferenceTimeout(
+            f"{self.name}: no result within {self.settings.request_timeout_seconds} s"
+        )
 
     async def warm_up(self) -> None:
         """Run the whole path once and a full batch once, so the first request is not slow."""

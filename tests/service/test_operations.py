@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from models.checkpoint import CheckpointError
@@ -147,6 +148,19 @@ def test_unexpected_errors_are_a_bare_500_with_the_request_id(make_settings, mon
     }
     assert 'qusec_rejections_total{reason="internal_error"} 1.0' in metrics
     assert 'endpoint="/classify",method="POST",status="500"' in metrics
+
+
+def test_a_model_answering_nan_is_a_500_not_an_answer(make_settings, monkeypatch) -> None:
+    """JSON has no NaN: probabilities that are not finite are the model's failure, logged."""
+    monkeypatch.setattr(
+        Classifier, "predict", lambda self, batch: torch.full((len(batch), 10), float("nan"))
+    )
+    app = create_app(make_settings())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        response = client.post("/classify", content=PNG)
+    assert response.status_code == 500
+    assert response.json()["reason"] == "internal_error"
 
 
 def block_inference(monkeypatch) -> tuple[threading.Event, threading.Event]:

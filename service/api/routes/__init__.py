@@ -43,7 +43,8 @@ def include_routers(app: FastAPI, settings: ServiceSettings) -> None:
 
 
 def fast_routes() -> dict[tuple[str, str], tuple[BaseRoute, Any]]:
-    """The routes the outer middleware serves itself: (method, path) -> (route, ASGI call).
+    """The routes served in front of FastAPI's layers (``service.app.ServiceApp``):
+    (method, path) -> (route, ASGI call).
 
     The route is kept for the metrics' ``endpoint`` label, as if FastAPI had matched it."""
     (route,) = [r for r in classify.router.routes if getattr(r, "path", None) == "/classify"]
