@@ -4,10 +4,10 @@ A plain ASGI middleware (not ``BaseHTTPMiddleware``) so it adds no extra task
 or body buffering to the hot path. The route template, not the raw path, is
 the ``endpoint`` label, keeping metric cardinality fixed.
 
-The app holds it twice: once in FastAPI's middleware stack, for every route, and once
-in front of everything FastAPI does for each route in ``service.app.FAST_ROUTES``
-(``ServiceApp``), given the route (for the ``endpoint`` label) and the 500 handler
-that FastAPI's outermost layer would otherwise call.
+The app holds it more than once: in FastAPI's middleware stack, for every route, and in
+front of everything FastAPI does for each of ``fast_routes`` (``service.api.routes``;
+``service.app.ServiceApp``), given the route (for the ``endpoint`` label) and the 500
+handler that FastAPI's outermost layer would otherwise call.
 """
 
 from __future__ import annotations

@@ -2,12 +2,11 @@
 
 One handler, ``serve``, a plain ASGI call: the app calls it straight away
 (``fast_routes``, ``service.app.ServiceApp``), in front of FastAPI's error, telemetry and
-body-limit layers, routing and dependency solving, which cost a good part of a request's
-event-loop time. The
-router holds it as a plain Starlette route too (so a wrong method is a 405 naming
-POST, and a request the middleware does not match still arrives), and ``document``
-writes its operation into the OpenAPI document, which FastAPI fills only from its
-own routes.
+body-limit layers, routing and dependency solving (about 6% of a request's event-loop
+time in py-spy's samples). The router holds it as a plain Starlette route too (so a
+wrong method is a 405 naming POST, and a request the app does not match still arrives),
+and ``document`` writes its operation into the OpenAPI document, which FastAPI fills
+only from its own routes.
 """
 
 from __future__ import annotations
@@ -128,10 +127,10 @@ async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery
 
 
 class _Answer(JSONResponse):
-    """The answer's JSON, encoded by orjson (a tenth of the standard library's time on this
-    body, which is built and sent on the event loop). orjson writes no NaN or infinity
-    (``Classifier.encode`` refuses them first) and keeps non-ASCII text as UTF-8, as the
-    JSON responses of the other routes do."""
+    """The answer's JSON, encoded by orjson: 1.3 us against the standard library's 19 us
+    on a typical answer here, on the event loop. orjson would write NaN and infinity as
+    null (``Classifier.encode`` refuses them first) and keeps non-ASCII text as UTF-8, as
+    the other routes' JSON does."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
