@@ -150,8 +150,9 @@ class ServiceApp(FastAPI):
     ``POST /classify`` answers every error itself (``service.api.routes.classify.serve``),
     so it needs nothing FastAPI does per request: its outermost error layer, telemetry
     hooks, body limit, routing and dependency solving took about 6% of the request's
-    event-loop time in py-spy's samples. It runs behind its own copy of the request context middleware (ids,
-    access log, metrics), which answers an unexpected exception with the same 500 handler.
+    event-loop time in py-spy's samples. It runs behind its own copy of the request
+    context middleware (ids, access log, metrics), which answers an unexpected exception
+    with the same 500 handler.
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:

@@ -202,7 +202,9 @@ def _decode_plain(png: PlainPng) -> Image.Image:
     """Pillow's PNG decoder ("zip": inflate, then undo each row's filter) on the IDAT data,
     without the PNG plugin around it, whose container parsing costs several times the
     decoding of a small image. The image has no EXIF (no chunk but IHDR, IDAT and IEND),
-    so its orientation is 1. Data too short for the image is an error, as from Pillow."""
+    so its orientation is 1. A stream cut short is an error and one that ends early
+    leaves the missing rows black, both as through the plugin (tests/service/sanitize/
+    test_plain_png.py)."""
     return Image.frombytes(png.mode, (png.width, png.height), png.data, "zip", png.mode)
 
 
