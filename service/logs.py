@@ -144,6 +144,12 @@ class LoopBatchedStreamHandler(logging.StreamHandler):
             super().flush()
 
 
+def flush_logs() -> None:
+    """Write every line the root logger's handlers still hold (``LoopBatchedStreamHandler``)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def configure_logging(
     level: str = "info", fmt: str = "json", fields: dict[str, object] | None = None
 ) -> None:

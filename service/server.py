@@ -6,14 +6,16 @@ supervisor's workers runs on the supervisor's socket (``service.supervisor``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
 from service.edge.connection import ConnectionLimits, guarded_protocol
+from service.logs import flush_logs
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
@@ -51,7 +53,17 @@ def serve(
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling ``on_started`` once the app has started and it listens."""
+    """uvicorn's server, telling ``on_started`` once the app has started and it listens,
+    and writing the log lines still pending for the loop's turn before uvicorn re-raises
+    the signal that stopped it (which ends the process with no chance to write them)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                flush_logs()
 
     def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
         super().__init__(config)
