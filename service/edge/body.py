@@ -264,26 +264,23 @@ async def read_image_upload(
 ) -> Upload:
     """Read an image sent either as the raw body or as the ``file`` part of a form."""
     started = time.perf_counter()
-    client = client_address(request.scope)
+    pace = BodyPace(timeout_seconds, min_rate, grace_seconds, declared_length(request))
     if is_multipart(request):
-        pace = BodyPace(timeout_seconds, min_rate, grace_seconds, declared_length(request))
         upload = await _read_multipart(request, limit, pace, reservation)
-        if not upload.data:
-            raise EmptyBody("zero-byte image (multipart)")
-        seconds = time.perf_counter() - started
-        return replace(upload, read_seconds=seconds, client=client)
-    data = await read_bounded(
-        request,
-        limit,
-        timeout_seconds,
-        min_rate=min_rate,
-        grace_seconds=grace_seconds,
-        reservation=reservation,
-    )
-    if not data:
-        raise EmptyBody("zero-byte image (raw)")
-    declared = request.headers.get("content-type", "")
-    return Upload(data, declared, "raw", time.perf_counter() - started, client)
+    else:
+        data = await read_bounded(
+            request,
+            limit,
+            timeout_seconds,
+            min_rate=min_rate,
+            grace_seconds=grace_seconds,
+            reservation=reservation,
+        )
+        upload = Upload(data, request.headers.get("content-type", ""), "raw")
+    if not upload.data:
+        raise EmptyBody(f"zero-byte image ({upload.via})")
+    seconds = time.perf_counter() - started
+    return replace(upload, read_seconds=seconds, client=client_address(request.scope))
 
 
 async def _read_multipart(

@@ -240,13 +240,10 @@ class Classifier:
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         self.metrics.body_size.observe(len(upload.data))
-        try:
-            async with asyncio.timeout_at(loop.time() + self.settings.request_timeout_seconds):
-                with self.upstream_slot():
-                    prepared = await self._prepare(upload)
-                result = await self.batcher.submit(prepared.quantized)
-        except TimeoutError:
-            raise self._timed_out() from None
+        async with self._deadline(loop.time() + self.settings.request_timeout_seconds):
+            with self.upstream_slot():
+                prepared = await self._prepare(upload)
+            result = await self.batcher.submit(prepared.quantized)
         encode_started = time.perf_counter()
         body = self.encode(result.outputs[0], prepared, include_quantized, include_input)
         body["input"] = {**body["input"], "declared_type": upload.declared_type, "via": upload.via}
@@ -296,12 +293,9 @@ class Classifier:
             async with asyncio.timeout_at(when):
                 yield
         except TimeoutError:
-            raise self._timed_out() from None
-
-    def _timed_out(self) -> InferenceTimeout:
-        return InferenceTimeout(
-            f"{self.name}: no result within {self.settings.request_timeout_seconds} s"
-        )
+            raise InferenceTimeout(
+                f"{self.name}: no result within {self.settings.request_timeout_seconds} s"
+            ) from None
 
     async def warm_up(self) -> None:
         """Run the whole path once and a full batch once, so the first request is not slow."""
