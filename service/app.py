@@ -71,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.wait([warm_up])
         await _stop_jobs(app)
         await pool.stop()
+        app.state.metrics.apply_pending()
         log.info("stopped")
 
 

@@ -20,7 +20,11 @@ Two scrapes: ``/metrics`` is public and shows serving; every ``qusec_robust*`` s
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
+import threading
+from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +95,8 @@ class ServiceMetrics:
         # ``labels()`` takes a lock and builds a key each time.
         self._stages = {stage: self.stage_duration.labels(stage=stage) for stage in STAGES}
         self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._model_children: dict[str, tuple[Any, Any]] = {}
+        self._turns = TurnBatch()
 
     def _define_http_metrics(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -199,11 +205,39 @@ class ServiceMetrics:
     def set_active_jobs(self, status: str, count: int) -> None:
         self.store_snapshot.active_jobs[status] = count
 
+    # The per-request updates below go through ``TurnBatch``: on an event loop they are
+    # applied once per turn of it; anywhere else at once.
+
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():
             child = self._stages.get(stage)
             if child is not None:
-                child.observe(seconds)
+                self._turns.observe(child, seconds)
+
+    def observe_body(self, size: int) -> None:
+        """An accepted request body of ``size`` bytes."""
+        self._turns.observe(self.body_size, size)
+
+    def set_in_flight(self, count: int) -> None:
+        self._turns.set(self.in_flight, count)
+
+    def observe_batch(self, model: str, rows: int) -> None:
+        """A batch of ``rows`` sent to ``model``."""
+        self._turns.observe(self._model(model)[0], rows)
+
+    def set_queue_depth(self, model: str, depth: int) -> None:
+        self._turns.set(self._model(model)[1], depth)
+
+    def _model(self, model: str) -> tuple[Any, Any]:
+        children = self._model_children.get(model)
+        if children is None:
+            children = (self.batch_size.labels(model=model), self.queue_depth.labels(model=model))
+            self._model_children[model] = children
+        return children
+
+    def apply_pending(self) -> None:
+        """Apply the updates of the current loop turn now (before a scrape, at shutdown)."""
+        self._turns.apply()
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """One answered request: its count by status, its latency by route."""
@@ -215,16 +249,129 @@ class ServiceMetrics:
                 self.request_duration.labels(endpoint=endpoint),
             )
             self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self._turns.inc(children[0], 1)
+        self._turns.observe(children[1], seconds)
 
     def exposition(self) -> bytes:
         """The public scrape (``/metrics``): everything but the robustness series."""
+        self._turns.apply()
         return generate_latest(self._public)
 
     def robustness_exposition(self) -> bytes:
         """The admin scrape (``/admin/metrics``): the robustness series alone."""
         return generate_latest(self._robustness)
+
+
+class TurnBatch:
+    """Metric updates made on an event loop, applied together once per turn of that loop;
+    updates made anywhere else are applied at once.
+
+    Under a supervisor each value of a metric lives in a memory-mapped file
+    (prometheus_client's multiprocess mode): every counter increment is a locked write to
+    it, and a histogram observation is two. A serving process makes about ten such
+    updates a request, all on its event loop; they took about an eighth of its time there
+    (py-spy, docs/service.md). Batched, the requests finished in one turn of the loop
+    (a whole batch of answers, under load) cost one write per counter, gauge, histogram
+    bucket and sum they touched: a counter's increments are added up, a gauge takes its
+    last value, a histogram's observations are counted per bucket.
+
+    The figures a scrape shows are complete: the scraping process applies its own pending
+    updates first (``ServiceMetrics.exposition``), and every other worker has applied all
+    but those of the turn it is in. A process killed outright (SIGKILL) loses the updates
+    of that one turn, as its log loses that turn's lines (``service.logs``).
+    """
+
+    def __init__(self) -> None:
+        # Loops in several threads may share one (tests run apps so): the lock guards the
+        # pending updates, never a metric's own write.
+        self._lock = threading.Lock()
+        self._observed: dict[Any, list[float]] = {}  # histogram (child) -> observations
+        self._added: dict[Any, float] = {}  # counter -> amount
+        self._set: dict[Any, float] = {}  # gauge -> last value
+        self._scheduled = False
+
+    def observe(self, histogram: Any, value: float) -> None:
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            histogram.observe(value)
+            return
+        with self._lock:
+            values = self._observed.get(histogram)
+            if values is None:
+                self._observed[histogram] = [value]
+            else:
+                values.append(value)
+            self._schedule(loop)
+
+    def inc(self, counter: Any, amount: float) -> None:
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            counter.inc(amount)
+            return
+        with self._lock:
+            self._added[counter] = self._added.get(counter, 0) + amount
+            self._schedule(loop)
+
+    def set(self, gauge: Any, value: float) -> None:
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            gauge.set(value)
+            return
+        with self._lock:
+            self._set[gauge] = value
+            self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._scheduled and not loop.is_closed():
+            self._scheduled = True
+            loop.call_soon(self.apply)
+
+    def apply(self) -> None:
+        """Apply every pending update now."""
+        with self._lock:
+            observed, self._observed = self._observed, {}
+            added, self._added = self._added, {}
+            assigned, self._set = self._set, {}
+            self._scheduled = False
+        for histogram, values in observed.items():
+            _observe_all(histogram, values)
+        for counter, amount in added.items():
+            counter.inc(amount)
+        for gauge, value in assigned.items():
+            gauge.set(value)
+
+
+def _observe_all(histogram: Any, values: list[float]) -> None:
+    """``histogram.observe`` for each of ``values``, as one increment of each bucket they
+    fall in and one of the sum.
+
+    prometheus_client keeps a histogram's buckets uncumulated, one value each, with its
+    upper bounds (the last +Inf) in ``_upper_bounds``: an observation increments the sum
+    and the first bucket whose bound is not below it. That layout is not public API: where
+    it is not found (or for a NaN, which falls in no bucket), each value is observed in
+    turn. ``tests/service/test_metrics_batching.py`` compares both ways' exposition.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    plain = []
+    for value in values:
+        if math.isnan(value):
+            histogram.observe(value)
+            continue
+        counts[bisect_left(bounds, value)] += 1
+        plain.append(value)
+    if not plain:
+        return
+    total.inc(math.fsum(plain))
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
 
 
 class _StoreSnapshot(Collector):

@@ -190,7 +190,7 @@ class MicroBatcher:
             return
         elapsed = time.perf_counter() - started
         if self._metrics is not None:
-            self._metrics.batch_size.labels(model=self.name).observe(len(batch))
+            self._metrics.observe_batch(self.name, len(batch))
         offset = 0
         for job in live:
             count = len(job.rows)
@@ -203,7 +203,7 @@ class MicroBatcher:
 
     def _report_depth(self) -> None:
         if self._metrics is not None and self._queue is not None:
-            self._metrics.queue_depth.labels(model=self.name).set(self._queue.qsize())
+            self._metrics.set_queue_depth(self.name, self._queue.qsize())
 
     def _on_worker_exit(self, task: asyncio.Task) -> None:
         self._closing = True  # later submits get a 503 instead of waiting for nobody

@@ -239,7 +239,7 @@ class Classifier:
         self, upload: Upload, started: float, include_quantized: bool, include_input: bool
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        self.metrics.body_size.observe(len(upload.data))
+        self.metrics.observe_body(len(upload.data))
         async with self._deadline(loop.time() + self.settings.request_timeout_seconds):
             with self.upstream_slot():
                 prepared = await self._prepare(upload)

@@ -146,12 +146,12 @@ class ClassifierPool:
         refuse when none is free."""
         self.check_capacity()
         self.in_flight += 1
-        self.metrics.in_flight.set(self.in_flight)
+        self.metrics.set_in_flight(self.in_flight)
         try:
             yield
         finally:
             self.in_flight -= 1
-            self.metrics.in_flight.set(self.in_flight)
+            self.metrics.set_in_flight(self.in_flight)
 
     def _publish_info(self, classifier: Classifier) -> None:
         spec = classifier.manifest.quantizer

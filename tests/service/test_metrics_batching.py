@@ -1,0 +1,182 @@
+"""Per-request metric updates made on an event loop are applied once per turn of it
+(``service.metrics.TurnBatch``), and what a scrape shows is what updating one by one shows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.metrics import STAGE_BUCKETS, ServiceMetrics, TurnBatch
+
+# Every bound itself (an observation equal to a bound falls in that bucket), values on
+# either side of bounds, zero, a negative value and one beyond the last finite bound.
+VALUES = [
+    *STAGE_BUCKETS,
+    *(b * 0.999 for b in STAGE_BUCKETS),
+    *(b * 1.001 for b in STAGE_BUCKETS),
+    0.0,
+    -0.5,
+    99.0,
+    0.00003,
+]
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
+    text = generate_latest(registry).decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def metrics_pair() -> tuple[tuple, tuple]:
+    def build() -> tuple:
+        registry = CollectorRegistry()
+        return (
+            registry,
+            Histogram("h_seconds", "h", ["stage"], buckets=STAGE_BUCKETS, registry=registry),
+            Counter("c", "c", ["status"], registry=registry),
+            Gauge("g", "g", registry=registry),
+        )
+
+    return build(), build()
+
+
+def test_a_turns_updates_show_as_updating_one_by_one_shows():
+    (direct, h1, c1, g1), (batched, h2, c2, g2) = metrics_pair()
+    for value in VALUES:
+        h1.labels(stage="decode").observe(value)
+        c1.labels(status="200").inc()
+        g1.set(value)
+
+    async def one_turn() -> None:
+        turns = TurnBatch()
+        for value in VALUES:
+            turns.observe(h2.labels(stage="decode"), value)
+            turns.inc(c2.labels(status="200"), 1)
+            turns.set(g2, value)
+        await asyncio.sleep(0)  # the turn ends: its updates are applied
+        await asyncio.sleep(0)
+
+    asyncio.run(one_turn())
+    expected, got = samples(direct), samples(batched)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        if key[0] == "h_seconds_sum":
+            assert got[key] == pytest.approx(value, rel=1e-12)
+        else:
+            assert got[key] == value, key
+    assert got[("h_seconds_count", (("stage", "decode"),))] == len(VALUES)
+
+
+class CountingValue:
+    """A stand-in metric child that counts the writes made to it."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.value = 0.0
+
+    def inc(self, amount: float) -> None:
+        self.writes += 1
+        self.value += amount
+
+    def set(self, value: float) -> None:
+        self.writes += 1
+        self.value = value
+
+
+class CountingHistogram:
+    """A histogram child with prometheus_client's layout whose every write is counted."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._upper_bounds = [*bounds, float("inf")]
+        self._buckets = [CountingValue() for _ in self._upper_bounds]
+        self._sum = CountingValue()
+
+    def observe(self, value: float) -> None:
+        raise AssertionError("a batch of observations is applied per bucket, not one by one")
+
+    def writes(self) -> int:
+        return self._sum.writes + sum(b.writes for b in self._buckets)
+
+
+def test_a_turn_writes_each_touched_value_once():
+    histogram, counter, gauge = CountingHistogram((1.0, 2.0)), CountingValue(), CountingValue()
+
+    async def one_turn() -> None:
+        turns = TurnBatch()
+        for i in range(100):
+            turns.observe(histogram, 0.5 if i % 2 else 1.5)
+            turns.inc(counter, 1)
+            turns.set(gauge, i)
+        assert histogram.writes() == counter.writes == gauge.writes == 0  # still pending
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(one_turn())
+    # Two buckets and the sum; one increment of the counter; one set of the gauge.
+    assert histogram.writes() == 3
+    assert [b.value for b in histogram._buckets] == [50, 50, 0]
+    assert histogram._sum.value == pytest.approx(100.0)
+    assert (counter.writes, counter.value) == (1, 100)
+    assert (gauge.writes, gauge.value) == (1, 99)
+
+
+def test_updates_off_a_loop_are_applied_at_once():
+    registry = CollectorRegistry()
+    histogram = Histogram("h", "h", buckets=(1.0,), registry=registry)
+    counter = Counter("c", "c", registry=registry)
+    turns = TurnBatch()
+    turns.observe(histogram, 0.5)
+    turns.inc(counter, 2)
+    assert registry.get_sample_value("h_count") == 1
+    assert registry.get_sample_value("c_total") == 2
+
+
+def test_a_nan_observation_is_observed_as_prometheus_client_observes_it():
+    (direct, h1, _, _), (batched, h2, _, _) = metrics_pair()
+    h1.labels(stage="x").observe(0.5)
+    h1.labels(stage="x").observe(float("nan"))
+
+    async def one_turn() -> None:
+        turns = TurnBatch()
+        turns.observe(h2.labels(stage="x"), 0.5)
+        turns.observe(h2.labels(stage="x"), float("nan"))
+        turns.apply()
+
+    asyncio.run(one_turn())
+    assert repr(samples(batched)) == repr(samples(direct))  # NaN sums compare by text
+
+
+def test_a_scrape_shows_the_updates_of_the_turn_it_runs_in():
+    metrics = ServiceMetrics()
+
+    async def scrape_at_once() -> str:
+        metrics.observe_request("/classify", "POST", 200, 0.004)
+        metrics.observe_stages({"decode": 0.0002, "inference": 0.003})
+        metrics.observe_body(1234)
+        metrics.set_in_flight(3)
+        metrics.observe_batch("m", 7)
+        metrics.set_queue_depth("m", 2)
+        return metrics.exposition().decode()
+
+    text = asyncio.run(scrape_at_once())
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    answered = (("endpoint", "/classify"), ("method", "POST"), ("status", "200"))
+    assert found[("qusec_http_requests_total", answered)] == 1
+    assert found[("qusec_http_request_duration_seconds_count", (("endpoint", "/classify"),))] == 1
+    assert found[("qusec_stage_duration_seconds_count", (("stage", "decode"),))] == 1
+    assert found[("qusec_stage_duration_seconds_count", (("stage", "inference"),))] == 1
+    assert found[("qusec_request_body_bytes_sum", ())] == 1234
+    assert found[("qusec_in_flight_requests", ())] == 3
+    assert found[("qusec_batch_size_sum", (("model", "m"),))] == 7
+    assert found[("qusec_queue_depth", (("model", "m"),))] == 2
