@@ -96,7 +96,7 @@ class ServiceMetrics:
         self._stages = {stage: self.stage_duration.labels(stage=stage) for stage in STAGES}
         self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._model_children: dict[str, tuple[Any, Any]] = {}
-        self._turns = TurnBatch()
+        self._pending = PendingUpdates()
 
     def _define_http_metrics(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -205,28 +205,28 @@ class ServiceMetrics:
     def set_active_jobs(self, status: str, count: int) -> None:
         self.store_snapshot.active_jobs[status] = count
 
-    # The per-request updates below go through ``TurnBatch``: on an event loop they are
-    # applied once per turn of it; anywhere else at once.
+    # The per-request updates below go through ``PendingUpdates``: made on an event loop,
+    # they are applied together a moment later; anywhere else at once.
 
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():
             child = self._stages.get(stage)
             if child is not None:
-                self._turns.observe(child, seconds)
+                self._pending.observe(child, seconds)
 
     def observe_body(self, size: int) -> None:
         """An accepted request body of ``size`` bytes."""
-        self._turns.observe(self.body_size, size)
+        self._pending.observe(self.body_size, size)
 
     def set_in_flight(self, count: int) -> None:
-        self._turns.set(self.in_flight, count)
+        self._pending.set(self.in_flight, count)
 
     def observe_batch(self, model: str, rows: int) -> None:
         """A batch of ``rows`` sent to ``model``."""
-        self._turns.observe(self._model(model)[0], rows)
+        self._pending.observe(self._model(model)[0], rows)
 
     def set_queue_depth(self, model: str, depth: int) -> None:
-        self._turns.set(self._model(model)[1], depth)
+        self._pending.set(self._model(model)[1], depth)
 
     def _model(self, model: str) -> tuple[Any, Any]:
         children = self._model_children.get(model)
@@ -236,8 +236,8 @@ class ServiceMetrics:
         return children
 
     def apply_pending(self) -> None:
-        """Apply the updates of the current loop turn now (before a scrape, at shutdown)."""
-        self._turns.apply()
+        """Apply the pending updates now (at shutdown)."""
+        self._pending.apply()
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """One answered request: its count by status, its latency by route."""
@@ -249,12 +249,12 @@ class ServiceMetrics:
                 self.request_duration.labels(endpoint=endpoint),
             )
             self._request_children[key] = children
-        self._turns.inc(children[0], 1)
-        self._turns.observe(children[1], seconds)
+        self._pending.inc(children[0], 1)
+        self._pending.observe(children[1], seconds)
 
     def exposition(self) -> bytes:
         """The public scrape (``/metrics``): everything but the robustness series."""
-        self._turns.apply()
+        self._pending.apply()
         return generate_latest(self._public)
 
     def robustness_exposition(self) -> bytes:
@@ -262,33 +262,40 @@ class ServiceMetrics:
         return generate_latest(self._robustness)
 
 
-class TurnBatch:
-    """Metric updates made on an event loop, applied together once per turn of that loop;
-    updates made anywhere else are applied at once.
+# How long per-request updates made on an event loop may wait before they are applied.
+PENDING_SECONDS = 0.05
+
+
+class PendingUpdates:
+    """Metric updates made on an event loop, applied together at most ``interval`` seconds
+    after the first of them; updates made anywhere else are applied at once.
 
     Under a supervisor each value of a metric lives in a memory-mapped file
     (prometheus_client's multiprocess mode): every counter increment is a locked write to
     it, and a histogram observation is two. A serving process makes about ten such
     updates a request, all on its event loop; they took about an eighth of its time there
-    (py-spy, docs/service.md). Batched, the requests finished in one turn of the loop
-    (a whole batch of answers, under load) cost one write per counter, gauge, histogram
-    bucket and sum they touched: a counter's increments are added up, a gauge takes its
-    last value, a histogram's observations are counted per bucket.
+    (py-spy, docs/service.md). Applied together, the requests of one interval (a few dozen
+    at full load) cost one write per counter, gauge, histogram bucket and sum they
+    touched: a counter's increments are added up, a gauge takes its last value, a
+    histogram's observations are counted per bucket. (Once per turn of the loop was tried
+    first: under load a turn finishes about one request, so that saved little.)
 
-    The figures a scrape shows are complete: the scraping process applies its own pending
-    updates first (``ServiceMetrics.exposition``), and every other worker has applied all
-    but those of the turn it is in. A process killed outright (SIGKILL) loses the updates
-    of that one turn, as its log loses that turn's lines (``service.logs``).
+    A scrape sees its own process's updates complete (``ServiceMetrics.exposition``
+    applies them first) and another worker's as of at most ``interval`` ago. A process
+    killed outright (SIGKILL) loses at most its last ``interval``'s updates; a stopping
+    one applies them (the app's lifespan).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = PENDING_SECONDS) -> None:
+        self.interval = interval
         # Loops in several threads may share one (tests run apps so): the lock guards the
         # pending updates, never a metric's own write.
         self._lock = threading.Lock()
         self._observed: dict[Any, list[float]] = {}  # histogram (child) -> observations
         self._added: dict[Any, float] = {}  # counter -> amount
         self._set: dict[Any, float] = {}  # gauge -> last value
-        self._scheduled = False
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        self._layouts: dict[Any, tuple | None] = {}  # histogram -> _bucket_layout
 
     def observe(self, histogram: Any, value: float) -> None:
         loop = asyncio._get_running_loop()
@@ -301,7 +308,8 @@ class TurnBatch:
                 self._observed[histogram] = [value]
             else:
                 values.append(value)
-            self._schedule(loop)
+            if self._scheduled_on is not loop:
+                self._schedule(loop)
 
     def inc(self, counter: Any, amount: float) -> None:
         loop = asyncio._get_running_loop()
@@ -310,7 +318,8 @@ class TurnBatch:
             return
         with self._lock:
             self._added[counter] = self._added.get(counter, 0) + amount
-            self._schedule(loop)
+            if self._scheduled_on is not loop:
+                self._schedule(loop)
 
     def set(self, gauge: Any, value: float) -> None:
         loop = asyncio._get_running_loop()
@@ -319,12 +328,14 @@ class TurnBatch:
             return
         with self._lock:
             self._set[gauge] = value
-            self._schedule(loop)
+            if self._scheduled_on is not loop:
+                self._schedule(loop)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._scheduled and not loop.is_closed():
-            self._scheduled = True
-            loop.call_soon(self.apply)
+        # Another loop's pending call (one in another thread, or one that was closed before
+        # it ran) applies whatever is pending too: applying twice is harmless.
+        self._scheduled_on = loop
+        loop.call_later(self.interval, self.apply)
 
     def apply(self) -> None:
         """Apply every pending update now."""
@@ -332,43 +343,55 @@ class TurnBatch:
             observed, self._observed = self._observed, {}
             added, self._added = self._added, {}
             assigned, self._set = self._set, {}
-            self._scheduled = False
+            self._scheduled_on = None
         for histogram, values in observed.items():
-            _observe_all(histogram, values)
+            if histogram not in self._layouts:
+                self._layouts[histogram] = _bucket_layout(histogram)
+            _observe_all(histogram, self._layouts[histogram], values)
         for counter, amount in added.items():
             counter.inc(amount)
         for gauge, value in assigned.items():
             gauge.set(value)
 
 
-def _observe_all(histogram: Any, values: list[float]) -> None:
-    """``histogram.observe`` for each of ``values``, as one increment of each bucket they
-    fall in and one of the sum.
+def _bucket_layout(histogram: Any) -> tuple[list[float], list[Any], Any] | None:
+    """(upper bounds, bucket values, sum value) of a prometheus_client histogram; None
+    where they are not found.
 
     prometheus_client keeps a histogram's buckets uncumulated, one value each, with its
     upper bounds (the last +Inf) in ``_upper_bounds``: an observation increments the sum
-    and the first bucket whose bound is not below it. That layout is not public API: where
-    it is not found (or for a NaN, which falls in no bucket), each value is observed in
-    turn. ``tests/service/test_metrics_batching.py`` compares both ways' exposition.
+    and the first bucket whose bound is not below it. That layout is not public API:
+    ``tests/service/test_metrics_batching.py`` compares the exposition of observations
+    applied through it with that of the same observations made one by one.
     """
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)
     total = getattr(histogram, "_sum", None)
     if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        return None
+    return bounds, buckets, total
+
+
+def _observe_all(histogram: Any, layout: tuple | None, values: list[float]) -> None:
+    """``histogram.observe`` for each of ``values``, as one increment of each bucket they
+    fall in and one of the sum; one by one where the layout is unknown (None), and for a
+    NaN, which falls in no bucket."""
+    if layout is None:
         for value in values:
             histogram.observe(value)
         return
+    bounds, buckets, total = layout
     counts = [0] * len(bounds)
-    plain = []
+    observed = []
     for value in values:
-        if math.isnan(value):
+        if value != value:  # NaN
             histogram.observe(value)
             continue
         counts[bisect_left(bounds, value)] += 1
-        plain.append(value)
-    if not plain:
+        observed.append(value)
+    if not observed:
         return
-    total.inc(math.fsum(plain))
+    total.inc(math.fsum(observed))
     for index, count in enumerate(counts):
         if count:
             buckets[index].inc(count)

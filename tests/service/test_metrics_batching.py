@@ -1,5 +1,5 @@
-"""Per-request metric updates made on an event loop are applied once per turn of it
-(``service.metrics.TurnBatch``), and what a scrape shows is what updating one by one shows."""
+"""Per-request metric updates made on an event loop are applied together a moment later
+(``service.metrics.PendingUpdates``), and a scrape shows what updating one by one shows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import STAGE_BUCKETS, ServiceMetrics, TurnBatch
+from service.metrics import STAGE_BUCKETS, PendingUpdates, ServiceMetrics
 
 # Every bound itself (an observation equal to a bound falls in that bucket), values on
 # either side of bounds, zero, a negative value and one beyond the last finite bound.
@@ -47,23 +47,23 @@ def metrics_pair() -> tuple[tuple, tuple]:
     return build(), build()
 
 
-def test_a_turns_updates_show_as_updating_one_by_one_shows():
+def test_updates_applied_together_show_as_updating_one_by_one_shows():
     (direct, h1, c1, g1), (batched, h2, c2, g2) = metrics_pair()
     for value in VALUES:
         h1.labels(stage="decode").observe(value)
         c1.labels(status="200").inc()
         g1.set(value)
 
-    async def one_turn() -> None:
-        turns = TurnBatch()
+    async def updates() -> None:
+        pending = PendingUpdates(interval=3600)
         for value in VALUES:
-            turns.observe(h2.labels(stage="decode"), value)
-            turns.inc(c2.labels(status="200"), 1)
-            turns.set(g2, value)
-        await asyncio.sleep(0)  # the turn ends: its updates are applied
-        await asyncio.sleep(0)
+            pending.observe(h2.labels(stage="decode"), value)
+            pending.inc(c2.labels(status="200"), 1)
+            pending.set(g2, value)
+            await asyncio.sleep(0)  # one loop turn each
+        pending.apply()
 
-    asyncio.run(one_turn())
+    asyncio.run(updates())
     expected, got = samples(direct), samples(batched)
     assert got.keys() == expected.keys()
     for key, value in expected.items():
@@ -105,20 +105,20 @@ class CountingHistogram:
         return self._sum.writes + sum(b.writes for b in self._buckets)
 
 
-def test_a_turn_writes_each_touched_value_once():
+def test_updates_applied_together_write_each_touched_value_once():
     histogram, counter, gauge = CountingHistogram((1.0, 2.0)), CountingValue(), CountingValue()
 
-    async def one_turn() -> None:
-        turns = TurnBatch()
+    async def updates() -> None:
+        pending = PendingUpdates(interval=3600)
         for i in range(100):
-            turns.observe(histogram, 0.5 if i % 2 else 1.5)
-            turns.inc(counter, 1)
-            turns.set(gauge, i)
+            pending.observe(histogram, 0.5 if i % 2 else 1.5)
+            pending.inc(counter, 1)
+            pending.set(gauge, i)
+            await asyncio.sleep(0)
         assert histogram.writes() == counter.writes == gauge.writes == 0  # still pending
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        pending.apply()
 
-    asyncio.run(one_turn())
+    asyncio.run(updates())
     # Two buckets and the sum; one increment of the counter; one set of the gauge.
     assert histogram.writes() == 3
     assert [b.value for b in histogram._buckets] == [50, 50, 0]
@@ -127,13 +127,35 @@ def test_a_turn_writes_each_touched_value_once():
     assert (gauge.writes, gauge.value) == (1, 99)
 
 
+def test_pending_updates_are_applied_by_the_loop_after_the_interval():
+    counter = CountingValue()
+
+    async def updates() -> None:
+        pending = PendingUpdates(interval=0.01)
+        pending.inc(counter, 1)
+        pending.inc(counter, 2)
+        for _ in range(6000):  # a generous limit; it ends as soon as they are applied
+            if counter.writes:
+                break
+            await asyncio.sleep(0.01)
+        # The loop goes on: later updates are scheduled again.
+        pending.inc(counter, 4)
+        for _ in range(6000):
+            if counter.writes == 2:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(updates())
+    assert (counter.writes, counter.value) == (2, 7)
+
+
 def test_updates_off_a_loop_are_applied_at_once():
     registry = CollectorRegistry()
     histogram = Histogram("h", "h", buckets=(1.0,), registry=registry)
     counter = Counter("c", "c", registry=registry)
-    turns = TurnBatch()
-    turns.observe(histogram, 0.5)
-    turns.inc(counter, 2)
+    pending = PendingUpdates()
+    pending.observe(histogram, 0.5)
+    pending.inc(counter, 2)
     assert registry.get_sample_value("h_count") == 1
     assert registry.get_sample_value("c_total") == 2
 
@@ -143,17 +165,17 @@ def test_a_nan_observation_is_observed_as_prometheus_client_observes_it():
     h1.labels(stage="x").observe(0.5)
     h1.labels(stage="x").observe(float("nan"))
 
-    async def one_turn() -> None:
-        turns = TurnBatch()
-        turns.observe(h2.labels(stage="x"), 0.5)
-        turns.observe(h2.labels(stage="x"), float("nan"))
-        turns.apply()
+    async def updates() -> None:
+        pending = PendingUpdates()
+        pending.observe(h2.labels(stage="x"), 0.5)
+        pending.observe(h2.labels(stage="x"), float("nan"))
+        pending.apply()
 
-    asyncio.run(one_turn())
+    asyncio.run(updates())
     assert repr(samples(batched)) == repr(samples(direct))  # NaN sums compare by text
 
 
-def test_a_scrape_shows_the_updates_of_the_turn_it_runs_in():
+def test_a_scrape_shows_its_own_processs_pending_updates():
     metrics = ServiceMetrics()
 
     async def scrape_at_once() -> str:

@@ -106,6 +106,12 @@ def test_both_workers_serve_one_port_and_report_one_set_of_metrics(shared) -> No
         statuses = list(pool.map(classify, [supervised.url] * 200))
     assert statuses == [200] * 200
     with httpx.Client(base_url=supervised.url, timeout=30) as http:
+        # A worker applies its request metrics together a moment later (service.metrics.
+        # PendingUpdates): the scrape that reaches the other one may see them a moment late.
+        deadline = time.monotonic() + 60
+        while metric(http, "qusec_http_requests_total", served) - before < 200:
+            assert time.monotonic() < deadline, "the 200 requests never all showed"
+            time.sleep(0.05)
         # Summed over both workers, whichever answers the scrape, every time.
         for _ in range(6):
             assert metric(http, "qusec_http_requests_total", served) - before == 200
