@@ -115,7 +115,15 @@ class LoopBatchedStreamHandler(logging.StreamHandler):
         except Exception:
             self.handleError(record)
             return
-        self._pending.append(line)  # under the handler's lock (Handler.handle)
+        self._add(line)  # under the handler's lock (Handler.handle)
+
+    def write_line(self, line: str) -> None:
+        """Write one formatted line as ``emit`` writes a record's (``AccessLog``)."""
+        with self.lock:  # type: ignore[union-attr]
+            self._add(line + self.terminator)
+
+    def _add(self, line: str) -> None:
+        self._pending.append(line)
         loop = asyncio._get_running_loop()
         if loop is None or loop.is_closed():
             self._write_pending()
@@ -144,6 +152,80 @@ class LoopBatchedStreamHandler(logging.StreamHandler):
             super().flush()
 
 
+class AccessLog:
+    """Writes each request's access line through ``logger``.
+
+    Every request writes one, on the event loop. Through ``logging`` (a record, the
+    logger hierarchy, the handler's filter and formatter) that cost about 14 us a line
+    here, hot, and three times that between requests. When the process logs JSON
+    through ``configure_logging``'s handler alone, the line is built directly, the same
+    fields as ``JsonFormatter`` writes for the record, in a third of that; with any other
+    handler, filter or format in the way (a test capturing logs, the text format), it goes
+    through ``logging`` as before. ``tests/service/test_logs.py`` compares both lines.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def write(self, level: int, method: str, path: str, status: int, seconds: float) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(level):
+            return
+        duration = round(seconds, 6)
+        handler = _direct_json_handler(logger, level)
+        if handler is None:
+            extra = {"status": status, "duration_seconds": duration}
+            logger.log(level, "%s %s %d", method, path, status, extra=extra)
+            return
+        entry: dict[str, Any] = {
+            "time": iso_time(time.time()),
+            "level": logging.getLevelName(level).lower(),
+            "logger": logger.name,
+            "message": f"{method} {path} {status}",
+        }
+        request_id = _request_id.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for key, value in handler.request_filter.fields.items():
+            if value is not None:
+                entry[key] = value
+        entry["status"] = status
+        entry["duration_seconds"] = duration
+        handler.write_line(orjson.dumps(entry).decode())
+
+
+class _JsonHandler(LoopBatchedStreamHandler):
+    """``configure_logging``'s handler when it writes JSON: its one filter and formatter
+    are a ``RequestIdFilter`` and a ``JsonFormatter``."""
+
+    request_filter: RequestIdFilter
+
+
+def _direct_json_handler(logger: logging.Logger, level: int) -> _JsonHandler | None:
+    """The handler ``logger``'s record at ``level`` would reach, when it is the only one,
+    is ``configure_logging``'s JSON handler as configured, and nothing on the way filters."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        if current.handlers:
+            if current is not logging.root or len(current.handlers) != 1:
+                return None
+            handler = current.handlers[0]
+            if (
+                type(handler) is not _JsonHandler
+                or level < handler.level
+                or handler.filters != [handler.request_filter]
+                or type(handler.formatter) is not JsonFormatter
+            ):
+                return None
+            return handler
+        if not current.propagate:
+            return None
+        current = current.parent  # type: ignore[assignment]
+    return None
+
+
 def flush_logs() -> None:
     """Write every line the root logger's handlers still hold (``LoopBatchedStreamHandler``)."""
     for handler in logging.getLogger().handlers:
@@ -156,14 +238,17 @@ def configure_logging(
     """Route the service's and uvicorn's loggers to one stderr handler.
 
     ``fields`` go on every line (a supervised worker adds its index)."""
-    handler = LoopBatchedStreamHandler(sys.stderr)
-    handler.addFilter(RequestIdFilter(fields))
+    request_filter = RequestIdFilter(fields)
     if fmt == "json":
+        handler: LoopBatchedStreamHandler = _JsonHandler(sys.stderr)
+        handler.request_filter = request_filter  # type: ignore[attr-defined]
         handler.setFormatter(JsonFormatter())
     else:
+        handler = LoopBatchedStreamHandler(sys.stderr)
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
+    handler.addFilter(request_filter)
     # No line writes the caller's file and line, thread or process (the request id is what
     # ties lines together), so the records skip collecting them: the logging HOWTO's
     # "Optimization" settings; the access log runs on every request.

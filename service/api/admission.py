@@ -10,9 +10,9 @@ in-flight slot.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import TypeVar
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from service.edge.body import Reservation
 from service.inference.pool import ClassifierPool
@@ -20,14 +20,41 @@ from service.inference.pool import ClassifierPool
 Body = TypeVar("Body")
 
 
-@asynccontextmanager
-async def admitted(
+def admitted(
     pool: ClassifierPool, read: Callable[[Reservation], Awaitable[Body]], client: str
-) -> AsyncIterator[Body]:
-    """Read the body with ``read`` and hold an in-flight slot while the caller uses it;
-    the body's bytes count against ``client``'s share of the body budget too."""
-    pool.check_capacity()
-    with pool.body_budget.reserve(client) as reservation:
-        body = await read(reservation)
-        with pool.admit():
-            yield body
+) -> Admission[Body]:
+    """Read the body with ``read`` and hold an in-flight slot while the caller uses it
+    (``async with``); the body's bytes count against ``client``'s share of the body
+    budget too."""
+    return Admission(pool, read, client)
+
+
+class Admission(Generic[Body]):
+    """``admitted``'s context: a class, not a generator, as it is entered once per
+    request, on the event loop."""
+
+    __slots__ = ("pool", "read", "client", "reservation", "slot")
+
+    def __init__(
+        self, pool: ClassifierPool, read: Callable[[Reservation], Awaitable[Body]], client: str
+    ) -> None:
+        self.pool, self.read, self.client = pool, read, client
+
+    async def __aenter__(self) -> Body:
+        pool = self.pool
+        pool.check_capacity()
+        reservation = self.reservation = pool.body_budget.reserve(self.client).__enter__()
+        try:
+            body = await self.read(reservation)
+            self.slot = pool.admit()
+            self.slot.__enter__()
+        except BaseException:  # the reservation is left when reading or admitting fails
+            reservation.__exit__(*sys.exc_info())
+            raise
+        return body
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            self.slot.__exit__(*exc_info)
+        finally:
+            self.reservation.__exit__(*exc_info)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -261,8 +261,10 @@ async def read_image_upload(
     min_rate: float = 0.0,
     grace_seconds: float = 0.0,
     reservation: Reservation | None = None,
+    anonymous: bool = True,
 ) -> Upload:
-    """Read an image sent either as the raw body or as the ``file`` part of a form."""
+    """Read an image sent either as the raw body or as the ``file`` part of a form;
+    ``anonymous``: sent without the admin token (``Upload.anonymous``)."""
     started = time.perf_counter()
     pace = BodyPace(timeout_seconds, min_rate, grace_seconds, declared_length(request))
     if is_multipart(request):
@@ -280,7 +282,8 @@ async def read_image_upload(
     if not upload.data:
         raise EmptyBody(f"zero-byte image ({upload.via})")
     seconds = time.perf_counter() - started
-    return replace(upload, read_seconds=seconds, client=client_address(request.scope))
+    client = client_address(request.scope)
+    return Upload(upload.data, upload.declared_type, upload.via, seconds, client, anonymous)
 
 
 async def _read_multipart(

@@ -16,18 +16,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.logs import bind_request_id, new_request_id
+from service.logs import AccessLog, bind_request_id, new_request_id
 from service.metrics import ServiceMetrics
 
-access_log = logging.getLogger("service.access")
+access_log = AccessLog(logging.getLogger("service.access"))
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
 # Probes and scrapes arrive every few seconds; their access lines are debug-level.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
@@ -50,7 +50,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = new_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        request_id = new_request_id(_client_request_id(scope))
         # Each request runs in its own task, so the id never leaks into the next one; it
         # is left bound so that the outermost 500 handler can still report it.
         bind_request_id(request_id)
@@ -61,7 +61,9 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+                headers = message.get("headers", [])
+                # As MutableHeaders(scope=message).append, without building one per answer.
+                message["headers"] = [*headers, (_REQUEST_ID_NAME, request_id.encode("latin-1"))]
             await send(message)
 
         if self.route is not None:
@@ -85,16 +87,17 @@ class RequestContextMiddleware:
         method = scope.get("method", "")
         method = method if method in _METHODS else "OTHER"
         self.metrics.observe_request(endpoint, method, status, seconds)
-        level = logging.DEBUG if scope.get("path") in _QUIET_PATHS else logging.INFO
-        if access_log.isEnabledFor(level):
-            access_log.log(
-                level,
-                "%s %s %d",
-                method,
-                scope.get("path", ""),
-                status,
-                extra={"status": status, "duration_seconds": round(seconds, 6)},
-            )
+        path = scope.get("path", "")
+        level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
+        access_log.write(level, method, path, status, seconds)
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    """The first ``X-Request-ID`` header's value (names arrive lower-cased, as ASGI says)."""
+    for name, value in scope["headers"]:
+        if name == _REQUEST_ID_NAME:
+            return value.decode("latin-1")
+    return None
 
 
 def route_path(scope: Scope) -> str:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import torch
 
@@ -140,18 +138,11 @@ class ClassifierPool:
         if self.in_flight >= self.settings.max_in_flight:
             raise Overloaded(f"{self.in_flight} requests in flight")
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
+    def admit(self) -> _InFlightSlot:
         """Hold an in-flight slot for one inference request whose body has been read;
         refuse when none is free."""
         self.check_capacity()
-        self.in_flight += 1
-        self.metrics.set_in_flight(self.in_flight)
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            self.metrics.set_in_flight(self.in_flight)
+        return _InFlightSlot(self)
 
     def _publish_info(self, classifier: Classifier) -> None:
         spec = classifier.manifest.quantizer
@@ -164,3 +155,22 @@ class ClassifierPool:
             weights_sha256=classifier.manifest.weights_sha256,
             device=str(classifier.device),
         ).set(1)
+
+
+class _InFlightSlot:
+    """``ClassifierPool.admit``'s slot (a class: entered once per request, on the loop)."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: ClassifierPool) -> None:
+        self.pool = pool
+
+    def __enter__(self) -> None:
+        pool = self.pool
+        pool.in_flight += 1
+        pool.metrics.set_in_flight(pool.in_flight)
+
+    def __exit__(self, *exc_info: object) -> None:
+        pool = self.pool
+        pool.in_flight -= 1
+        pool.metrics.set_in_flight(pool.in_flight)

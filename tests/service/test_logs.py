@@ -10,7 +10,13 @@ import threading
 
 import pytest
 
-from service.logs import JsonFormatter, LoopBatchedStreamHandler
+from service.logs import (
+    AccessLog,
+    JsonFormatter,
+    LoopBatchedStreamHandler,
+    bind_request_id,
+    configure_logging,
+)
 
 
 class _Stream:
@@ -79,3 +85,65 @@ def test_flush_writes_what_is_pending(logged) -> None:
 
     asyncio.run(main())
     assert _messages("".join(stream.writes)) == ["pending"]  # written once, not twice
+
+
+@pytest.fixture
+def configured():
+    """The process's logging as ``configure_logging`` sets it (JSON, a worker's field),
+    writing into a ``_Stream``; the root logger is restored afterwards."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging("info", "json", fields={"worker": 1})
+    stream = _Stream()
+    root.handlers[0].setStream(stream)
+    yield stream
+    root.handlers[:], root.level = saved[0], saved[1]
+
+
+def _access_line(access: AccessLog, status: int) -> None:
+    access.write(logging.INFO, "POST", "/classify", status, 0.0123456789)
+    logging.getLogger().handlers[0].flush()
+
+
+def test_an_access_line_written_directly_is_the_line_logging_writes(configured, monkeypatch):
+    stream = configured
+    root = logging.getLogger()
+    # pytest adds its own capturing handlers to the root logger for each test: off here.
+    monkeypatch.setattr(root, "handlers", [root.handlers[0]])
+    access = AccessLog(logging.getLogger("service.access"))
+    bind_request_id("req-1")
+    # Through logging: a filter on the logger takes the line off the direct path.
+    access.logger.addFilter(lambda record: True)
+    try:
+        _access_line(access, 200)
+    finally:
+        access.logger.filters.clear()
+    # Directly: logging's own path would raise here.
+    with monkeypatch.context() as patched:
+        patched.setattr(logging.Logger, "log", lambda *a, **k: pytest.fail("went through logging"))
+        _access_line(access, 200)
+    through_logging, direct = (json.loads(line) for line in "".join(stream.writes).splitlines())
+    assert through_logging.pop("time")[:4] == direct.pop("time")[:4]
+    assert direct == through_logging
+    assert direct == {
+        "level": "info",
+        "logger": "service.access",
+        "message": "POST /classify 200",
+        "request_id": "req-1",
+        "worker": 1,
+        "status": 200,
+        "duration_seconds": 0.012346,
+    }
+
+
+def test_access_lines_go_through_logging_when_anything_else_would_see_them(
+    configured, caplog
+) -> None:
+    access = AccessLog(logging.getLogger("service.access"))
+    with caplog.at_level(logging.INFO):  # a second handler on the root logger
+        _access_line(access, 404)
+    assert [r.getMessage() for r in caplog.records] == ["POST /classify 404"]
+    assert caplog.records[0].status == 404
+    logging.getLogger().setLevel(logging.WARNING)
+    _access_line(access, 500)  # below the level: no line at all
+    assert "".join(configured.writes).count("POST /classify") == 1  # caplog's line only

@@ -11,7 +11,6 @@ only from its own routes.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -112,15 +111,15 @@ async def _classify(pool: ClassifierPool, request: Request, query: ClassifyQuery
 
     async def read(reservation: Reservation) -> Upload:
         with classifier.upstream_slot():  # the batcher may wait for a body on its way
-            upload = await read_image_upload(
+            return await read_image_upload(
                 request,
                 settings.max_body_bytes,
                 settings.body_read_timeout_seconds,
                 min_rate=settings.body_min_rate_bytes_per_second,
                 grace_seconds=settings.body_min_rate_grace_seconds,
                 reservation=reservation,
+                anonymous=not holds_admin_token(request),
             )
-        return replace(upload, anonymous=not holds_admin_token(request))
 
     async with admitted(pool, read, client_address(request.scope)) as upload:
         return await classifier.classify(upload, query.include_quantized, query.include_input)
