@@ -88,8 +88,16 @@ def iso_time(created: float) -> str:
     micros = round((created - whole) * 1e6)  # as datetime.fromtimestamp rounds
     if micros >= 1_000_000:
         whole, micros = whole + 1, micros - 1_000_000
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    global _last_second
+    second, stamp = _last_second  # one tuple: threads may log at once
+    if second != whole:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _last_second = (whole, stamp)
     return f"{stamp}.{micros // 1000:03d}+00:00"
+
+
+# The second ``iso_time`` last formatted, and its text: most lines share their second.
+_last_second: tuple[int, str] = (-1, "")
 
 
 class LoopBatchedStreamHandler(logging.StreamHandler):

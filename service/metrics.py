@@ -25,7 +25,7 @@ import math
 import os
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,15 +218,18 @@ class ServiceMetrics:
         """An accepted request body of ``size`` bytes."""
         self._pending.observe(self.body_size, size)
 
-    def set_in_flight(self, count: int) -> None:
-        self._pending.set(self.in_flight, count)
+    def track_in_flight(self, read: Callable[[], int]) -> None:
+        """The in-flight gauge reads ``read()`` whenever pending updates are applied."""
+        self._pending.sample(self.in_flight, read)
 
     def observe_batch(self, model: str, rows: int) -> None:
         """A batch of ``rows`` sent to ``model``."""
         self._pending.observe(self._model(model)[0], rows)
 
-    def set_queue_depth(self, model: str, depth: int) -> None:
-        self._pending.set(self._model(model)[1], depth)
+    def track_queue_depth(self, model: str, read: Callable[[], int]) -> None:
+        """``model``'s queue-depth gauge reads ``read()`` whenever pending updates are
+        applied."""
+        self._pending.sample(self._model(model)[1], read)
 
     def _model(self, model: str) -> tuple[Any, Any]:
         children = self._model_children.get(model)
@@ -294,6 +297,7 @@ class PendingUpdates:
         self._observed: dict[Any, list[float]] = {}  # histogram (child) -> observations
         self._added: dict[Any, float] = {}  # counter -> amount
         self._set: dict[Any, float] = {}  # gauge -> last value
+        self._sampled: dict[Any, Callable[[], float]] = {}  # gauge -> its reading
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
         self._layouts: dict[Any, tuple | None] = {}  # histogram -> _bucket_layout
 
@@ -331,6 +335,18 @@ class PendingUpdates:
             if self._scheduled_on is not loop:
                 self._schedule(loop)
 
+    def sample(self, gauge: Any, read: Callable[[], float]) -> None:
+        """Set ``gauge`` to ``read()`` now and whenever the pending updates are applied.
+
+        For a gauge of a count the request path changes twice a request (requests in
+        flight, jobs queued): applied as it changes, only the last value of each interval
+        would be written anyway. Every request ends with an update (its count and latency,
+        ``observe_request``) after its count went down, and so with an application that
+        reads the gauge after it: an idle process's gauge reads its idle value."""
+        with self._lock:
+            self._sampled[gauge] = read
+        gauge.set(read())
+
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         # Another loop's pending call (one in another thread, or one that was closed before
         # it ran) applies whatever is pending too: applying twice is harmless.
@@ -352,6 +368,8 @@ class PendingUpdates:
             counter.inc(amount)
         for gauge, value in assigned.items():
             gauge.set(value)
+        for gauge, read in list(self._sampled.items()):
+            gauge.set(read())
 
 
 def _bucket_layout(histogram: Any) -> tuple[list[float], list[Any], Any] | None:

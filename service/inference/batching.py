@@ -41,6 +41,7 @@ class BatchResult:
 @dataclass(eq=False)
 class _Job:
     rows: torch.Tensor  # (n, C, H, W)
+    count: int  # n (read once: ``len`` of a tensor is a Python call of torch's)
     future: asyncio.Future[BatchResult]
     enqueued_at: float = field(default_factory=time.perf_counter)
 
@@ -92,6 +93,8 @@ class MicroBatcher:
             self._run(), name=f"batcher-{self.name}"
         )
         self._task.add_done_callback(self._on_worker_exit)
+        if self._metrics is not None:
+            self._metrics.track_queue_depth(self.name, lambda: self.depth)
 
     async def submit(self, rows: torch.Tensor) -> BatchResult:
         """Queue ``rows`` (n, C, H, W) and wait for their outputs.
@@ -101,12 +104,11 @@ class MicroBatcher:
         """
         if self._closing or self._queue is None:
             raise NotReady(f"model {self.name} is not accepting work")
-        job = _Job(rows, asyncio.get_running_loop().create_future())
+        job = _Job(rows, len(rows), asyncio.get_running_loop().create_future())
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
             raise QueueFull(f"model {self.name}: {self._queue_size} jobs already queued") from None
-        self._report_depth()
         return await job.future
 
     async def stop(self) -> None:
@@ -134,21 +136,19 @@ class MicroBatcher:
         self._carry = None
         if first is _STOP:
             return [], True
-        jobs, rows = [first], len(first.rows)
+        jobs, rows = [first], first.count
         deadline = time.perf_counter() + self.max_wait_seconds
         while rows < self.max_batch_size:
             job = await self._next_job(deadline)
             if job is None:
                 break
             if job is _STOP:
-                self._report_depth()
                 return jobs, True
-            if rows + len(job.rows) > self.max_batch_size:
+            if rows + job.count > self.max_batch_size:
                 self._carry = job  # opens the next batch
                 break
             jobs.append(job)
-            rows += len(job.rows)
-        self._report_depth()
+            rows += job.count
         return jobs, False
 
     async def _next_job(self, deadline: float) -> _Job | object | None:
@@ -193,17 +193,13 @@ class MicroBatcher:
             self._metrics.observe_batch(self.name, len(batch))
         offset = 0
         for job in live:
-            count = len(job.rows)
+            count = job.count
             if not job.future.done():
                 result = BatchResult(
                     outputs[offset : offset + count], started - job.enqueued_at, elapsed, len(batch)
                 )
                 job.future.set_result(result)
             offset += count
-
-    def _report_depth(self) -> None:
-        if self._metrics is not None and self._queue is not None:
-            self._metrics.set_queue_depth(self.name, self._queue.qsize())
 
     def _on_worker_exit(self, task: asyncio.Task) -> None:
         self._closing = True  # later submits get a 503 instead of waiting for nobody

@@ -41,6 +41,7 @@ class ClassifierPool:
         self.ready = False
         self.failure: str | None = None  # why warm-up failed; liveness reports it
         self.in_flight = 0
+        metrics.track_in_flight(lambda: self.in_flight)
         self.body_budget = BodyBudget(
             settings.max_buffered_body_bytes, settings.max_buffered_body_bytes_per_client
         )
@@ -166,11 +167,7 @@ class _InFlightSlot:
         self.pool = pool
 
     def __enter__(self) -> None:
-        pool = self.pool
-        pool.in_flight += 1
-        pool.metrics.set_in_flight(pool.in_flight)
+        self.pool.in_flight += 1
 
     def __exit__(self, *exc_info: object) -> None:
-        pool = self.pool
-        pool.in_flight -= 1
-        pool.metrics.set_in_flight(pool.in_flight)
+        self.pool.in_flight -= 1

@@ -160,6 +160,30 @@ def test_updates_off_a_loop_are_applied_at_once():
     assert registry.get_sample_value("c_total") == 2
 
 
+def test_a_sampled_gauge_reads_its_value_whenever_updates_are_applied():
+    gauge, counter = CountingValue(), CountingValue()
+    count = 0
+
+    async def updates() -> None:
+        nonlocal count
+        pending = PendingUpdates(interval=3600)
+        pending.sample(gauge, lambda: count)
+        assert (gauge.writes, gauge.value) == (1, 0)  # read once at once
+        for _ in range(10):  # a request goes in and out: no write of its own
+            count += 1
+            count -= 1
+        count = 4
+        assert gauge.writes == 1
+        pending.inc(counter, 1)
+        pending.apply()
+        assert gauge.value == 4
+        count = 0
+        pending.apply()  # every application reads it, pending updates or not
+
+    asyncio.run(updates())
+    assert (gauge.writes, gauge.value) == (3, 0)
+
+
 def test_a_nan_observation_is_observed_as_prometheus_client_observes_it():
     (direct, h1, _, _), (batched, h2, _, _) = metrics_pair()
     h1.labels(stage="x").observe(0.5)
@@ -182,9 +206,9 @@ def test_a_scrape_shows_its_own_processs_pending_updates():
         metrics.observe_request("/classify", "POST", 200, 0.004)
         metrics.observe_stages({"decode": 0.0002, "inference": 0.003})
         metrics.observe_body(1234)
-        metrics.set_in_flight(3)
+        metrics.track_in_flight(lambda: 3)
         metrics.observe_batch("m", 7)
-        metrics.set_queue_depth("m", 2)
+        metrics.track_queue_depth("m", lambda: 2)
         return metrics.exposition().decode()
 
     text = asyncio.run(scrape_at_once())
