@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from starlette.requests import ClientDisconnect, Request
 
 from service.edge.clients import client_address
-from service.edge.multipart import read_file_part
+from service.edge.multipart import form_file
 from service.errors import (
     BodyReadTimeout,
     BodyTooLarge,
@@ -141,17 +141,6 @@ class BodyPace:
         return min(last, self.started + self.grace_seconds + received / rate)
 
 
-async def paced(
-    chunks: AsyncIterator[bytes], window: asyncio.Timeout, pace: BodyPace
-) -> AsyncIterator[bytes]:
-    """Pass the chunks through, moving ``window``'s deadline on as bytes arrive."""
-    received = 0
-    async for chunk in chunks:
-        received += len(chunk)
-        window.reschedule(pace.due(received))
-        yield chunk
-
-
 def declared_length(request: Request) -> int | None:
     raw = request.headers.get("content-length")
     if raw is None:
@@ -216,9 +205,9 @@ async def read_bounded(
     """Read the whole body (at most ``limit`` bytes) within ``timeout_seconds``, and at
     ``min_rate`` bytes per second or faster once ``grace_seconds`` have passed.
 
-    The ASGI messages are read here directly, not through ``bounded_chunks`` and
-    ``paced``: the same checks, without two generators (and Starlette's third) per
-    chunk, which cost more than the rest of reading a small body that arrives at once."""
+    The ASGI messages are read here directly, not through ``bounded_chunks``: the same
+    checks, without its generator (and Starlette's) per chunk, which cost more than the
+    rest of reading a small body that arrives at once."""
     pace = BodyPace(timeout_seconds, min_rate, grace_seconds, declared_length(request))
     intake = _Intake(request, limit, reservation)
     parts: list[bytes] = []
@@ -266,37 +255,23 @@ async def read_image_upload(
     """Read an image sent either as the raw body or as the ``file`` part of a form;
     ``anonymous``: sent without the admin token (``Upload.anonymous``)."""
     started = time.perf_counter()
-    pace = BodyPace(timeout_seconds, min_rate, grace_seconds, declared_length(request))
-    if is_multipart(request):
-        upload = await _read_multipart(request, limit, pace, reservation)
+    multipart = is_multipart(request)
+    # A form is read whole too: the file is most of it, and held in memory either way.
+    body = await read_bounded(
+        request,
+        limit + MULTIPART_SLACK_BYTES if multipart else limit,
+        timeout_seconds,
+        min_rate=min_rate,
+        grace_seconds=grace_seconds,
+        reservation=reservation,
+    )
+    content_type = request.headers.get("content-type", "")
+    if multipart:
+        data, declared_type, via = *form_file(content_type, body, limit), "multipart"
     else:
-        data = await read_bounded(
-            request,
-            limit,
-            timeout_seconds,
-            min_rate=min_rate,
-            grace_seconds=grace_seconds,
-            reservation=reservation,
-        )
-        upload = Upload(data, request.headers.get("content-type", ""), "raw")
-    if not upload.data:
-        raise EmptyBody(f"zero-byte image ({upload.via})")
+        data, declared_type, via = body, content_type, "raw"
+    if not data:
+        raise EmptyBody(f"zero-byte image ({via})")
     seconds = time.perf_counter() - started
     client = client_address(request.scope)
-    return Upload(upload.data, upload.declared_type, upload.via, seconds, client, anonymous)
-
-
-async def _read_multipart(
-    request: Request, limit: int, pace: BodyPace, reservation: Reservation | None
-) -> Upload:
-    chunks = bounded_chunks(request, limit + MULTIPART_SLACK_BYTES, reservation)
-    try:
-        async with asyncio.timeout_at(pace.start()) as window:
-            content_type = request.headers["content-type"]
-            data, declared = await read_file_part(content_type, paced(chunks, window, pace), limit)
-    except TimeoutError:
-        raise BodyReadTimeout(
-            f"multipart body not received in time (limit {pace.timeout_seconds} s, "
-            f"at least {pace.rate:.0f} B/s after {pace.grace_seconds} s)"
-        ) from None
-    return Upload(data, declared, "multipart")
+    return Upload(data, declared_type, via, seconds, client, anonymous)

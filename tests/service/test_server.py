@@ -142,7 +142,9 @@ def test_logs_are_json_with_request_ids(server: Server) -> None:
     assert stamp.isoformat(timespec="milliseconds") == mine[0]["time"]
 
 
-@pytest.mark.parametrize("created", [0.0, 1.0005, 1.9999996, 1629488006.504, 1629488006.9, 1764559999.9995])
+@pytest.mark.parametrize(
+    "created", [0.0, 1.0005, 1.9999996, 1629488006.504, 1629488006.9, 1764559999.9995]
+)
 def test_log_time_stamps_match_datetime(created: float) -> None:
     expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
     assert iso_time(created) == expected
