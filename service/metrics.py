@@ -25,7 +25,7 @@ import math
 import os
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,10 +209,10 @@ class ServiceMetrics:
     # they are applied together a moment later; anywhere else at once.
 
     def observe_stages(self, timings: dict[str, float]) -> None:
-        for stage, seconds in timings.items():
-            child = self._stages.get(stage)
-            if child is not None:
-                self._pending.observe(child, seconds)
+        stages = self._stages
+        self._pending.update(
+            (stages[stage], seconds) for stage, seconds in timings.items() if stage in stages
+        )
 
     def observe_body(self, size: int) -> None:
         """An accepted request body of ``size`` bytes."""
@@ -252,8 +252,7 @@ class ServiceMetrics:
                 self.request_duration.labels(endpoint=endpoint),
             )
             self._request_children[key] = children
-        self._pending.inc(children[0], 1)
-        self._pending.observe(children[1], seconds)
+        self._pending.update(((children[1], seconds),), ((children[0], 1),))
 
     def exposition(self) -> bytes:
         """The public scrape (``/metrics``): everything but the robustness series."""
@@ -278,10 +277,11 @@ class PendingUpdates:
     it, and a histogram observation is two. A serving process makes about ten such
     updates a request, all on its event loop; they took about an eighth of its time there
     (py-spy, docs/service.md). Applied together, the requests of one interval (a few dozen
-    at full load) cost one write per counter, gauge, histogram bucket and sum they
-    touched: a counter's increments are added up, a gauge takes its last value, a
-    histogram's observations are counted per bucket. (Once per turn of the loop was tried
-    first: under load a turn finishes about one request, so that saved little.)
+    at full load) cost one write per counter, histogram bucket and sum they touched: a
+    counter's increments are added up, a histogram's observations are counted per bucket;
+    a gauge of a count is read when they are applied (``sample``). (Once per turn of the
+    loop was tried first: under load a turn finishes about one request, so that saved
+    little.)
 
     A scrape sees its own process's updates complete (``ServiceMetrics.exposition``
     applies them first) and another worker's as of at most ``interval`` ago. A process
@@ -296,44 +296,42 @@ class PendingUpdates:
         self._lock = threading.Lock()
         self._observed: dict[Any, list[float]] = {}  # histogram (child) -> observations
         self._added: dict[Any, float] = {}  # counter -> amount
-        self._set: dict[Any, float] = {}  # gauge -> last value
         self._sampled: dict[Any, Callable[[], float]] = {}  # gauge -> its reading
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
         self._layouts: dict[Any, tuple | None] = {}  # histogram -> _bucket_layout
 
-    def observe(self, histogram: Any, value: float) -> None:
+    def update(
+        self,
+        observations: Iterable[tuple[Any, float]] = (),
+        increments: Iterable[tuple[Any, float]] = (),
+    ) -> None:
+        """Observe each (histogram, value) and add each (counter, amount): together, once
+        looking up the running loop (whose every look-up is a ``getpid`` system call)."""
         loop = asyncio._get_running_loop()
         if loop is None:
-            histogram.observe(value)
+            for histogram, value in observations:
+                histogram.observe(value)
+            for counter, amount in increments:
+                counter.inc(amount)
             return
         with self._lock:
-            values = self._observed.get(histogram)
-            if values is None:
-                self._observed[histogram] = [value]
-            else:
-                values.append(value)
+            observed, added = self._observed, self._added
+            for histogram, value in observations:
+                values = observed.get(histogram)
+                if values is None:
+                    observed[histogram] = [value]
+                else:
+                    values.append(value)
+            for counter, amount in increments:
+                added[counter] = added.get(counter, 0) + amount
             if self._scheduled_on is not loop:
                 self._schedule(loop)
+
+    def observe(self, histogram: Any, value: float) -> None:
+        self.update(((histogram, value),))
 
     def inc(self, counter: Any, amount: float) -> None:
-        loop = asyncio._get_running_loop()
-        if loop is None:
-            counter.inc(amount)
-            return
-        with self._lock:
-            self._added[counter] = self._added.get(counter, 0) + amount
-            if self._scheduled_on is not loop:
-                self._schedule(loop)
-
-    def set(self, gauge: Any, value: float) -> None:
-        loop = asyncio._get_running_loop()
-        if loop is None:
-            gauge.set(value)
-            return
-        with self._lock:
-            self._set[gauge] = value
-            if self._scheduled_on is not loop:
-                self._schedule(loop)
+        self.update(increments=((counter, amount),))
 
     def sample(self, gauge: Any, read: Callable[[], float]) -> None:
         """Set ``gauge`` to ``read()`` now and whenever the pending updates are applied.
@@ -358,7 +356,6 @@ class PendingUpdates:
         with self._lock:
             observed, self._observed = self._observed, {}
             added, self._added = self._added, {}
-            assigned, self._set = self._set, {}
             self._scheduled_on = None
         for histogram, values in observed.items():
             if histogram not in self._layouts:
@@ -366,8 +363,6 @@ class PendingUpdates:
             _observe_all(histogram, self._layouts[histogram], values)
         for counter, amount in added.items():
             counter.inc(amount)
-        for gauge, value in assigned.items():
-            gauge.set(value)
         for gauge, read in list(self._sampled.items()):
             gauge.set(read())
 
