@@ -199,7 +199,7 @@ class AccessLog:
                 entry[key] = value
         entry["status"] = status
         entry["duration_seconds"] = duration
-        handler.write_line(orjson.dumps(entry).decode())
+        handler.write_line(orjson.dumps(entry, default=str).decode())
 
 
 class _JsonHandler(LoopBatchedStreamHandler):
