@@ -33,6 +33,14 @@ def metric(http: httpx.Client, name: str, labels: str = "") -> float:
     return float(found.group(1))
 
 
+def wait_for_metric(http: httpx.Client, name: str, labels: str, value: float) -> None:
+    """Until a scrape shows ``value`` (any worker's may lag its latest updates a moment)."""
+    deadline = time.monotonic() + 60
+    while (seen := metric(http, name, labels)) != value:
+        assert time.monotonic() < deadline, f"{name}{labels} stayed at {seen}, not {value}"
+        time.sleep(0.05)
+
+
 def worker_pids(server: Server) -> dict[int, int]:
     """Worker index -> pid, from the workers' own 'Started server process' lines."""
     pids: dict[int, int] = {}
@@ -98,23 +106,32 @@ def supervised(checkpoints, tmp_path) -> Iterator[Server]:
 def test_both_workers_serve_one_port_and_report_one_set_of_metrics(shared) -> None:
     supervised = shared
     served = '{endpoint="/classify",method="POST",status="200"}'
-    assert classify(supervised.url) == 200
+    first = httpx.post(
+        f"{supervised.url}/classify", content=PNG, headers={"X-Request-ID": "first"}, timeout=30
+    )
+    assert first.status_code == 200
+    supervised.wait_for_log_lines(
+        lambda line: line.get("logger") == "service.access" and line.get("request_id") == "first",
+        "the access line of the first request",
+    )
+    # Every answer so far, by the access log (each line is written right after its answer).
+    before = sum(
+        line.get("logger") == "service.access" and line.get("message") == "POST /classify 200"
+        for line in supervised.log_lines()
+    )
     with httpx.Client(base_url=supervised.url, timeout=30) as http:
         assert metric(http, "qusec_workers") == 2
-        before = metric(http, "qusec_http_requests_total", served)
+        # A worker applies its request metrics together a moment later (service.metrics.
+        # PendingUpdates): a scrape answered by the other worker may not show them yet.
+        wait_for_metric(http, "qusec_http_requests_total", served, before)
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(classify, [supervised.url] * 200))
     assert statuses == [200] * 200
     with httpx.Client(base_url=supervised.url, timeout=30) as http:
-        # A worker applies its request metrics together a moment later (service.metrics.
-        # PendingUpdates): the scrape that reaches the other one may see them a moment late.
-        deadline = time.monotonic() + 60
-        while metric(http, "qusec_http_requests_total", served) - before < 200:
-            assert time.monotonic() < deadline, "the 200 requests never all showed"
-            time.sleep(0.05)
+        wait_for_metric(http, "qusec_http_requests_total", served, before + 200)
         # Summed over both workers, whichever answers the scrape, every time.
         for _ in range(6):
-            assert metric(http, "qusec_http_requests_total", served) - before == 200
+            assert metric(http, "qusec_http_requests_total", served) == before + 200
         assert metric(http, "qusec_ready") == 1
         assert metric(http, "qusec_in_flight_requests") == 0
         assert metric(http, "process_resident_memory_bytes") > 0
