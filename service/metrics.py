@@ -330,9 +330,6 @@ class PendingUpdates:
     def observe(self, histogram: Any, value: float) -> None:
         self.update(((histogram, value),))
 
-    def inc(self, counter: Any, amount: float) -> None:
-        self.update(increments=((counter, amount),))
-
     def sample(self, gauge: Any, read: Callable[[], float]) -> None:
         """Set ``gauge`` to ``read()`` now and whenever the pending updates are applied.
 

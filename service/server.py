@@ -98,7 +98,7 @@ def pool_overloaded(app) -> bool:
     pass this check before any of them is admitted, and the slack keeps them from being
     refused later, after their bodies were read, on the app's much dearer path."""
     pool = app.state.pool
-    return pool is not None and pool.in_flight * 8 >= pool.settings.max_in_flight * 7
+    return pool is not None and pool.in_flight.count * 8 >= pool.settings.max_in_flight * 7
 
 
 def is_inference(target: bytes) -> bool:

@@ -31,6 +31,7 @@ from service.errors import DecodeCostTooHigh, InferenceTimeout
 from service.inference.batching import MicroBatcher
 from service.inference.fit import fit_warnings
 from service.inference.freezing import serving_network
+from service.inference.tally import Tally
 from service.logs import current_request_id
 from service.metrics import ServiceMetrics
 from service.sanitize.decode_cost import estimate as estimate_decode_cost
@@ -108,9 +109,9 @@ class Classifier:
             queue_size=settings.queue_size,
             torch_threads=settings.torch_threads,
             metrics=metrics,
-            upstream=lambda: self.upstream,
+            upstream=lambda: self.upstream.count,
         )
-        self.upstream = 0  # requests read or decoding, not yet queued for the batcher
+        self.upstream = Tally()  # requests read or decoding, not yet queued for the batcher
         # Parts of every answer that never change (copied into each: callers may add keys).
         self._brief = self.describe_briefly()
         self._defence = self.defence
@@ -276,9 +277,9 @@ class Classifier:
         )
         return result.outputs
 
-    def upstream_slot(self) -> _UpstreamSlot:
+    def upstream_slot(self) -> Tally:
         """Count a request as on its way to the batcher, which may wait for it."""
-        return _UpstreamSlot(self)
+        return self.upstream
 
     def _deadline(self, when: float) -> _Deadline:
         """``asyncio.timeout_at(when)``, its expiry answered as ``InferenceTimeout``."""
@@ -336,24 +337,10 @@ def _staircase(quantizer: InputQuantizer | None) -> StaircaseTable | None:
     return None if quantizer is None else StaircaseTable(quantizer.thresholds)
 
 
-# The request path's context managers are classes: a generator-based one costs about a
-# microsecond more to enter and leave, twice per request each, on the event loop.
-
-
-class _UpstreamSlot:
-    __slots__ = ("classifier",)
-
-    def __init__(self, classifier: Classifier) -> None:
-        self.classifier = classifier
-
-    def __enter__(self) -> None:
-        self.classifier.upstream += 1
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.classifier.upstream -= 1
-
-
 class _Deadline:
+    """``Classifier._deadline``: a class, not a generator-based context manager, as it is
+    entered once per request on the event loop."""
+
     __slots__ = ("classifier", "timeout")
 
     def __init__(self, classifier: Classifier, when: float) -> None:

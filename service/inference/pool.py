@@ -13,6 +13,7 @@ from models.checkpoint import load_checkpoint
 from service.edge.body import BodyBudget
 from service.errors import NotReady, Overloaded, UnknownModel
 from service.inference.classifier import Classifier
+from service.inference.tally import Tally
 from service.metrics import ServiceMetrics
 from service.sanitize.decode_workers import DecodeWorkers
 from service.settings import ServiceSettings
@@ -40,8 +41,8 @@ class ClassifierPool:
         self.default_name: str | None = None
         self.ready = False
         self.failure: str | None = None  # why warm-up failed; liveness reports it
-        self.in_flight = 0
-        metrics.track_in_flight(lambda: self.in_flight)
+        self.in_flight = Tally()  # inference requests admitted and not yet answered
+        metrics.track_in_flight(lambda: self.in_flight.count)
         self.body_budget = BodyBudget(
             settings.max_buffered_body_bytes, settings.max_buffered_body_bytes_per_client
         )
@@ -136,14 +137,14 @@ class ClassifierPool:
 
     def check_capacity(self) -> None:
         """Refuse at once when every in-flight slot is taken (before reading a body)."""
-        if self.in_flight >= self.settings.max_in_flight:
-            raise Overloaded(f"{self.in_flight} requests in flight")
+        if self.in_flight.count >= self.settings.max_in_flight:
+            raise Overloaded(f"{self.in_flight.count} requests in flight")
 
-    def admit(self) -> _InFlightSlot:
-        """Hold an in-flight slot for one inference request whose body has been read;
-        refuse when none is free."""
+    def admit(self) -> Tally:
+        """Hold an in-flight slot for one inference request whose body has been read
+        (``with``); refuse when none is free."""
         self.check_capacity()
-        return _InFlightSlot(self)
+        return self.in_flight
 
     def _publish_info(self, classifier: Classifier) -> None:
         spec = classifier.manifest.quantizer
@@ -156,18 +157,3 @@ class ClassifierPool:
             weights_sha256=classifier.manifest.weights_sha256,
             device=str(classifier.device),
         ).set(1)
-
-
-class _InFlightSlot:
-    """``ClassifierPool.admit``'s slot (a class: entered once per request, on the loop)."""
-
-    __slots__ = ("pool",)
-
-    def __init__(self, pool: ClassifierPool) -> None:
-        self.pool = pool
-
-    def __enter__(self) -> None:
-        self.pool.in_flight += 1
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.pool.in_flight -= 1

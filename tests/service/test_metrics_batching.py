@@ -57,7 +57,7 @@ def test_updates_applied_together_show_as_updating_one_by_one_shows():
         pending = PendingUpdates(interval=3600)
         for value in VALUES:
             pending.observe(h2.labels(stage="decode"), value)
-            pending.inc(c2.labels(status="200"), 1)
+            pending.update(increments=[(c2.labels(status="200"), 1)])
             await asyncio.sleep(0)  # one loop turn each
         pending.apply()
 
@@ -111,7 +111,7 @@ def test_updates_applied_together_write_each_touched_value_once():
         for i in range(100):
             if i % 3:
                 pending.observe(histogram, 0.5 if i % 2 else 1.5)
-                pending.inc(counter, 1)
+                pending.update(increments=[(counter, 1)])
             else:  # both at once
                 pending.update([(histogram, 0.5 if i % 2 else 1.5)], [(counter, 1)])
             await asyncio.sleep(0)
@@ -131,14 +131,14 @@ def test_pending_updates_are_applied_by_the_loop_after_the_interval():
 
     async def updates() -> None:
         pending = PendingUpdates(interval=0.01)
-        pending.inc(counter, 1)
-        pending.inc(counter, 2)
+        pending.update(increments=[(counter, 1)])
+        pending.update(increments=[(counter, 2)])
         for _ in range(6000):  # a generous limit; it ends as soon as they are applied
             if counter.writes:
                 break
             await asyncio.sleep(0.01)
         # The loop goes on: later updates are scheduled again.
-        pending.inc(counter, 4)
+        pending.update(increments=[(counter, 4)])
         for _ in range(6000):
             if counter.writes == 2:
                 break
@@ -154,7 +154,7 @@ def test_updates_off_a_loop_are_applied_at_once():
     counter = Counter("c", "c", registry=registry)
     pending = PendingUpdates()
     pending.observe(histogram, 0.5)
-    pending.inc(counter, 2)
+    pending.update(increments=[(counter, 2)])
     assert registry.get_sample_value("h_count") == 1
     assert registry.get_sample_value("c_total") == 2
 
@@ -173,7 +173,7 @@ def test_a_sampled_gauge_reads_its_value_whenever_updates_are_applied():
             count -= 1
         count = 4
         assert gauge.writes == 1
-        pending.inc(counter, 1)
+        pending.update(increments=[(counter, 1)])
         pending.apply()
         assert gauge.value == 4
         count = 0
