@@ -128,7 +128,7 @@ class ServiceSettings(BaseSettings):
 
     # Batching and load shedding.
     max_batch_size: int = Field(32, ge=1, le=4096)
-    max_batch_wait_seconds: float = Field(0.002, ge=0, le=1.0)
+    max_batch_wait_seconds: float = Field(0.005, ge=0, le=1.0)
     queue_size: int = Field(512, ge=1)
     # Requests admitted past their body read (decoding, queued or running); closed-loop
     # clients up to this many are all served, beyond it refusals are cheap

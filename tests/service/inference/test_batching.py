@@ -187,3 +187,103 @@ def test_a_model_that_returns_the_wrong_number_of_rows_fails_every_waiter() -> N
     for result in results:
         assert isinstance(result, RuntimeError)
         assert "model test returned" in str(result)
+
+
+# The waits below are a minute long: a batch that waited when it should not have would time
+# the test out, and one that should wait cannot miss a job that comes a moment later.
+LONG_WAIT = 60.0
+
+
+async def wait_until_taken(batcher: MicroBatcher) -> None:
+    """Until the worker has taken every queued job (it is then collecting or running)."""
+    while batcher.depth:
+        await asyncio.sleep(0.005)
+
+
+def test_a_lone_request_goes_at_once_when_nothing_is_on_its_way() -> None:
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        batcher = make_batcher(recording_forward(calls), max_wait_seconds=LONG_WAIT)
+        batcher.start()
+        async with asyncio.timeout(LONG_WAIT / 2):
+            result = await batcher.submit(torch.zeros(1, 1, 1, 1))
+        assert result.batch_rows == 1
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [1]
+
+
+def test_a_partial_batch_waits_for_a_request_being_read() -> None:
+    calls: list[int] = []
+    on_its_way = [1]
+
+    async def scenario() -> None:
+        batcher = make_batcher(
+            recording_forward(calls), max_wait_seconds=LONG_WAIT, upstream=lambda: on_its_way[0]
+        )
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(torch.zeros(1, 1, 1, 1)))
+        await wait_until_taken(batcher)
+        await asyncio.sleep(0.05)  # the worker is waiting, not running a batch of one
+        assert calls == []
+        on_its_way[0] = 0
+        second = await batcher.submit(torch.zeros(1, 1, 1, 1))
+        assert (await first).batch_rows == second.batch_rows == 2
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [2]
+
+
+def test_a_partial_batch_waits_for_the_clients_just_answered() -> None:
+    """Two requests answered together: the next one to come waits for the other's return."""
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        batcher = make_batcher(recording_forward(calls), max_wait_seconds=LONG_WAIT)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(torch.zeros(1, 1, 1, 1)) for _ in range(2)))
+        first = asyncio.ensure_future(batcher.submit(torch.zeros(1, 1, 1, 1)))
+        await wait_until_taken(batcher)
+        await asyncio.sleep(0.05)
+        assert calls == [2]  # the first is held for the second
+        second = await batcher.submit(torch.zeros(1, 1, 1, 1))
+        assert (await first).batch_rows == second.batch_rows == 2
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [2, 2]
+
+
+def test_a_client_sending_one_request_after_another_is_never_held() -> None:
+    """Each answer is followed by one request, which is the return that was expected."""
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        batcher = make_batcher(recording_forward(calls), max_wait_seconds=LONG_WAIT)
+        batcher.start()
+        async with asyncio.timeout(LONG_WAIT / 2):
+            for _ in range(5):
+                assert (await batcher.submit(torch.zeros(1, 1, 1, 1))).batch_rows == 1
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [1] * 5
+
+
+def test_clients_that_went_away_hold_at_most_one_batch_s_worth() -> None:
+    calls: list[int] = []
+
+    async def scenario() -> MicroBatcher:
+        batcher = make_batcher(recording_forward(calls), max_batch_size=3, max_wait_seconds=0)
+        batcher.start()
+        for _ in range(4):  # four batches of three answered, none of their clients back
+            await asyncio.gather(*(batcher.submit(torch.zeros(1, 1, 1, 1)) for _ in range(3)))
+        await batcher.stop()
+        return batcher
+
+    batcher = asyncio.run(scenario())
+    assert calls == [3, 3, 3, 3]
+    assert batcher._returning == 3
