@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument(
-        "--batch", default="4,8,16", help="rows per forward, comma-separated: the best counts"
+        "--batch", default="4,6,8,12,16", help="rows per forward, comma-separated: the best counts"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time")
