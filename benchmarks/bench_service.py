@@ -236,10 +236,11 @@ def run_wrk_round(
 
 def limit_batches(concurrency: int) -> list[int]:
     """The batch sizes the limit tries (the best counts): a quarter of the concurrency to
-    all of it (2, 3, 4, 6 and 8 eighths). At 16 connections over two workers the service's batches are
-    mostly 6 to 8 rows; on two cores the fastest size per row has been seen anywhere from
-    4 to 8 and moves from run to run, so the limit tries them all and keeps the best (the
-    best of several noisy rates, which if anything flatters the limit)."""
+    all of it (2, 3, 4, 6 and 8 eighths). At 16 connections over two workers the
+    service's batches are mostly 6 to 8 rows; on two cores the fastest size per row has
+    been seen anywhere from 4 to 8 and moves from run to run, so the limit tries them all
+    and keeps the best (the best of several noisy rates, which if anything flatters the
+    limit)."""
     return sorted({max(1, concurrency * eighths // 8) for eighths in (2, 3, 4, 6, 8)})
 
 

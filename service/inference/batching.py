@@ -8,8 +8,8 @@ requests while the model runs and the next batch fills meanwhile. A full
 queue is refused at once (``QueueFull``, 503), never waited on. Jobs whose
 requester gave up (timeout, cancellation) are skipped, not computed.
 
-A partial batch waits only for requests known to be on their way, so a lone
-request at low load is not delayed for nothing:
+A partial batch waits only for requests known or expected to be on their way,
+so a lone request at low load is not delayed for nothing:
 
 * requests being read or decoded (``upstream``);
 * requests expected back from the clients a batch just answered. Most clients
