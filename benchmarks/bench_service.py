@@ -94,6 +94,7 @@ class Result:
     rates: list[float] = field(default_factory=list)  # requests/s of each round
     latencies: list[float] = field(default_factory=list)
     round_percentiles: list[tuple[float, float]] = field(default_factory=list)  # wrk: p50, p99
+    best_batches: list[list[int]] = field(default_factory=list)  # limit: each copy's, a round
     requests: int = 0
     errors: int = 0
     server_cpu_seconds: float = 0.0
@@ -257,7 +258,9 @@ def run_limit_round(result: Result, checkpoint: Path, cpus: int, seconds: float)
         subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(processes)
     ]
-    rates = [json.loads(copy.communicate()[0])["rows_per_second"] for copy in copies]
+    outputs = [json.loads(copy.communicate()[0]) for copy in copies]
+    rates = [output["rows_per_second"] for output in outputs]
+    result.best_batches.append([output["batch"] for output in outputs])
     result.rates.append(sum(rates))
     result.requests += round(sum(rates) * seconds)
 
@@ -492,6 +495,9 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
             )
     for r in results:
         print(f"{r.scenario.name} req/s per round: {', '.join(f'{x:.0f}' for x in r.rates)}")
+        if r.best_batches:  # the fastest batch size of each copy, each round
+            sizes = ", ".join("/".join(map(str, batches)) for batches in r.best_batches)
+            print(f"{r.scenario.name} fastest batch per round: {sizes}")
 
 
 def _load_average() -> str:
