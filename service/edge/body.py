@@ -155,8 +155,8 @@ class _Intake:
     """The checks every arriving chunk of one body passes: the size limit (a declared
     Content-Length over it is refused before a byte is read) and the body budget."""
 
-    def __init__(self, request: Request, limit: int, reservation: Reservation | None) -> None:
-        length = declared_length(request)
+    def __init__(self, length: int | None, limit: int, reservation: Reservation | None) -> None:
+        """``length``: the request's declared Content-Length (``declared_length``)."""
         if length is not None and length > limit:
             raise BodyTooLarge(
                 f"Content-Length {length} exceeds the limit of {limit} bytes",
@@ -184,7 +184,7 @@ async def bounded_chunks(
 ) -> AsyncIterator[bytes]:
     """Yield the body's chunks, raising ``BodyTooLarge`` once more than ``limit`` arrived
     (and ``Overloaded`` when ``reservation``'s budget cannot hold the next chunk)."""
-    intake = _Intake(request, limit, reservation)
+    intake = _Intake(declared_length(request), limit, reservation)
     try:
         async for chunk in request.stream():
             intake.take(chunk)
@@ -208,8 +208,9 @@ async def read_bounded(
     The ASGI messages are read here directly, not through ``bounded_chunks``: the same
     checks, without its generator (and Starlette's) per chunk, which cost more than the
     rest of reading a small body that arrives at once."""
-    pace = BodyPace(timeout_seconds, min_rate, grace_seconds, declared_length(request))
-    intake = _Intake(request, limit, reservation)
+    length = declared_length(request)
+    pace = BodyPace(timeout_seconds, min_rate, grace_seconds, length)
+    intake = _Intake(length, limit, reservation)
     parts: list[bytes] = []
     receive = request.receive
     try:
