@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -200,6 +201,21 @@ async def wait_until_taken(batcher: MicroBatcher) -> None:
         await asyncio.sleep(0.005)
 
 
+async def assert_held_for_the_next(
+    batcher: MicroBatcher, calls: list[int], then: Callable[[], None] = lambda: None
+) -> None:
+    """A job submitted now is taken and held, not run; after ``then``, the next job to
+    come joins it in one batch of two."""
+    before = list(calls)
+    first = asyncio.ensure_future(batcher.submit(torch.zeros(1, 1, 1, 1)))
+    await wait_until_taken(batcher)
+    await asyncio.sleep(0.05)  # the worker is waiting, not running a batch of one
+    assert calls == before
+    then()
+    second = await batcher.submit(torch.zeros(1, 1, 1, 1))
+    assert (await first).batch_rows == second.batch_rows == 2
+
+
 def test_a_lone_request_goes_at_once_when_nothing_is_on_its_way() -> None:
     calls: list[int] = []
 
@@ -224,13 +240,7 @@ def test_a_partial_batch_waits_for_a_request_being_read() -> None:
             recording_forward(calls), max_wait_seconds=LONG_WAIT, upstream=lambda: on_its_way[0]
         )
         batcher.start()
-        first = asyncio.ensure_future(batcher.submit(torch.zeros(1, 1, 1, 1)))
-        await wait_until_taken(batcher)
-        await asyncio.sleep(0.05)  # the worker is waiting, not running a batch of one
-        assert calls == []
-        on_its_way[0] = 0
-        second = await batcher.submit(torch.zeros(1, 1, 1, 1))
-        assert (await first).batch_rows == second.batch_rows == 2
+        await assert_held_for_the_next(batcher, calls, then=lambda: on_its_way.__setitem__(0, 0))
         await batcher.stop()
 
     asyncio.run(scenario())
@@ -245,12 +255,8 @@ def test_a_partial_batch_waits_for_the_clients_just_answered() -> None:
         batcher = make_batcher(recording_forward(calls), max_wait_seconds=LONG_WAIT)
         batcher.start()
         await asyncio.gather(*(batcher.submit(torch.zeros(1, 1, 1, 1)) for _ in range(2)))
-        first = asyncio.ensure_future(batcher.submit(torch.zeros(1, 1, 1, 1)))
-        await wait_until_taken(batcher)
-        await asyncio.sleep(0.05)
-        assert calls == [2]  # the first is held for the second
-        second = await batcher.submit(torch.zeros(1, 1, 1, 1))
-        assert (await first).batch_rows == second.batch_rows == 2
+        assert calls == [2]
+        await assert_held_for_the_next(batcher, calls)  # held for the other's return
         await batcher.stop()
 
     asyncio.run(scenario())
