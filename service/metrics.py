@@ -121,6 +121,12 @@ class ServiceMetrics:
             buckets=BODY_BUCKETS,
             registry=r,
         )
+        self.open_connections = Gauge(
+            "qusec_open_connections",
+            "HTTP connections open, per serving process (under a supervisor: by pid).",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         self.in_flight = Gauge(
             "qusec_in_flight_requests",
             "Inference requests being served.",

@@ -6,6 +6,7 @@ supervisor's workers runs on the supervisor's socket (``service.supervisor``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import resource
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from service.edge.connection import ConnectionLimits, guarded_protocol
+from service.edge.handoff import Receiver, WorkerEnd
 from service.logs import flush_logs
 from service.settings import ServiceSettings
 
@@ -25,14 +27,18 @@ def serve(
     settings: ServiceSettings,
     sockets: list[socket.socket] | None = None,
     on_started: Callable[[], None] | None = None,
+    handoff: WorkerEnd | None = None,
 ) -> int:
     """Run one serving process until it is told to stop: 0, or 3 when startup failed.
 
-    ``sockets``: already bound (a supervisor's workers share one); else it binds its own.
+    ``sockets``: already bound (a supervisor's workers share one); ``handoff``: serve the
+    connections a supervisor hands over instead (``service.edge.handoff``); with neither,
+    it binds its own.
     """
     from service.app import create_app  # after logging is configured, so import logs are seen
 
     app = create_app(settings)
+    receiver = Receiver(handoff) if handoff is not None else None
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -43,11 +49,11 @@ def serve(
         timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
         server_header=False,
-        http=guarded_protocol(connection_limits(settings, app)),
+        http=guarded_protocol(connection_limits(settings, app, receiver)),
     )
     ensure_file_descriptors(settings.max_connections)
-    server = _Server(config, on_started)
-    server.run(sockets=sockets)
+    server = _Server(config, on_started, receiver)
+    server.run(sockets=[] if receiver is not None else sockets)
     # uvicorn leaves started=False when startup failed (bad checkpoint, port in use).
     return 0 if server.started else 3
 
@@ -55,7 +61,9 @@ def serve(
 class _Server(uvicorn.Server):
     """uvicorn's server, telling ``on_started`` once the app has started and it listens,
     and writing the log lines still pending for the loop's turn before uvicorn re-raises
-    the signal that stopped it (which ends the process with no chance to write them)."""
+    the signal that stopped it (which ends the process with no chance to write them).
+    With a ``receiver`` it listens on no socket of its own: it serves the connections
+    handed to it, and stops taking them when it starts to shut down."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -65,18 +73,49 @@ class _Server(uvicorn.Server):
             finally:
                 flush_logs()
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_started: Callable[[], None] | None,
+        receiver: Receiver | None = None,
+    ) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._receiver = receiver
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self._receiver is not None and self.started:
+            self._receiver.start(self._protocol)
         if self.started and self._on_started is not None:
             self._on_started()
 
+    def _protocol(self) -> asyncio.Protocol:
+        """A connection's protocol, as uvicorn's ``startup`` makes one for its servers."""
+        config = self.config
+        return config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=self.server_state, app_state=self.lifespan.state
+        )
 
-def connection_limits(settings: ServiceSettings, app) -> ConnectionLimits:
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._receiver is not None:
+            self._receiver.stop()
+        await super().shutdown(sockets)
+
+
+def connection_limits(
+    settings: ServiceSettings, app, receiver: Receiver | None = None
+) -> ConnectionLimits:
     metrics = app.state.metrics
+    opened, closed = metrics.open_connections.inc, metrics.open_connections.dec
+    if receiver is not None:
+
+        def on_close() -> None:
+            closed()
+            receiver.connection_closed()
+
+    else:
+        on_close = closed
     return ConnectionLimits(
         max_connections=settings.max_connections,
         max_header_bytes=settings.max_header_bytes,
@@ -90,6 +129,8 @@ def connection_limits(settings: ServiceSettings, app) -> ConnectionLimits:
         shed=lambda method, target: (
             method == "POST" and pool_overloaded(app) and is_inference(target)
         ),
+        on_open=opened,
+        on_close=on_close,
     )
 
 

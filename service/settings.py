@@ -67,6 +67,10 @@ class ServiceSettings(BaseSettings):
     # Every per-process limit below (connections, in-flight, queues, decode workers)
     # applies to each worker.
     workers: int = Field(1, ge=1, le=64)
+    # How the workers' connections are shared out (service/edge/handoff.py): "least", the
+    # supervisor accepts each and hands it to the worker holding the fewest; "kernel", every
+    # worker accepts on the shared socket itself, whichever wakes first.
+    connection_balancing: Literal["least", "kernel"] = "least"
 
     # Input limits.
     max_body_bytes: int = Field(5 * MiB, ge=1024, le=256 * MiB)

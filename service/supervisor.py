@@ -3,8 +3,11 @@
 One event loop runs the request path of one process (decoding, quantizing, encoding,
 HTTP), so a single process serves on about one core however many the host has. With
 ``QUSEC_WORKERS=N`` this supervisor binds the port once and starts N workers, each the
-whole service (``service.server.serve``) on that socket; the kernel spreads accepted
-connections across them.
+whole service (``service.server.serve``). By default
+(``QUSEC_CONNECTION_BALANCING=least``) the supervisor accepts every connection and hands
+it to the worker holding the fewest (``service.edge.handoff``); with ``kernel`` the
+workers accept on the socket themselves, and the kernel spreads connections across them
+as they happen to wake.
 
 * Workers are ``spawn``ed: each imports and loads everything itself, nothing of the
   supervisor's state is shared. Each is its own process group (a terminal's Ctrl-C
@@ -42,6 +45,7 @@ from typing import Any
 
 import uvicorn
 
+from service.edge.handoff import Dispatcher, Lane, WorkerEnd, lane
 from service.logs import configure_logging
 from service.metrics import METRICS_DIR_ENV, forget_worker
 from service.settings import ServiceSettings
@@ -60,6 +64,7 @@ class _Worker:
     index: int
     process: BaseProcess
     started: Any  # a multiprocessing Event, set once the worker listens
+    lane: Lane | None = None  # its channel, when the supervisor hands out connections
 
 
 def supervise(settings: ServiceSettings) -> int:
@@ -107,9 +112,20 @@ class _Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.workers: dict[int, _Worker] = {}
         self.exit_status = 0
+        balancing = settings.connection_balancing == "least"
+        self.dispatcher = Dispatcher(listener) if balancing else None
 
     def run(self) -> int:
         log.info("starting %d workers", self.settings.workers)
+        if self.dispatcher is not None:
+            self.dispatcher.start()
+        try:
+            return self._supervise()
+        finally:
+            if self.dispatcher is not None:
+                self.dispatcher.stop()
+
+    def _supervise(self) -> int:
         for index in range(self.settings.workers):
             self.workers[index] = self._spawn(index)
         failed = self._wait_started(list(self.workers.values()))
@@ -121,6 +137,9 @@ class _Supervisor:
         while not self.stop.requested:
             self._replace_dead()
         log.info("stopping %d workers (signal %s)", len(self.workers), self.stop.signum)
+        if self.dispatcher is not None:  # new connections are refused from here on
+            self.dispatcher.stop()
+            self.listener.close()
         self._stop_all()
         return self.exit_status
 
@@ -131,13 +150,19 @@ class _Supervisor:
         settings = self.settings.model_copy(
             update={"robustness_run_jobs": self.settings.robustness_run_jobs and index == 0}
         )
+        ours: Lane | None = None
+        source: socket.socket | WorkerEnd = self.listener
+        if self.dispatcher is not None:
+            ours, source = lane(self.context, index)
         process = self.context.Process(
             target=_worker_main,
-            args=(settings, self.listener, index, started, os.getpid()),
+            args=(settings, source, index, started, os.getpid()),
             name=f"qusec-worker-{index}",
         )
         process.start()
-        return _Worker(index, process, started)
+        if isinstance(source, WorkerEnd):
+            source.channel.close()  # the worker has its copy; its death closes the channel
+        return _Worker(index, process, started, ours)
 
     def _wait_started(self, workers: list[_Worker]) -> _Worker | None:
         """Wait until every one of ``workers`` listens; the first to exit instead, if any."""
@@ -148,6 +173,8 @@ class _Supervisor:
             for worker in list(waiting):
                 if worker.started.is_set():
                     waiting.remove(worker)
+                    if self.dispatcher is not None and worker.lane is not None:
+                        self.dispatcher.open_lane(worker.lane)
                 elif not worker.process.is_alive():
                     return worker
             wait([w.process.sentinel for w in waiting], timeout=0.2)
@@ -165,6 +192,8 @@ class _Supervisor:
                 worker.process.pid,
                 worker.process.exitcode,
             )
+            if self.dispatcher is not None:
+                self.dispatcher.close_lane(index)
             if worker.process.pid is not None:
                 forget_worker(self.metrics_dir, worker.process.pid)
             time.sleep(RESTART_DELAY_SECONDS)
@@ -194,24 +223,28 @@ def _bind(settings: ServiceSettings) -> socket.socket:
         "service.app:create_app", host=settings.host, port=settings.port, log_config=None
     )
     listener = config.bind_socket()
+    listener.listen(config.backlog)  # the workers' servers would; the dispatcher accepts on it
     listener.set_inheritable(True)
     return listener
 
 
 def _worker_main(
     settings: ServiceSettings,
-    listener: socket.socket,
+    source: socket.socket | WorkerEnd,
     index: int,
     started: Any,
     supervisor_pid: int,
 ) -> None:
-    """One worker: the whole service on the supervisor's socket."""
+    """One worker: the whole service on the supervisor's socket, or on the connections the
+    supervisor hands it (``source``)."""
     os.setpgrp()  # a terminal's Ctrl-C goes to the supervisor alone, which stops us once
     _die_with(supervisor_pid)
     configure_logging(settings.log_level, settings.log_format, fields={"worker": index})
     from service.server import serve
 
-    sys.exit(serve(settings, sockets=[listener], on_started=started.set))
+    if isinstance(source, WorkerEnd):
+        sys.exit(serve(settings, handoff=source, on_started=started.set))
+    sys.exit(serve(settings, sockets=[source], on_started=started.set))
 
 
 def _die_with(supervisor_pid: int) -> None:

@@ -4,5 +4,6 @@
 open connections, the cheapest overload answer); ``body`` reads bodies within their
 size, pace and shared budget; ``multipart`` finds the ``file`` part of a form;
 ``content_coding`` inflates gzip or deflate bodies within the limit; ``middleware``
-gives each request its id, access log line and metrics.
+gives each request its id, access log line and metrics; ``handoff`` shares a
+supervisor's connections out over its workers, to the one holding the fewest.
 """

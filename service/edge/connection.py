@@ -78,6 +78,9 @@ class ConnectionLimits:
     # Given a request's method and raw target, true when it should be refused as overloaded.
     shed: Callable[[str, bytes], bool] = lambda method, target: False
     clients: ClientLedger = field(default_factory=ClientLedger)
+    # Told each connection as it opens and as it closes, before anything else is done.
+    on_open: Callable[[], None] = lambda: None
+    on_close: Callable[[], None] = lambda: None
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
@@ -164,6 +167,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # --- connections ----------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        self.limits.on_open()
         super().connection_made(transport)
         self.client_address = self.client[0] if self.client else ""
         self.idle_since = self.loop.time()
@@ -178,6 +182,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._start_waiting_for_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.limits.on_close()
         self._cancel_head_timer()
         self._cancel_linger_timer()
         self.limits.clients.closed(self)

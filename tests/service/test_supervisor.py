@@ -1,6 +1,8 @@
 """``python -m service --workers 2``: two serving processes on one port, supervised.
 
 Real processes over real HTTP: every request is answered whichever worker takes it;
+connections are shared out evenly by the supervisor (or, with ``kernel`` balancing, the
+workers accept on the port themselves);
 ``/metrics`` sums both workers; a robustness check submitted to either worker runs (on
 worker 0, the only one that runs jobs on SQLite); a worker killed with SIGKILL is
 replaced while the port keeps answering; a worker that cannot start stops the whole
@@ -15,6 +17,7 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -137,6 +140,78 @@ def test_both_workers_serve_one_port_and_report_one_set_of_metrics(shared) -> No
         assert metric(http, "process_resident_memory_bytes") > 0
     access = [line for line in supervised.log_lines() if line.get("logger") == "service.access"]
     assert {line["worker"] for line in access} <= {0, 1}
+
+
+def holds_listener(pid: int, port: int) -> bool:
+    """Whether process ``pid`` has the listening socket of ``port`` open (Linux ``/proc``)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    assert inodes, f"nothing listens on port {port}"
+    descriptors = Path(f"/proc/{pid}/fd")
+    return any(os.readlink(descriptors / fd) in inodes for fd in os.listdir(descriptors))
+
+
+def open_connections(http: httpx.Client) -> dict[int, float]:
+    """Each worker's open connections (``qusec_open_connections``), by pid."""
+    found = re.findall(
+        r'^qusec_open_connections\{pid="(\d+)"\} (\S+)$', http.get("/metrics").text, re.M
+    )
+    return {int(pid): float(value) for pid, value in found}
+
+
+def test_connections_are_shared_out_evenly_over_the_workers(shared) -> None:
+    """Eight keep-alive connections opened one after another, each kept open: four each
+    (``service.edge.handoff``; on the shared socket alone one worker may take nearly all)."""
+    supervised = shared
+    pids = worker_pids(supervised)
+    assert not any(holds_listener(pid, supervised.port) for pid in pids.values())
+    with ExitStack() as stack:
+        first = stack.enter_context(httpx.Client(base_url=supervised.url, timeout=30))
+        # Until ours is the only connection open (the earlier tests' have closed).
+        wait_for(lambda: sum(open_connections(first).values()) == 1, "one connection open")
+        clients = [first]
+        clients += [
+            stack.enter_context(httpx.Client(base_url=supervised.url, timeout=30)) for _ in range(7)
+        ]
+        for number, client in enumerate(clients):
+            answer = client.post(
+                "/classify", content=PNG, headers={"X-Request-ID": f"conn-{number}"}
+            )
+            assert answer.status_code == 200
+        held = open_connections(first)
+        assert {index: held[pid] for index, pid in pids.items()} == {0: 4, 1: 4}
+    lines = supervised.wait_for_log_lines(
+        lambda line: line.get("request_id") == "conn-7", "the last connection's access line"
+    )
+    served_by = {
+        line["request_id"]: line["worker"]
+        for line in supervised.log_lines()
+        if line.get("logger") == "service.access" and line.get("request_id", "").startswith("conn-")
+    }
+    assert lines and sorted(served_by.values()) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_kernel_balancing_serves_every_request_on_the_shared_socket(checkpoints, tmp_path):
+    """``QUSEC_CONNECTION_BALANCING=kernel``: the workers accept on the port themselves."""
+    server = start_server(
+        tmp_path / "server.log",
+        ["--workers", "2"],
+        {
+            "QUSEC_CHECKPOINTS": str(checkpoints["mnist-tq2"]),
+            "QUSEC_CONNECTION_BALANCING": "kernel",
+        },
+    )
+    try:
+        wait_for(lambda: serving(server), "the supervisor saw both workers serving")
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(classify, [server.url] * 40)) == [200] * 40
+        assert all(holds_listener(pid, server.port) for pid in worker_pids(server).values())
+    finally:
+        assert stop(server) in STOPPED_BY_SIGTERM
 
 
 def test_a_check_submitted_to_any_worker_runs_on_worker_zero(shared) -> None:
