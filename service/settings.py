@@ -71,6 +71,9 @@ class ServiceSettings(BaseSettings):
     # supervisor accepts each and hands it to the worker holding the fewest; "kernel", every
     # worker accepts on the shared socket itself, whichever wakes first.
     connection_balancing: Literal["least", "kernel"] = "least"
+    # Whether each worker runs on a CPU of its own (service/placement.py): "auto", when the
+    # service may use exactly as many CPUs as it has workers; "always"; "never".
+    pin_workers: Literal["auto", "always", "never"] = "auto"
 
     # Input limits.
     max_body_bytes: int = Field(5 * MiB, ge=1024, le=256 * MiB)

@@ -13,6 +13,8 @@ as they happen to wake.
   supervisor's state is shared. Each is its own process group (a terminal's Ctrl-C
   reaches only the supervisor, which then stops the workers once, gracefully) and
   dies with the supervisor (``PR_SET_PDEATHSIG``).
+* Each worker may run on a CPU of its own (``QUSEC_PIN_WORKERS``, ``service.placement``):
+  by default when the service may use exactly as many CPUs as it has workers.
 * Worker 0 runs robustness-check jobs when the settings say so; the others serve and
   answer the admin routes from the same job store (``service.jobs``).
 * Metrics: prometheus_client's multiprocess mode. Each worker writes its samples to a
@@ -48,6 +50,7 @@ import uvicorn
 from service.edge.handoff import Dispatcher, Lane, WorkerEnd, lane
 from service.logs import configure_logging
 from service.metrics import METRICS_DIR_ENV, forget_worker
+from service.placement import pin_worker
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.supervisor")
@@ -239,7 +242,10 @@ def _worker_main(
     supervisor hands it (``source``)."""
     os.setpgrp()  # a terminal's Ctrl-C goes to the supervisor alone, which stops us once
     _die_with(supervisor_pid)
+    cpu = pin_worker(index, settings.workers, settings.pin_workers)  # before any thread starts
     configure_logging(settings.log_level, settings.log_format, fields={"worker": index})
+    if cpu is not None:
+        log.info("worker %d runs on CPU %d", index, cpu)
     from service.server import serve
 
     if isinstance(source, WorkerEnd):

@@ -24,6 +24,7 @@ from pathlib import Path
 from service.jobs.lease import STORE_FAILED, Deadline, first_line
 from service.jobs.spec import STORE_FAULT_EXIT_STATUS, JobSpec, WorkerConfig
 from service.jobs.store import JobRecord, JobStore
+from service.placement import UNPINNED_CPUS_ENV
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,11 @@ class JobProcess:
         # Settings reach the job process in its configuration line, not the environment,
         # so the admin token stays behind; OpenMP's pool is capped before torch starts.
         threads = str(self.settings.robustness_threads)
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("QUSEC_")}
+        environment = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("QUSEC_") or k == UNPINNED_CPUS_ENV
+        }
         return {**environment, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 

@@ -55,6 +55,7 @@ from service.jobs.scheduling import JobLoop
 from service.jobs.spec import STORE_FAULT_EXIT_STATUS, JobSpec, WorkerConfig
 from service.jobs.store import QUEUED, JobRecord, JobStore
 from service.logs import configure_logging
+from service.placement import unpin_child
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.jobs.worker")
@@ -86,6 +87,7 @@ def main(stdin: TextIO = sys.stdin) -> None:
     """The job process of a service replica: configuration from stdin's first line."""
     # Ctrl-C reaches the whole process group; the service decides what happens to the job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    unpin_child()
     config = WorkerConfig(**json.loads(stdin.readline()))
     _exit_with_service(stdin)
     _configure_process(config)

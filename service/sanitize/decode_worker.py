@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from robustness.png import to_levels
 from service.errors import ServiceError
+from service.placement import unpin_child
 from service.sanitize.imaging import ImagePolicy, decode_image
 
 
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recycle-rss-bytes", type=int, required=True)
     parser.add_argument("--nice", type=int, default=0, help="niceness to add (heavy lane)")
     args = parser.parse_args(argv)
+    unpin_child()
     if args.nice:
         os.nice(args.nice)
     resource.setrlimit(resource.RLIMIT_AS, (args.max_memory_bytes, args.max_memory_bytes))

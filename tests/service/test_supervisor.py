@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.placement import worker_cpu
 from tests.service.helpers.admin import AUTH, FAST, TOKEN, finished, poll, process_gone
 from tests.service.helpers.servers import PNG, STOPPED_BY_SIGTERM, Server, start_server, stop
 
@@ -195,21 +196,39 @@ def test_connections_are_shared_out_evenly_over_the_workers(shared) -> None:
     assert lines and sorted(served_by.values()) == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
+def cpus_allowed(pid: int) -> list[int]:
+    return sorted(os.sched_getaffinity(pid))
+
+
+def test_workers_are_pinned_as_the_cpus_they_may_use_say(shared) -> None:
+    """``QUSEC_PIN_WORKERS=auto``: a CPU each when the CPUs number the workers, else free."""
+    allowed = cpus_allowed(0)
+    for index, pid in worker_pids(shared).items():
+        cpu = worker_cpu(index, 2, "auto")
+        assert cpus_allowed(pid) == (allowed if cpu is None else [cpu])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin two workers")
 def test_kernel_balancing_serves_every_request_on_the_shared_socket(checkpoints, tmp_path):
-    """``QUSEC_CONNECTION_BALANCING=kernel``: the workers accept on the port themselves."""
+    """``QUSEC_CONNECTION_BALANCING=kernel``: the workers accept on the port themselves; with
+    ``QUSEC_PIN_WORKERS=always`` each runs on a CPU of its own."""
     server = start_server(
         tmp_path / "server.log",
         ["--workers", "2"],
         {
             "QUSEC_CHECKPOINTS": str(checkpoints["mnist-tq2"]),
             "QUSEC_CONNECTION_BALANCING": "kernel",
+            "QUSEC_PIN_WORKERS": "always",
         },
     )
     try:
         wait_for(lambda: serving(server), "the supervisor saw both workers serving")
         with ThreadPoolExecutor(8) as pool:
             assert list(pool.map(classify, [server.url] * 40)) == [200] * 40
-        assert all(holds_listener(pid, server.port) for pid in worker_pids(server).values())
+        pids = worker_pids(server)
+        assert all(holds_listener(pid, server.port) for pid in pids.values())
+        first_two = cpus_allowed(0)[:2]
+        assert [cpus_allowed(pids[index]) for index in (0, 1)] == [[cpu] for cpu in first_two]
     finally:
         assert stop(server) in STOPPED_BY_SIGTERM
 
