@@ -133,7 +133,11 @@ class Dispatcher:
                 selector.select()
                 if self._stopping:
                     return
-                self._accept_waiting()
+                try:
+                    self._accept_waiting()
+                except Exception:  # never the end of accepting: nothing else would accept
+                    log.exception("handing a connection over failed")
+                    self._pause()
 
     def _wait_for_a_lane(self) -> bool:
         with self._changed:
