@@ -163,15 +163,17 @@ class Dispatcher:
         channel is full; closes it only when no worker is left or the service stops."""
         while not self._stopping:
             for chosen in self._by_load():
+                chosen.handed += 1  # counted before it can arrive (and close)
                 try:
                     socket.send_fds(chosen.channel, [b"c"], [connection.fileno()])
                 except (BlockingIOError, InterruptedError):
+                    chosen.handed -= 1
                     continue  # its channel is full: the next least loaded
                 except OSError as exc:  # the worker is gone
+                    chosen.handed -= 1
                     log.warning("worker %d no longer takes connections: %s", chosen.index, exc)
                     self.close_lane(chosen.index)
                     continue
-                chosen.handed += 1
                 self._turn = chosen.index + 1
                 return
             if not self._wait_for_room():
