@@ -75,11 +75,12 @@ class Dispatcher:
     fewest; with no lane open it accepts nothing (connections wait in the backlog)."""
 
     listener: socket.socket
-    lanes: dict[int, Lane] = field(default_factory=dict)
-    _turn: int = 0  # the index after the one handed to last: first among equals
-    _changed: threading.Condition = field(default_factory=threading.Condition)
-    _stopping: bool = False
-    _thread: threading.Thread | None = None
+    lanes: dict[int, Lane] = field(default_factory=dict, init=False)
+    # The index after the one handed to last: first among equals.
+    _turn: int = field(default=0, init=False)
+    _changed: threading.Condition = field(default_factory=threading.Condition, init=False)
+    _stopping: bool = field(default=False, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._wake_read, self._wake_write = socket.socketpair()
