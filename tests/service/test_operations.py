@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from models.checkpoint import CheckpointError
 from service.app import create_app
 from service.errors import REJECTION_REASONS
 from service.inference.classifier import Classifier
+from service.inference.pool import GC_YOUNG_THRESHOLD
 from service.metrics import STAGES
 from tests.service.helpers.checkpoints import wait_ready
 from tests.service.helpers.images import digit, encode
@@ -29,6 +31,14 @@ def test_liveness_and_readiness(client) -> None:
         "status": "ready",
         "models": ["mnist-tq2", "mnist-undefended"],
     }
+
+
+def test_a_ready_service_has_frozen_its_startup_objects_and_collects_less_often(client):
+    """Warm-up freezes what startup left (never walked again) and raises the youngest
+    generation's threshold (``service.inference.pool``); gc's state is the process's."""
+    assert client.get("/readyz").json()["status"] == "ready"
+    assert gc.get_freeze_count() > 0
+    assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD > 700
 
 
 def test_models_lists_what_a_client_needs(client) -> None:
