@@ -109,8 +109,8 @@ class ClassifierPool:
         # them stalls every request for ~50 ms. Frozen objects are never walked again.
         gc.collect()
         gc.freeze()
-        # A request allocates a few hundred objects that are freed as soon as it is answered;
-        # at the default threshold the youngest generation was collected every few requests.
+        # A request allocates many short-lived objects, freed as soon as it is answered; at
+        # the default threshold the youngest generation is collected over and over.
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         self.ready = True
         elapsed = time.perf_counter() - started_at
