@@ -183,8 +183,8 @@ class Dispatcher:
     def _by_load(self) -> list[Lane]:
         with self._changed:
             lanes = list(self.lanes.values())
-        count = max(len(lanes), 1)
-        return sorted(lanes, key=lambda lane: (lane.open, (lane.index - self._turn) % count))
+        # Among equals, the lanes from the turn on come first, then the rest, by index.
+        return sorted(lanes, key=lambda lane: (lane.open, lane.index < self._turn, lane.index))
 
     def _wait_for_room(self) -> bool:
         """Until some channel can take a descriptor (or a while); False with none left."""

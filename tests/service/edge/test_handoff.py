@@ -115,6 +115,22 @@ def test_a_worker_whose_connections_closed_gets_the_next_ones(listener, dispatch
     assert dispatcher.open_counts() == {0: 2, 1: 3}
 
 
+def test_turns_go_round_the_lanes_that_are_left(listener, dispatcher) -> None:
+    """With worker 2's lane gone, equal counts still take turns: 0, 1, 3, then 0 again."""
+    ends = {}
+    for index in (0, 1, 3):
+        ours, ends[index] = new_lane(index)
+        dispatcher.open_lane(ours)
+    for index in (0, 1, 3):
+        connect(listener)
+        take(ends[index])
+    for end in ends.values():
+        end.closed.value += 1  # every connection closed: all equal again, at none
+    connect(listener)
+    take(ends[0])
+    assert dispatcher.open_counts() == {0: 1, 1: 0, 3: 0}
+
+
 def test_connections_made_before_any_worker_serves_wait_for_one(listener, dispatcher) -> None:
     early = [connect(listener) for _ in range(3)]
     ours, end = new_lane(0)
