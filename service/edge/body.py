@@ -11,6 +11,7 @@ at once are bounded in all and per client (``BodyBudget``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from starlette.requests import ClientDisconnect, Request
 
 from service.edge.clients import client_address
+from service.edge.connection import request_arrived
 from service.edge.multipart import form_file
 from service.errors import (
     BodyReadTimeout,
@@ -30,6 +32,7 @@ from service.errors import (
 )
 from service.sanitize.upload import Upload
 
+_NO_TIMER = contextlib.nullcontext()
 # Multipart framing (boundaries, part headers, small fields) on top of the file itself.
 MULTIPART_SLACK_BYTES = 64 * 1024
 
@@ -213,8 +216,10 @@ async def read_bounded(
     intake = _Intake(length, limit, reservation)
     parts: list[bytes] = []
     receive = request.receive
+    # A small body arrives with its head: read at once, it needs no timer.
+    timer = _NO_TIMER if request_arrived(receive) else asyncio.timeout_at(pace.start())
     try:
-        async with asyncio.timeout_at(pace.start()) as window:
+        async with timer as window:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":

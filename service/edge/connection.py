@@ -37,8 +37,11 @@ keep-alive connection does, or closes. Refusals close lingering: the answer and 
 go out, then what the client still sends is discarded within the same bounds, so that
 the client reads the JSON answer rather than a reset.
 
-Everything else (keep-alive, pipelining, flow control, the request cycle) is
-uvicorn's own code, so the hot path stays what it was.
+The wait between requests is timed here too: one lazily armed timer per connection keeps
+both the header timeout and uvicorn's keep-alive timeout (``_start_waiting_for_head``),
+where uvicorn would arm and cancel a timer of its own around every request.
+Everything else (pipelining, flow control, the request cycle) is uvicorn's own code, so
+the hot path stays what it was.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.edge.clients import ClientLedger, Phase
 from service.edge.refusals import overloaded_app, overloaded_bytes, refusal_bytes
@@ -81,6 +84,14 @@ class ConnectionLimits:
     # Told each connection as it opens and as it closes, before anything else is done.
     on_open: Callable[[], None] = lambda: None
     on_close: Callable[[], None] = lambda: None
+
+
+def request_arrived(receive: Callable[[], Any]) -> bool:
+    """Whether the whole request whose ASGI ``receive`` this is has arrived: its next
+    ``receive()`` then returns at once, with the rest of the body. False when that is not
+    known (another server, or a test's transport), as for a body still on its way."""
+    cycle = getattr(receive, "__self__", None)
+    return type(cycle) is RequestResponseCycle and not cycle.more_body
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
@@ -156,6 +167,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.idle_since = 0.0
         self.client_address = ""
         self._head_timer: Any = None
+        # When the wait for a head ends, with part of one arrived or none; when the timer
+        # is due (loop time).
+        self._head_due = self._idle_due = self._timer_due = 0.0
         self._refusal: str | None = None
         self._shedding = False  # answered 503 without a cycle; discarding the body
         self._finishing = False  # answered; discarding the rest of the request
@@ -225,15 +239,28 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # --- the request head -----------------------------------------------------------------
 
-    def _start_waiting_for_head(self) -> None:
+    def _start_waiting_for_head(self, idle_seconds: float | None = None) -> None:
+        """Wait for a request head: at most ``header_timeout_seconds`` from now, and, with
+        nothing arrived, at most ``idle_seconds`` (the keep-alive timeout between requests).
+
+        One timer per connection, armed lazily (``_head_timed_out``): under load a
+        connection waits for a head thousands of times before any wait could expire, and
+        arming and cancelling two timers for each of them (this one and uvicorn's
+        keep-alive timer) cost more of the event loop than the wait's own bookkeeping."""
         self.awaiting_head = True
         self.head_bytes = 0
         self.header_count = 0
-        self.idle_since = self.loop.time()
+        self.idle_since = now = self.loop.time()
+        limit = self.limits.header_timeout_seconds
+        self._head_due = now + limit
+        self._idle_due = now + min(limit, idle_seconds) if idle_seconds else self._head_due
+        if self._head_timer is None or self._idle_due < self._timer_due:
+            self._arm_head_timer(self._idle_due)
+
+    def _arm_head_timer(self, when: float, *args: Any) -> None:
         self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(
-            self.limits.header_timeout_seconds, self._head_timed_out
-        )
+        self._timer_due = when
+        self._head_timer = self.loop.call_at(when, self._head_timed_out, *args)
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -242,20 +269,28 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self, looked_again: bool = False) -> None:
         self._head_timer = None
+        if self.transport.is_closing() or self._lingering:
+            return
+        now = self.loop.time()
         busy = self.cycle is not None and not self.cycle.response_complete
-        if self.awaiting_head and not busy and not self.transport.is_closing():
-            if not looked_again:
-                # libuv runs expired timers before it reads the sockets: after the loop was
-                # held up past the deadline, a head that arrived in time may be waiting
-                # unread. One more read of the sockets comes before the verdict.
-                self._head_timer = self.loop.call_later(
-                    _HEAD_RECHECK_SECONDS, self._head_timed_out, True
-                )
-                return
-            if self.head_bytes > 0:
-                self.refuse("request_header_timeout")
-            else:
-                self._close_now()
+        if not self.awaiting_head or busy:
+            # Served meanwhile: the timer goes on, for whichever wait comes next.
+            self._arm_head_timer(now + self.limits.header_timeout_seconds)
+            return
+        due = self._head_due if self.head_bytes else self._idle_due
+        if now < due:  # a later wait than the one the timer was armed for
+            self._arm_head_timer(due)
+            return
+        if not looked_again:
+            # libuv runs expired timers before it reads the sockets: after the loop was
+            # held up past the deadline, a head that arrived in time may be waiting
+            # unread. One more read of the sockets comes before the verdict.
+            self._arm_head_timer(now + _HEAD_RECHECK_SECONDS, True)
+            return
+        if self.head_bytes > 0:
+            self.refuse("request_header_timeout")
+        else:
+            self._close_now()
 
     def data_received(self, data: bytes) -> None:
         discarding = self._lingering or self._finishing
@@ -295,7 +330,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.awaiting_head = False
         self.heads_completed += 1
         self.idle_since = self.loop.time()
-        self._cancel_head_timer()
         cycle = self.cycle
         if not self.limits.shed(self.parser.get_method().decode("ascii", "replace"), self.url):
             super().on_headers_complete()
@@ -344,19 +378,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._finishing = False
             self._cancel_linger_timer()
             if not self.transport.is_closing():
-                self._start_waiting_for_head()
-                self._unset_keepalive_if_required()
-                self.timeout_keep_alive_task = self.loop.call_later(
-                    self.timeout_keep_alive, self.timeout_keep_alive_handler
-                )
+                self._start_waiting_for_head(self.timeout_keep_alive)
 
     def on_response_complete(self) -> None:
         self.flush_held()
-        super().on_response_complete()
-        if self._lingering:  # closed after this answer: uvicorn's keep-alive timer must not cut
-            self._unset_keepalive_if_required()  # the linger short with a reset
-            return
+        # uvicorn's own steps, but for its keep-alive timer, which the head timer keeps
+        # (``_start_waiting_for_head``): a lingering close must not be cut short by it.
+        self.server_state.total_requests += 1
         if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        if self._lingering:
             return
         if self.awaiting_head:
             self._start_waiting_for_head_keeping_count()
@@ -365,7 +400,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _start_waiting_for_head_keeping_count(self) -> None:
         head_bytes = self.head_bytes
-        self._start_waiting_for_head()
+        self._start_waiting_for_head(self.timeout_keep_alive)
         self.head_bytes = head_bytes  # bytes of a pipelined head already counted
 
     def flush_held(self) -> None:

@@ -19,7 +19,9 @@ from tests.service.helpers.raw_http import WAIT
 
 @contextmanager
 def serve_in_thread(app: Any, **limits: Any) -> Iterator[int]:
-    """Serve ``app`` (``ConnectionLimits`` from ``limits`` over roomy defaults); the port."""
+    """Serve ``app`` (``ConnectionLimits`` from ``limits`` over roomy defaults, and
+    ``keep_alive_seconds``, uvicorn's keep-alive timeout); the port."""
+    keep_alive = limits.pop("keep_alive_seconds", 60)
     settings = {
         "max_connections": 64,
         "max_header_bytes": 8192,
@@ -32,7 +34,7 @@ def serve_in_thread(app: Any, **limits: Any) -> Iterator[int]:
         lifespan="off",
         log_config=None,
         access_log=False,
-        timeout_keep_alive=60,
+        timeout_keep_alive=keep_alive,
         http=guarded_protocol(ConnectionLimits(**settings)),
     )
     server = uvicorn.Server(config)
