@@ -9,7 +9,8 @@ the header's dimensions; ``decode`` decodes and normalises the image
 hard staircase with its learned thresholds; ``batch`` hands the quantized rows to
 the micro-batcher, whose worker thread calls ``predict`` (the CNN) on whole
 batches; ``encode`` turns one row of probabilities into the response. Decode and
-quantize run together, on a small thread pool unless the image is tiny (``_prepare``).
+quantize run together: in the decode workers, or, for a small image, on the event loop
+as its batch is formed, beside the other small images of the batch (``_prepare``).
 """
 
 from __future__ import annotations
@@ -181,21 +182,22 @@ class Classifier:
         started = time.perf_counter()
         return self._finish(self.identify(data), started)
 
-    async def _prepare(self, upload: Upload) -> Prepared:
+    async def _prepare(self, upload: Upload) -> Prepared | _InlineDecode:
         """Small images are decoded on the event loop, the rest in the decode workers.
 
         An MNIST-sized PNG decodes in tens of microseconds, less than handing it to a
         process and back costs. Only a small body whose header claims few pixels stays
         inline, so no upload can hold the event loop for more than about a millisecond;
         everything else is decoded within the decode budget (``service.sanitize.decode_workers``),
-        in the lane its estimated cost puts it in.
+        in the lane its estimated cost puts it in. A small image is identified here (its
+        header refused at once) and decoded when its batch is formed (``_InlineDecode``).
         """
         started = time.perf_counter()
         data = upload.data
         if len(data) <= INLINE_DECODE_MAX_BYTES:
             opened = self.identify(data)
             if opened.pixel_count <= INLINE_DECODE_MAX_PIXELS:
-                return self._finish(opened, started)
+                return _InlineDecode(self, opened, time.perf_counter() - started)
         cost = self.decode_cost(upload)
         decoded = await self._decode_workers.decode(data, self.policy, cost, upload.client)
         decoded_at = time.perf_counter()
@@ -241,8 +243,14 @@ class Classifier:
         self.metrics.observe_body(len(upload.data))
         async with self._deadline(loop.time() + self.settings.request_timeout_seconds):
             with self.upstream_slot():
-                prepared = await self._prepare(upload)
-            result = await self.batcher.submit(prepared.quantized)
+                work = await self._prepare(upload)
+            if type(work) is _InlineDecode:
+                result = await self.batcher.submit(work)
+                prepared = work.prepared
+                assert prepared is not None  # made before the forward that answered
+            else:
+                prepared = work
+                result = await self.batcher.submit(prepared.quantized)
         encode_started = time.perf_counter()
         body = self.encode(result.outputs[0], prepared, include_quantized, include_input)
         body["input"] = {**body["input"], "declared_type": upload.declared_type, "via": upload.via}
@@ -335,6 +343,25 @@ def _png_field(pixels: np.ndarray) -> dict[str, str]:
 def _staircase(quantizer: InputQuantizer | None) -> StaircaseTable | None:
     """The checkpoint's hard staircase, read once: quantizing runs per request on the CPU."""
     return None if quantizer is None else StaircaseTable(quantizer.thresholds)
+
+
+class _InlineDecode:
+    """A small upload, identified, decoded and quantized on the event loop when its batch
+    is formed (``MicroBatcher``'s ``Deferred``); ``prepared`` once it has been."""
+
+    __slots__ = ("classifier", "opened", "identify_seconds", "prepared")
+    count = 1
+
+    def __init__(self, classifier: Classifier, opened: OpenedImage, identify_seconds: float):
+        self.classifier = classifier
+        self.opened = opened
+        self.identify_seconds = identify_seconds  # counted in the decode stage
+        self.prepared: Prepared | None = None
+
+    def rows(self) -> torch.Tensor:
+        started = time.perf_counter() - self.identify_seconds
+        self.prepared = self.classifier._finish(self.opened, started)
+        return self.prepared.quantized
 
 
 class _Deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 from models.checkpoint import load_checkpoint
 from service.sanitize.imaging import ImagePolicy, decode_image
 from tests.service.helpers.images import all_cases, digit, encode
+from tests.service.sanitize.test_plain_png import _short_stream
 
 PNG = encode(digit(), "PNG")
 
@@ -22,6 +24,24 @@ def test_raw_body_and_multipart_give_the_same_answer(client) -> None:
     form = client.post("/classify", files={"file": ("digit.png", PNG, "image/png")})
     assert raw.status_code == form.status_code == 200
     assert raw.json()["probabilities"] == form.json()["probabilities"]
+
+
+def test_a_corrupt_small_image_among_good_ones_fails_alone(client) -> None:
+    # Small images are decoded as their batch is formed (``MicroBatcher``'s deferred rows):
+    # one that passes the header checks but cannot be decoded is refused on its own.
+    corrupt = _short_stream(10)
+    expected = client.post("/classify", content=PNG, headers={"Content-Type": "image/png"})
+
+    def send(body: bytes):
+        return client.post("/classify", content=body, headers={"Content-Type": "image/png"})
+
+    bodies = [PNG] * 3 + [corrupt] + [PNG] * 3
+    with ThreadPoolExecutor(len(bodies)) as threads:
+        answers = list(threads.map(send, bodies))
+    assert [a.status_code for a in answers] == [200] * 3 + [400] + [200] * 3
+    assert answers[3].json()["reason"] == "corrupt_image"
+    for answer in answers[:3] + answers[4:]:
+        assert answer.json()["probabilities"] == expected.json()["probabilities"]
 
 
 def test_response_describes_prediction_model_defence_and_timings(client, checkpoints) -> None:

@@ -150,6 +150,85 @@ def test_stop_finishes_queued_jobs_then_refuses_new_ones() -> None:
     assert sum(calls) == 5
 
 
+class _Later:
+    """Deferred rows: made (and counted) only when the batch is formed."""
+
+    def __init__(self, value: float, made: list[float], count: int = 1, fails: bool = False):
+        self.value, self.made, self.count, self.fails = value, made, count, fails
+        self.rows_made = count
+
+    def rows(self) -> torch.Tensor:
+        self.made.append(self.value)
+        if self.fails:
+            raise ValueError(f"cannot make rows {self.value}")
+        return torch.full((self.rows_made, 1, 2, 2), self.value)
+
+
+def test_deferred_rows_are_made_as_the_batch_forms_in_order_beside_ready_ones() -> None:
+    calls: list[int] = []
+    made: list[float] = []
+
+    async def scenario() -> list:
+        batcher = make_batcher(recording_forward(calls))
+        batcher.start()
+        jobs = [_Later(1.0, made), torch.full((1, 1, 2, 2), 2.0), _Later(3.0, made)]
+        assert made == []  # nothing made before the batch runs
+        results = await asyncio.gather(*(batcher.submit(j) for j in jobs))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert calls == [3] and made == [1.0, 3.0]
+    assert [float(r.outputs[0, 0]) for r in results] == [4.0, 8.0, 12.0]
+
+
+def test_a_job_whose_rows_cannot_be_made_gets_its_error_and_the_batch_goes_on() -> None:
+    calls: list[int] = []
+    made: list[float] = []
+
+    async def scenario() -> list:
+        batcher = make_batcher(recording_forward(calls))
+        batcher.start()
+        wrong = _Later(5.0, made, count=1)
+        wrong.rows_made = 2  # announces one row, makes two
+        jobs = [_Later(1.0, made), _Later(2.0, made, fails=True), wrong, _Later(3.0, made)]
+        outcomes = await asyncio.gather(*(batcher.submit(j) for j in jobs), return_exceptions=True)
+        await batcher.stop()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert calls == [2]  # the two good jobs, in one batch
+    assert float(outcomes[0].outputs[0, 0]) == 4.0 and float(outcomes[3].outputs[0, 0]) == 12.0
+    assert isinstance(outcomes[1], ValueError) and "cannot make rows 2.0" in str(outcomes[1])
+    assert isinstance(outcomes[2], RuntimeError) and "2 made, 1 announced" in str(outcomes[2])
+
+
+def test_an_abandoned_deferred_job_is_never_made() -> None:
+    made: list[float] = []
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow(batch: torch.Tensor) -> torch.Tensor:
+        entered.set()
+        gate.wait(60)
+        return batch.flatten(1)[:, :1]
+
+    async def scenario() -> None:
+        batcher = make_batcher(slow)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(torch.zeros(1, 1, 2, 2)))
+        assert await asyncio.to_thread(entered.wait, 60)  # the first batch is running
+        later = asyncio.ensure_future(batcher.submit(_Later(7.0, made)))
+        await asyncio.sleep(0)
+        assert batcher.depth == 1
+        later.cancel()  # its requester gave up while the first batch ran
+        gate.set()
+        await first
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert made == []
+
+
 def test_forward_errors_reach_every_waiter_and_the_worker_survives() -> None:
     failures = iter([True, False])
 
