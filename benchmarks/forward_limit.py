@@ -5,7 +5,9 @@ network, softmax) under ``torch.inference_mode`` on batches of random [0, 1] row
 batch size of ``--batch`` for its share of ``--seconds`` after a short warm-up, and prints
 the best, ``{"rows_per_second": ..., "batch": ...}``. The network runs as the
 service's predict stage runs it, batch norms folded and frozen into one TorchScript graph
-(``service/inference/freezing.py``), so the limit is the fastest forward known here. No
+(``service/inference/freezing.py``), with the C allocator keeping freed memory as in a
+serving process (``service/inference/memory.py``), so the limit is the fastest forward
+known here. No
 decoding, no HTTP, no queue: what is left when serving costs nothing.
 ``bench_service.py`` runs it as ``--processes`` copies at once, each with ``--threads``
 torch threads, on the cores the servers use, and sums their rates.
@@ -33,7 +35,9 @@ def best_rate(
 
     from models.checkpoint import load_checkpoint
     from service.inference.freezing import serving_network
+    from service.inference.memory import keep_freed_memory
 
+    keep_freed_memory()  # as every serving process does before it loads a model
     torch.set_num_threads(threads)
     loaded = load_checkpoint(checkpoint)
     shape = tuple(loaded.manifest.input_shape)
