@@ -95,6 +95,9 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     round_percentiles: list[tuple[float, float]] = field(default_factory=list)  # wrk: p50, p99
     best_batches: list[list[int]] = field(default_factory=list)  # limit: each copy's, a round
+    # limit: rows/s summed over copies, each at the batch its share of the connections
+    # fills (concurrency / copies rows), a round
+    share_rates: list[float] = field(default_factory=list)
     requests: int = 0
     errors: int = 0
     server_cpu_seconds: float = 0.0
@@ -237,12 +240,19 @@ def run_wrk_round(
 
 def limit_batches(concurrency: int) -> list[int]:
     """The batch sizes the limit tries (the best counts): a quarter of the concurrency to
-    all of it (2, 3, 4, 6 and 8 eighths). At 16 connections over two workers the
-    service's batches are mostly 6 to 8 rows; on two cores the fastest size per row has
-    been seen anywhere from 4 to 8 and moves from run to run, so the limit tries them all
-    and keeps the best (the best of several noisy rates, which if anything flatters the
-    limit)."""
+    all of it (2, 3, 4, 6 and 8 eighths; half of it is what each of two workers' batches
+    can hold). At 16 connections over two workers the service's batches are mostly 6 to 8
+    rows; the limit tries them all and keeps the best (the best of several noisy rates,
+    which if anything flatters the limit). With the C allocator keeping freed memory
+    (``service/inference/memory.py``) the largest batch has been the fastest here; before,
+    each forward faulted its activations in anew and 4 to 8 rows came out fastest."""
     return sorted({max(1, concurrency * eighths // 8) for eighths in (2, 3, 4, 6, 8)})
+
+
+def share_rows(concurrency: int, processes: int) -> int:
+    """The rows one process's batch can hold when ``concurrency`` connections are shared
+    evenly by ``processes`` serving processes."""
+    return max(1, concurrency // processes)
 
 
 def run_limit_round(result: Result, checkpoint: Path, cpus: int, seconds: float) -> None:
@@ -261,6 +271,9 @@ def run_limit_round(result: Result, checkpoint: Path, cpus: int, seconds: float)
     outputs = [json.loads(copy.communicate()[0]) for copy in copies]
     rates = [output["rows_per_second"] for output in outputs]
     result.best_batches.append([output["batch"] for output in outputs])
+    share = str(share_rows(result.concurrency, processes))
+    if all(share in output["rates"] for output in outputs):
+        result.share_rates.append(sum(output["rates"][share] for output in outputs))
     result.rates.append(sum(rates))
     result.requests += round(sum(rates) * seconds)
 
@@ -482,6 +495,23 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
                     f"the forward at the limit costs {forward_ms:.2f} CPU ms/row, "
                     f"leaving {cost - forward_ms:.2f} ms per request outside it"
                 )
+        # Context: the limit's batch may hold more rows than a serving process ever gets at
+        # this concurrency (16 connections over 2 workers: 8 each).
+        for r in limits:
+            if not r.share_rates:
+                continue
+            processes = r.scenario.processes or 1
+            rows = share_rows(r.concurrency, processes)
+            share = statistics.median(r.share_rates)
+            print(
+                f"{r.scenario.name} at {rows} rows a process ({r.concurrency} connections "
+                f"over {processes}): {share:.0f} rows/s; "
+                + ", ".join(
+                    f"{name} {100 * by_name[name].rate / share:.0f}% of it"
+                    for name in ("/classify raw body", "/classify multipart")
+                    if name in by_name
+                )
+            )
     for other in ("naive multipart", LITSERVE.name):
         if other not in by_name:
             continue

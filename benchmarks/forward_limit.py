@@ -3,12 +3,12 @@
 Loads the checkpoint, then runs the whole deployed model (quantizer, normalization,
 network, softmax) under ``torch.inference_mode`` on batches of random [0, 1] rows, each
 batch size of ``--batch`` for its share of ``--seconds`` after a short warm-up, and prints
-the best, ``{"rows_per_second": ..., "batch": ...}``. The network runs as the
-service's predict stage runs it, batch norms folded and frozen into one TorchScript graph
-(``service/inference/freezing.py``), with the C allocator keeping freed memory as in a
-serving process (``service/inference/memory.py``), so the limit is the fastest forward
-known here. No
-decoding, no HTTP, no queue: what is left when serving costs nothing.
+the best and every size's rate, ``{"rows_per_second": ..., "batch": ..., "rates": {...}}``.
+The network runs as the service's predict stage runs it, batch norms folded and frozen
+into one TorchScript graph (``service/inference/freezing.py``), with the C allocator
+keeping freed memory as in a serving process (``service/inference/memory.py``), so the
+limit is the fastest forward known here. No decoding, no HTTP, no queue: what is left
+when serving costs nothing.
 ``bench_service.py`` runs it as ``--processes`` copies at once, each with ``--threads``
 torch threads, on the cores the servers use, and sums their rates.
 
@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def best_rate(
+def batch_rates(
     checkpoint: Path, batches: list[int], threads: int, seconds: float
-) -> tuple[float, int]:
-    """(rows per second, batch size) of the fastest batch size."""
+) -> dict[int, float]:
+    """Rows per second by batch size."""
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -46,7 +46,7 @@ def best_rate(
     def forward(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(network(loaded.model.quantize(x)), dim=1)
 
-    rates = []
+    rates: dict[int, float] = {}
     for batch in batches:
         x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
@@ -56,8 +56,8 @@ def best_rate(
             while time.perf_counter() - started < seconds / len(batches):
                 forward(x)
                 rows += batch
-            rates.append((rows / (time.perf_counter() - started), batch))
-    return max(rates)
+            rates[batch] = rows / (time.perf_counter() - started)
+    return rates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time")
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batch.split(",")]
-    rate, batch = best_rate(args.checkpoint, batches, args.threads, args.seconds)
-    sys.stdout.write(json.dumps({"rows_per_second": rate, "batch": batch}) + "\n")
+    rates = batch_rates(args.checkpoint, batches, args.threads, args.seconds)
+    batch = max(rates, key=lambda size: rates[size])
+    found = {"rows_per_second": rates[batch], "batch": batch, "rates": rates}
+    sys.stdout.write(json.dumps(found) + "\n")
     return 0
 
 
