@@ -244,7 +244,7 @@ def limit_batches(concurrency: int) -> list[int]:
     can hold). At 16 connections over two workers the service's batches are mostly 6 to 8
     rows; the limit tries them all and keeps the best (the best of several noisy rates,
     which if anything flatters the limit). With the C allocator keeping freed memory
-    (``service/inference/memory.py``) the largest batch has been the fastest here; before,
+    (``models/memory.py``) the largest batch has been the fastest here; before,
     each forward faulted its activations in anew and 4 to 8 rows came out fastest."""
     return sorted({max(1, concurrency * eighths // 8) for eighths in (2, 3, 4, 6, 8)})
 

@@ -6,7 +6,7 @@ batch size of ``--batch`` for its share of ``--seconds`` after a short warm-up, 
 the best and every size's rate, ``{"rows_per_second": ..., "batch": ..., "rates": {...}}``.
 The network runs as the service's predict stage runs it, batch norms folded and frozen
 into one TorchScript graph (``service/inference/freezing.py``), with the C allocator
-keeping freed memory as in a serving process (``service/inference/memory.py``), so the
+keeping freed memory as in a serving process (``models/memory.py``), so the
 limit is the fastest forward known here. No decoding, no HTTP, no queue: what is left
 when serving costs nothing.
 ``bench_service.py`` runs it as ``--processes`` copies at once, each with ``--threads``
@@ -34,8 +34,8 @@ def batch_rates(
     import torch
 
     from models.checkpoint import load_checkpoint
+    from models.memory import keep_freed_memory
     from service.inference.freezing import serving_network
-    from service.inference.memory import keep_freed_memory
 
     keep_freed_memory()  # as every serving process does before it loads a model
     torch.set_num_threads(threads)

@@ -30,6 +30,7 @@ from models.evalset import (
     folder_as_eval_set,
     load_eval_set,
 )
+from models.memory import keep_freed_memory
 from robustness.attacks import ATTACKS
 from robustness.cli_config import apply_config
 from robustness.cli_options import HelpFormatter, common_options, evaluate_request
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_config(args)
         if getattr(args, "threads", None):
             torch.set_num_threads(args.threads)
+        keep_freed_memory()  # every attack step allocates and frees activations and gradients
         return args.handler(args)
     except (ValueError, CheckpointError, EvalSetError) as exc:
         print(f"error: {exc}", file=sys.stderr)

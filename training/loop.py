@@ -23,6 +23,7 @@ from tqdm import tqdm
 from models.checkpoint import Manifest, load_checkpoint, save_checkpoint
 from models.cnn import QuantizedClassifier
 from models.evalset import CHECKPOINT_EVAL_SET, write_eval_set
+from models.memory import keep_freed_memory
 from models.quantizers import QuantizerMode
 from models.registry import build_model, dataset_info
 from training import resume
@@ -60,6 +61,7 @@ class Runtime:
 
 def train(config: TrainConfig) -> dict:
     """Train one model and write its checkpoint to ``config.out``; returns the metrics."""
+    keep_freed_memory()  # every step allocates and frees its activations and gradients
     runtime = _start_runtime(config)
     revision = git_revision()  # the code that trains, not whatever is checked out at the end
     try:

@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from models.checkpoint import load_checkpoint
+from models.memory import keep_freed_memory
 from service.edge.body import BodyBudget
 from service.errors import NotReady, Overloaded, UnknownModel
 from service.inference.classifier import Classifier
-from service.inference.memory import keep_freed_memory
 from service.inference.tally import Tally
 from service.metrics import ServiceMetrics
 from service.sanitize.decode_workers import DecodeWorkers
@@ -72,7 +72,7 @@ class ClassifierPool:
         if not self.settings.checkpoints:
             raise StartupError("no checkpoints configured: pass --checkpoint or QUSEC_CHECKPOINTS")
         device = resolve_device(self.settings.device)
-        keep_freed_memory()  # before any forward: see service.inference.memory
+        keep_freed_memory()  # before any forward: see models.memory
         for folder in self.settings.checkpoints:
             loaded = load_checkpoint(folder, device)
             classifier = Classifier(

@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.evalset import EvalSet, EvalSetError, load_eval_set
+from models.memory import keep_freed_memory
 from robustness.request import SuiteRequest
 from robustness.runner import Progress, Subject, budget, run_suite
 from service.errors import ServiceError
@@ -88,6 +89,7 @@ def main(stdin: TextIO = sys.stdin) -> None:
     # Ctrl-C reaches the whole process group; the service decides what happens to the job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     unpin_child()
+    keep_freed_memory()  # attacks allocate and free activations and gradients every step
     config = WorkerConfig(**json.loads(stdin.readline()))
     _exit_with_service(stdin)
     _configure_process(config)

@@ -1,4 +1,4 @@
-"""The C allocator keeps what a forward frees for the next one (``service.inference.memory``).
+"""The C allocator keeps what a forward frees for the next one (``models.memory``).
 
 Judged by page faults, not time: each probe is a fresh process that runs a small
 convolutional network on a batch of 16 rows 50 times and counts the minor page faults of
@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from service.inference.memory import keep_freed_memory
-from service.metrics import ServiceMetrics
+from models.memory import keep_freed_memory
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import resource, sys
 import torch
-from service.inference.memory import keep_freed_memory
-from service.metrics import ServiceMetrics
+from models.memory import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.set_num_threads(1)
@@ -57,23 +55,3 @@ def test_forwards_fault_no_pages_once_freed_memory_is_kept() -> None:
     # Each forward's activations are 16 x 16 x 32 x 32 floats (1 MiB) a layer.
     assert page_faults("default") > 50 * 256  # at least a mebibyte's pages a forward
     assert page_faults("keep") < 256  # less than one forward's worth in all fifty
-
-
-@glibc
-def test_the_serving_pool_keeps_freed_memory_before_it_loads_a_model(
-    checkpoints, make_settings, monkeypatch
-) -> None:
-    import service.inference.pool as pool_module
-
-    calls: list[int] = []
-    loads = pool_module.load_checkpoint
-    monkeypatch.setattr(pool_module, "keep_freed_memory", lambda: calls.append(len(calls)))
-    monkeypatch.setattr(
-        pool_module, "load_checkpoint", lambda *args: calls.append(-1) or loads(*args)
-    )
-    pool = pool_module.ClassifierPool(make_settings(), ServiceMetrics())
-    try:
-        pool.load()
-    finally:
-        pool.decode_pool.shutdown(wait=True)
-    assert calls[0] == 0 and -1 in calls[1:]  # kept first, then the models loaded
