@@ -11,6 +11,7 @@ import torch
 
 from models.checkpoint import load_checkpoint
 from service.errors import NotReady, QueueFull
+from service.inference import batching
 from service.inference.batching import MicroBatcher
 
 
@@ -372,3 +373,26 @@ def test_clients_that_went_away_hold_at_most_one_batch_s_worth() -> None:
     batcher = asyncio.run(scenario())
     assert calls == [3, 3, 3, 3]
     assert batcher._returning == 3
+
+
+def test_making_many_rows_lets_the_loop_serve_in_between(monkeypatch) -> None:
+    # Past the turn's time, the loop gets a turn between two jobs' rows (here at once).
+    monkeypatch.setattr(batching, "MAKE_ROWS_TURN_SECONDS", 0.0)
+    seen: list[bool] = []
+    served = asyncio.Event()
+
+    class Noting(_Later):
+        def rows(self) -> torch.Tensor:
+            seen.append(served.is_set())
+            asyncio.get_running_loop().call_soon(served.set)
+            return super().rows()
+
+    async def scenario() -> None:
+        batcher = make_batcher(recording_forward([]))
+        batcher.start()
+        made: list[float] = []
+        await asyncio.gather(*(batcher.submit(Noting(float(i), made)) for i in range(3)))
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert seen == [False, True, True]
