@@ -53,5 +53,8 @@ def page_faults(mode: str) -> int:
 @glibc
 def test_forwards_fault_no_pages_once_freed_memory_is_kept() -> None:
     # Each forward's activations are 16 x 16 x 32 x 32 floats (1 MiB) a layer.
-    assert page_faults("default") > 50 * 256  # at least a mebibyte's pages a forward
-    assert page_faults("keep") < 256  # less than one forward's worth in all fifty
+    default, kept = page_faults("default"), page_faults("keep")
+    assert default > 50 * 256  # at least a mebibyte's pages a forward
+    # The heap may still grow once or twice (seen: 0 and 256 pages in all fifty), never
+    # once a forward.
+    assert kept < 5 * 256 and kept * 10 < default
