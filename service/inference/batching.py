@@ -76,7 +76,10 @@ class _Job:
     count: int  # n (read once: ``len`` of a tensor is a Python call of torch's)
     future: asyncio.Future[BatchResult]
     enqueued_at: float = field(default_factory=time.perf_counter)
-    deferred: bool = False
+
+    @property
+    def deferred(self) -> bool:
+        return not isinstance(self.rows, torch.Tensor)
 
 
 _STOP = object()
@@ -142,11 +145,8 @@ class MicroBatcher:
         """
         if self._closing or self._queue is None:
             raise NotReady(f"model {self.name} is not accepting work")
-        future = asyncio.get_running_loop().create_future()
-        if isinstance(rows, torch.Tensor):
-            job = _Job(rows, len(rows), future)
-        else:
-            job = _Job(rows, rows.count, future, deferred=True)
+        count = len(rows) if isinstance(rows, torch.Tensor) else rows.count
+        job = _Job(rows, count, asyncio.get_running_loop().create_future())
         if self._returning:
             self._returning -= 1
         try:
@@ -281,7 +281,7 @@ class MicroBatcher:
                         RuntimeError(f"deferred rows: {len(rows)} made, {job.count} announced")
                     )
                     continue
-                job.rows, job.deferred = rows, False
+                job.rows = rows
             ready.append(job)
         return ready
 
