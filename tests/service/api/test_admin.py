@@ -178,7 +178,8 @@ def test_time_budget_gives_timed_out_with_partial_results(admin) -> None:
     # A long grace: the job process must stop on its own budget, however slowly a loaded
     # machine starts it, rather than race the service's kill deadline.
     client = admin(robustness_stop_grace_seconds=600)
-    body = slow(samples=100, time_budget_seconds=6)
+    # 300 steps a batch: 20 batches take many times the budget on any machine.
+    body = slow(samples=100, steps=300, time_budget_seconds=6)
     job_id = client.post("/robustness-check", headers=AUTH, json=body).json()["id"]
     job = wait_for(client, job_id, finished)
     assert job["status"] == "timed_out", job
