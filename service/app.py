@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.auth import load_admin_token, load_scrape_token
 from service.api.error_handlers import install_error_handlers, unexpected_error_response
+from service.api.express import ExpressRoutes
 from service.api.query import reject_unknown_query
 from service.api.routes import classify, fast_routes, include_routers
 from service.api.schemas import error_responses
@@ -159,6 +160,8 @@ class ServiceApp(FastAPI):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.fast_routes: dict[tuple[str, str], ASGIApp] = {}  # (method, path) -> ASGI app
+        # The connection layer's express hook (``service.api.express``); None: none.
+        self.express: ExpressRoutes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -203,6 +206,7 @@ def create_app(settings: ServiceSettings | None = None) -> ServiceApp:
         key: RequestContextMiddleware(endpoint, metrics, route, unexpected_error_response)
         for key, (route, endpoint) in fast_routes().items()
     }
+    app.express = ExpressRoutes(app, metrics)
     return app
 
 

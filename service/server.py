@@ -131,6 +131,7 @@ def connection_limits(
         ),
         on_open=opened,
         on_close=on_close,
+        express=app.express or (lambda method, target, headers: None),
     )
 
 

@@ -271,6 +271,30 @@ async def read_image_upload(
         grace_seconds=grace_seconds,
         reservation=reservation,
     )
+    return _image_upload(request, body, multipart, limit, started, anonymous)
+
+
+def image_upload_arrived(
+    request: Request,
+    body: bytes,
+    limit: int,
+    *,
+    reservation: Reservation | None = None,
+    anonymous: bool = True,
+) -> Upload:
+    """``read_image_upload`` for a body that has all arrived (an express request,
+    ``service.edge.express``): the same limits and body budget, nothing to wait for."""
+    started = time.perf_counter()
+    multipart = is_multipart(request)
+    bound = limit + MULTIPART_SLACK_BYTES if multipart else limit
+    _Intake(declared_length(request), bound, reservation).take(body)
+    return _image_upload(request, body, multipart, limit, started, anonymous)
+
+
+def _image_upload(
+    request: Request, body: bytes, multipart: bool, limit: int, started: float, anonymous: bool
+) -> Upload:
+    """The image of a body read whole: the body itself, or its form's ``file`` part."""
     content_type = request.headers.get("content-type", "")
     if multipart:
         data, declared_type, via = *form_file(content_type, body, limit), "multipart"

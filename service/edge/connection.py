@@ -54,6 +54,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.edge.clients import ClientLedger, Phase
+from service.edge.express import ExpressCycle, ExpressHandler, answer_bytes, internal_error
 from service.edge.refusals import overloaded_app, overloaded_bytes, refusal_bytes
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class ConnectionLimits:
     # Told each connection as it opens and as it closes, before anything else is done.
     on_open: Callable[[], None] = lambda: None
     on_close: Callable[[], None] = lambda: None
+    # Given a request's method, raw target and headers, the handler that answers it as an
+    # express request (``service.edge.express``), or None for the ASGI app.
+    express: Callable[[str, bytes, list], ExpressHandler | None] = lambda m, t, h: None
 
 
 def request_arrived(receive: Callable[[], Any]) -> bool:
@@ -293,6 +297,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._close_now()
 
     def data_received(self, data: bytes) -> None:
+        self._receive(data)
+        cycle = self.cycle
+        if type(cycle) is ExpressCycle and cycle.more_body:
+            self._promote(cycle)
+
+    def _receive(self, data: bytes) -> None:
         discarding = self._lingering or self._finishing
         if discarding and (not self._discard(len(data)) or self._lingering):
             return
@@ -313,7 +323,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.heads_completed == heads:
             self.refuse("headers_too_large")
             return
-        self.data_received(data[room:])  # the rest: a body, or the next request's head
+        self._receive(data[room:])  # the rest: a body, or the next request's head
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -331,7 +341,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.heads_completed += 1
         self.idle_since = self.loop.time()
         cycle = self.cycle
-        if not self.limits.shed(self.parser.get_method().decode("ascii", "replace"), self.url):
+        method = self.parser.get_method().decode("ascii", "replace")
+        if not self.limits.shed(method, self.url):
+            handler = self._express_handler(method, cycle)
+            if handler is not None:
+                http_1_0 = self.parser.get_http_version() == "1.0"
+                keep_alive = self.parser.should_keep_alive() and not http_1_0
+                self.cycle = ExpressCycle(handler, method, keep_alive, cycle)  # type: ignore[assignment]
+                return
             super().on_headers_complete()
         elif (cycle is None or cycle.response_complete) and not self.pipeline:
             self._shed_directly()
@@ -345,6 +362,59 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self.app = app
         if self.cycle is not cycle and self.cycle is not None:
             self.cycle.transport = _CycleTransport(self, self.cycle)  # type: ignore[assignment]
+
+    def _express_handler(self, method: str, cycle: Any) -> ExpressHandler | None:
+        """The app's express handler for this request, when it may be one: the connection
+        is not answering another, nothing waits behind it, and the request asks for nothing
+        the ASGI cycle would do for it (a ``100 Continue``, an upgrade, a root path)."""
+        if (
+            (cycle is not None and not cycle.response_complete)
+            or self.pipeline
+            or self.expect_100_continue
+            or self.root_path
+            or self.parser.should_upgrade()
+        ):
+            return None
+        return self.limits.express(method, self.url, self.headers)
+
+    def _promote(self, cycle: ExpressCycle) -> None:
+        """The body of an express request did not all arrive with its head: it goes the
+        ordinary way, through uvicorn's request cycle, with what arrived of it so far."""
+        if self.transport.is_closing() or self._lingering or self.cycle is not cycle:
+            return
+        self.cycle = cycle.previous
+        HttpToolsProtocol.on_headers_complete(self)
+        self.cycle.transport = _CycleTransport(self, self.cycle)  # type: ignore[assignment]
+        for chunk in cycle.chunks:
+            HttpToolsProtocol.on_body(self, chunk)
+
+    def _start_express(self, cycle: ExpressCycle) -> None:
+        cycle.more_body = False
+        request = cycle.request(self.url, self.headers, self.client)
+        task = self.loop.create_task(self._answer_express(cycle, request))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _answer_express(self, cycle: ExpressCycle, request: Any) -> None:
+        try:
+            answer = await cycle.handler(request)
+        except Exception:  # the handler answers its own errors; this is the safety net
+            log.exception("express request failed")
+            answer = internal_error()
+            self.limits.on_refusal("internal_error")
+        if self.flow.write_paused and not cycle.disconnected:
+            await self.flow.drain()
+        if cycle.disconnected:
+            return  # as uvicorn's cycle: nothing is written to a connection that is gone
+        cycle.response_started = True
+        self.flush_held()
+        self.transport.write(
+            answer_bytes(answer, self.server_state.default_headers, not cycle.keep_alive)
+        )
+        cycle.response_complete = True
+        if not cycle.keep_alive:
+            self.close_after_answer()
+        self.on_response_complete()
 
     def _shed_directly(self) -> None:
         """The 503 ``overloaded`` answer written at once, with no request cycle, task or app:
@@ -362,11 +432,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._finish_after_answer()
 
     def on_body(self, body: bytes) -> None:
-        if not self._shedding:
+        cycle = self.cycle
+        if type(cycle) is ExpressCycle:
+            if cycle.more_body:
+                cycle.chunks.append(body)
+        elif not self._shedding:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._shedding:
+        cycle = self.cycle
+        if type(cycle) is ExpressCycle:
+            if cycle.more_body:
+                self._start_express(cycle)
+        elif not self._shedding:
             super().on_message_complete()
         # The next bytes belong to the next request's head; its timer starts once this
         # request's response is complete (see on_response_complete).

@@ -50,10 +50,9 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = new_request_id(_client_request_id(scope))
         # Each request runs in its own task, so the id never leaks into the next one; it
         # is left bound so that the outermost 500 handler can still report it.
-        bind_request_id(request_id)
+        request_id = start_request(scope["headers"])
         started = time.perf_counter()
         status = 0  # none sent yet; the client gets a 500 if the app raises before one
 
@@ -63,7 +62,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = message.get("headers", [])
                 # As MutableHeaders(scope=message).append, without building one per answer.
-                message["headers"] = [*headers, (_REQUEST_ID_NAME, request_id.encode("latin-1"))]
+                message["headers"] = [*headers, request_id_header(request_id)]
             await send(message)
 
         if self.route is not None:
@@ -83,18 +82,41 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
-        endpoint = getattr(route, "path", None) or "unmatched"
-        method = scope.get("method", "")
-        method = method if method in _METHODS else "OTHER"
-        self.metrics.observe_request(endpoint, method, status, seconds)
         path = scope.get("path", "")
-        level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
-        access_log.write(level, method, path, status, seconds)
+        record_request(self.metrics, route, scope.get("method", ""), path, status, seconds)
 
 
-def _client_request_id(scope: Scope) -> str | None:
+def start_request(headers: list[tuple[bytes, bytes]]) -> str:
+    """A request's id, bound to the current context (the request's task) for its log lines:
+    the client's own ``X-Request-ID`` when it is a valid one, else a new one."""
+    request_id = new_request_id(_client_request_id(headers))
+    bind_request_id(request_id)
+    return request_id
+
+
+def request_id_header(request_id: str) -> tuple[bytes, bytes]:
+    return (_REQUEST_ID_NAME, request_id.encode("latin-1"))
+
+
+def record_request(
+    metrics: ServiceMetrics,
+    route: BaseRoute | None,
+    method: str,
+    path: str,
+    status: int,
+    seconds: float,
+) -> None:
+    """Count a request and write its access line (``route``: the one it matched)."""
+    endpoint = getattr(route, "path", None) or "unmatched"
+    method = method if method in _METHODS else "OTHER"
+    metrics.observe_request(endpoint, method, status, seconds)
+    level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
+    access_log.write(level, method, path, status, seconds)
+
+
+def _client_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The first ``X-Request-ID`` header's value (names arrive lower-cased, as ASGI says)."""
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == _REQUEST_ID_NAME:
             return value.decode("latin-1")
     return None

@@ -12,6 +12,8 @@ from service.settings import ServiceSettings
 
 
 class _App:
+    express = None  # no express routes
+
     class state:  # noqa: N801 - stands in for app.state
         metrics = ServiceMetrics()
         pool = None

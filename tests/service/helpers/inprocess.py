@@ -18,9 +18,13 @@ from tests.service.helpers.raw_http import WAIT
 
 
 @contextmanager
-def serve_in_thread(app: Any, **limits: Any) -> Iterator[int]:
+def serve_in_thread(
+    app: Any, connection_limits: ConnectionLimits | None = None, **limits: Any
+) -> Iterator[int]:
     """Serve ``app`` (``ConnectionLimits`` from ``limits`` over roomy defaults, and
-    ``keep_alive_seconds``, uvicorn's keep-alive timeout); the port."""
+    ``keep_alive_seconds``, uvicorn's keep-alive timeout); the port. With
+    ``connection_limits`` (the service's own app and limits, ``service.server``), the app's
+    lifespan runs too."""
     keep_alive = limits.pop("keep_alive_seconds", 60)
     settings = {
         "max_connections": 64,
@@ -31,11 +35,11 @@ def serve_in_thread(app: Any, **limits: Any) -> Iterator[int]:
     }
     config = uvicorn.Config(
         app,
-        lifespan="off",
+        lifespan="off" if connection_limits is None else "on",
         log_config=None,
         access_log=False,
         timeout_keep_alive=keep_alive,
-        http=guarded_protocol(ConnectionLimits(**settings)),
+        http=guarded_protocol(connection_limits or ConnectionLimits(**settings)),
     )
     server = uvicorn.Server(config)
     sock = socket.socket()
