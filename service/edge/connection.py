@@ -40,8 +40,9 @@ the client reads the JSON answer rather than a reset.
 The wait between requests is timed here too: one lazily armed timer per connection keeps
 both the header timeout and uvicorn's keep-alive timeout (``_start_waiting_for_head``),
 where uvicorn would arm and cancel a timer of its own around every request.
-Everything else (pipelining, flow control, the request cycle) is uvicorn's own code, so
-the hot path stays what it was.
+A request the app names an express handler for (``ConnectionLimits.express``) is answered
+here without a request cycle once it has all arrived (``service.edge.express``).
+Everything else (pipelining, flow control, the request cycle) is uvicorn's own code.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ body-limit layers, routing and dependency solving (about 6% of a request's event
 time in py-spy's samples). The router holds it as a plain Starlette route too (so a
 wrong method is a 405 naming POST, and a request the app does not match still arrives),
 and ``document`` writes its operation into the OpenAPI document, which FastAPI fills
-only from its own routes.
+only from its own routes. ``serve_express`` answers a request that arrived whole straight
+from the connection layer (``service.api.express``); both share every step after the body.
 """
 
 from __future__ import annotations
