@@ -391,6 +391,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _start_express(self, cycle: ExpressCycle) -> None:
         cycle.more_body = False
+        cycle.previous = None  # only a promotion needs it; kept, each cycle would hold all before
         request = cycle.request(self.url, self.headers, self.client)
         task = self.loop.create_task(self._answer_express(cycle, request))
         task.add_done_callback(self.tasks.discard)

@@ -5,10 +5,11 @@ and the connection behaves as it does for ASGI answers (order, keep-alive, close
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 
-from service.edge.express import Answer, ExpressRequest
+from service.edge.express import Answer, ExpressCycle, ExpressRequest
 from tests.service.helpers.inprocess import serve_in_thread
 from tests.service.helpers.raw_http import WAIT, closed_by_server, connect, read_responses
 
@@ -222,3 +223,15 @@ def test_a_client_gone_before_its_answer_gets_nothing_and_breaks_nothing() -> No
         with connect(port) as sock:
             sock.sendall(_post(b"/express", b"abc"))
             assert read_responses(sock, 1)[0][2]["via"] == "express"
+
+
+def test_many_requests_on_one_connection_leave_no_cycles_behind() -> None:
+    recorder = Recorder()
+    with serve_in_thread(recorder, express=recorder.hook) as port, connect(port) as sock:
+        for _ in range(200):
+            sock.sendall(_post(b"/express", b"abc"))
+            assert read_responses(sock, 1)[0][2]["via"] == "express"
+        recorder.express_seen.clear()
+        gc.collect()
+        # The connection's current cycle, and at most the one before it, are still held.
+        assert sum(type(o) is ExpressCycle for o in gc.get_objects()) <= 2
