@@ -76,7 +76,7 @@ class ExpressRoute:
         except Exception as exc:
             scope = {"type": "http", "app": self.app, "headers": request.headers}
             response = await unexpected_error_response(Request(scope), exc)
-            answer = Answer(response.status_code, list(response.raw_headers), response.body)
+            answer = Answer.of(response)
         answer.headers.append(request_id_header(request_id))
         seconds = time.perf_counter() - started
         record_request(self.metrics, self.route, request.method, self.path, answer.status, seconds)

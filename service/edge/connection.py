@@ -344,14 +344,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         method = self.parser.get_method().decode("ascii", "replace")
         if not self.limits.shed(method, self.url):
-            handler = self._express_handler(method, cycle)
+            handler = self._express_handler(method)
             if handler is not None:
                 http_1_0 = self.parser.get_http_version() == "1.0"
                 keep_alive = self.parser.should_keep_alive() and not http_1_0
                 self.cycle = ExpressCycle(handler, method, keep_alive, cycle)  # type: ignore[assignment]
                 return
             super().on_headers_complete()
-        elif (cycle is None or cycle.response_complete) and not self.pipeline:
+        elif self._free():
             self._shed_directly()
             return
         else:
@@ -364,13 +364,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.cycle is not cycle and self.cycle is not None:
             self.cycle.transport = _CycleTransport(self, self.cycle)  # type: ignore[assignment]
 
-    def _express_handler(self, method: str, cycle: Any) -> ExpressHandler | None:
+    def _free(self) -> bool:
+        """Whether a request whose head just arrived may be answered at once: the connection
+        is not answering another, and nothing waits in the pipeline before it."""
+        return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+
+    def _express_handler(self, method: str) -> ExpressHandler | None:
         """The app's express handler for this request, when it may be one: the connection
-        is not answering another, nothing waits behind it, and the request asks for nothing
-        the ASGI cycle would do for it (a ``100 Continue``, an upgrade, a root path)."""
+        is free (``_free``), and the request asks for nothing the ASGI cycle would do for
+        it (a ``100 Continue``, an upgrade, a root path)."""
         if (
-            (cycle is not None and not cycle.response_complete)
-            or self.pipeline
+            not self._free()
             or self.expect_100_continue
             or self.root_path
             or self.parser.should_upgrade()

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from service.errors import error_body
@@ -55,6 +56,11 @@ class Answer:
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
+
+    @classmethod
+    def of(cls, response: Response) -> Answer:
+        """A Starlette response's status, headers (a copy: they may be added to) and body."""
+        return cls(response.status_code, list(response.raw_headers), bytes(response.body))
 
 
 ExpressHandler = Callable[[ExpressRequest], Awaitable[Answer]]

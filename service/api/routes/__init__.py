@@ -47,12 +47,15 @@ def fast_routes() -> dict[tuple[str, str], tuple[BaseRoute, Any]]:
     (method, path) -> (route, ASGI call).
 
     The route is kept for the metrics' ``endpoint`` label, as if FastAPI had matched it."""
-    (route,) = [r for r in classify.router.routes if getattr(r, "path", None) == "/classify"]
-    return {("POST", "/classify"): (route, classify.serve)}
+    return {("POST", "/classify"): (_classify_route(), classify.serve)}
 
 
 def express_routes() -> dict[tuple[str, str], tuple[BaseRoute, Any]]:
     """The routes answered as express requests when they have all arrived
     (``service.api.express``): (method, path) -> (route, ``respond(app, request)``)."""
+    return {("POST", "/classify"): (_classify_route(), classify.serve_express)}
+
+
+def _classify_route() -> BaseRoute:
     (route,) = [r for r in classify.router.routes if getattr(r, "path", None) == "/classify"]
-    return {("POST", "/classify"): (route, classify.serve_express)}
+    return route

@@ -19,7 +19,6 @@ import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 from pydantic.json_schema import models_json_schema
-from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -101,7 +100,7 @@ async def _respond(request: Request, arrived: bytes | None) -> Answer:
             query = _parse_query(request.scope["query_string"])
         except ValidationError as exc:
             errors = [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
-            return _answer_of(validation_error_response(request, errors))
+            return Answer.of(validation_error_response(request, errors))
         pool: ClassifierPool | None = request.app.state.pool
         if pool is None:
             raise NotReady("the model pool has not been loaded yet")
@@ -109,7 +108,7 @@ async def _respond(request: Request, arrived: bytes | None) -> Answer:
         return _json_answer(body)
     except ServiceError as exc:
         retry_after = request.app.state.settings.retry_after_seconds
-        return _answer_of(service_error_response(request, exc, retry_after))
+        return Answer.of(service_error_response(request, exc, retry_after))
 
 
 _NO_QUERY = ClassifyQuery()
@@ -168,10 +167,6 @@ def _json_answer(body: dict) -> Answer:
         codes = ", ".join(warning["code"] for warning in body["warnings"])
         headers.insert(0, (_WARNING_NAME, codes.encode("latin-1")))
     return Answer(200, headers, content)
-
-
-def _answer_of(response: Response) -> Answer:
-    return Answer(response.status_code, list(response.raw_headers), bytes(response.body))
 
 
 # Names the warnings of an answer (``service.inference.fit``), for clients that read headers.
