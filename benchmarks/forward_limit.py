@@ -4,8 +4,9 @@ Loads the checkpoint, then runs the whole deployed model (quantizer, normalizati
 network, softmax) under ``torch.inference_mode`` on batches of random [0, 1] rows, each
 batch size of ``--batch`` for its share of ``--seconds`` after a short warm-up, and prints
 the best and every size's rate, ``{"rows_per_second": ..., "batch": ..., "rates": {...}}``.
-The network runs as the service's predict stage runs it, batch norms folded and frozen
-into one TorchScript graph (``service/inference/freezing.py``), with the C allocator
+The network runs as the service's predict stage runs it, batch norms folded, convolution
+weights channels-last and the whole frozen into one TorchScript graph
+(``service/inference/freezing.py``), with the C allocator
 keeping freed memory as in a serving process (``models/memory.py``), so the
 limit is the fastest forward known here. No decoding, no HTTP, no queue: what is left
 when serving costs nothing.

@@ -1,4 +1,5 @@
-"""The network the predict stage runs: batch norms folded, then frozen into one graph.
+"""The network the predict stage runs: batch norms folded, weights stored channels-last
+on the CPU (``service/inference/layout.py``), then frozen into one graph.
 
 Eager PyTorch runs a network op by op from Python. Each op lets go of the interpreter lock
 (the GIL) while it computes and must take it back to return: some sixty times a forward on
@@ -38,6 +39,7 @@ from torch import nn
 
 # The frozen graph is held to folding's bound on a logit's change (float32 rounding).
 from service.inference.folding import TOLERANCE, fold_batch_norms, largest_logit_change
+from service.inference.layout import channels_last
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +57,13 @@ def serving_network(
     max_rows: int = 16,
 ) -> nn.Module:
     """What the predict stage runs for ``network`` (in eval mode) on batches of at most
-    ``max_rows``: batch norms folded where that gives the same logits, then frozen where
-    that does. The benchmark of the forward limit (``benchmarks/forward_limit.py``) runs
-    the same, so the limit stays the fastest forward known here."""
+    ``max_rows``: batch norms folded where that gives the same logits, its convolutions
+    channels-last on the CPU where that does, then frozen where that does. The benchmark
+    of the forward limit (``benchmarks/forward_limit.py``) runs the same, so the limit
+    stays the fastest forward known here."""
     folded = fold_batch_norms(network, input_shape, name, device)
-    return freeze(folded, input_shape, name, device, max_rows)
+    laid_out = channels_last(folded, input_shape, name, device)
+    return freeze(laid_out, input_shape, name, device, max_rows)
 
 
 def freeze(
