@@ -4,6 +4,7 @@ itself untouched, and any network the layout would change served as it was."""
 from __future__ import annotations
 
 import logging
+import threading
 
 import torch
 from torch import nn
@@ -79,3 +80,24 @@ def test_networks_without_2d_convolutions_and_other_devices_are_left_as_they_are
     conv = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
     assert channels_last(conv, (2, 6, 6), "gpu", device=torch.device("cuda")) is conv
     assert channels_last(conv, (2, 6, 6), "conv") is not conv
+
+
+class _Uncopyable(nn.Module):
+    """Holds a lock, which ``copy.deepcopy`` refuses, as a user's network might hold a
+    handle of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.lock = threading.Lock()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).flatten(1)
+
+
+def test_a_network_that_cannot_be_copied_is_served_as_it_was(caplog) -> None:
+    network = _Uncopyable().eval()
+    with caplog.at_level(logging.INFO):
+        assert channels_last(network, (2, 6, 6), "uncopyable") is network
+    assert "kept in its own layout" in caplog.text
+    assert not network.conv.weight.is_contiguous(memory_format=torch.channels_last)
