@@ -9,7 +9,9 @@ clients, and prints requests/s and p50/p99 latency per scenario, the ratio of
 dynamic batching (``--peer-api-servers`` HTTP processes, LitServe's ``num_api_servers``)
 (``benchmarks/litserve_peer.py``; install the benchmark-only
 extra with ``pip install -e '.[bench]'``), sent the same PNG base64-encoded in
-JSON, which is what LitServe reads.
+JSON, which is what LitServe reads. The peer runs the model as a LitServe user would write
+it, or with ``--peer-network served`` the network exactly as the service's predict stage
+runs it (folded, channels-last, frozen), to tell the serving path's share from the forward's.
 
 Only the server being measured runs: the others' process trees are paused (SIGSTOP)
 during its rounds, since an idle server is not always idle (LitServe's inference worker
@@ -397,11 +399,11 @@ def start_server(
 
 
 def start_litserve(
-    checkpoint: Path, port: int, log_path: Path, api_servers: int = 1
+    checkpoint: Path, port: int, log_path: Path, api_servers: int = 1, network: str = "as-written"
 ) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / "benchmarks" / "litserve_peer.py")]
     command += ["--checkpoint", str(checkpoint), "--port", str(port)]
-    command += ["--api-servers", str(api_servers)]
+    command += ["--api-servers", str(api_servers), "--network", network]
     with open(log_path, "wb") as log_file:
         peer = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=log_file)
     deadline = time.perf_counter() + 180
@@ -569,6 +571,13 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="LitServe's HTTP processes (num_api_servers; its default, 1, was its fastest here)",
     )
+    parser.add_argument(
+        "--peer-network",
+        choices=["as-written", "served"],
+        default="as-written",
+        help="LitServe runs the model as its user would write it (eager), or the network as "
+        "the service's predict stage runs it (folded, channels-last, frozen)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -593,7 +602,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.peer == "litserve":
                 ports["litserve"] = free_port()
                 peer = start_litserve(
-                    checkpoint, ports["litserve"], Path(scratch) / "peer.log", args.peer_api_servers
+                    checkpoint,
+                    ports["litserve"],
+                    Path(scratch) / "peer.log",
+                    args.peer_api_servers,
+                    args.peer_network,
                 )
                 pids["litserve"] = peer.pid
             # Interleaved rounds, so a neighbour's load on a shared machine hits all alike.
@@ -628,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         each = f"{args.requests} requests per scenario, each after {args.warmup} unmeasured"
     note = (
         f"checkpoint {checkpoint.name}, {args.workers} service worker(s), "
-        f"{args.peer_api_servers} LitServe API server(s) when compared; "
+        f"{args.peer_api_servers} LitServe API server(s) when compared, its network "
+        f"{args.peer_network}; "
         f"{os.cpu_count()} CPUs ({platform.machine()}); "
         f"{args.rounds} interleaved rounds of {each}; "
         f"load average before: {load_before}, after: {_load_average()}"

@@ -8,6 +8,12 @@ RGB as the checkpoint's input, resized to it), batched (up to ``--max-batch-size
 rows, waiting at most ``--batch-timeout`` seconds), run through the checkpoint's whole model (its
 quantizer, then the CNN) and answered with the label and probabilities.
 
+``--network as-written`` (the default) runs the CNN as a LitServe user would write it: the
+checkpoint's model, eager, batch norms in place. ``--network served`` runs the CNN exactly
+as QuSec's predict stage does (``service.inference.freezing.serving_network``: batch norms
+folded, convolution weights channels-last, frozen), so a comparison can tell the serving
+path's share from the forward's.
+
     .venv/bin/python benchmarks/litserve_peer.py --checkpoint checkpoints/mnist-tq2 --port 8001
 """
 
@@ -28,9 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class DigitAPI(ls.LitAPI):
-    def __init__(self, checkpoint: Path, **kwargs) -> None:
+    def __init__(self, checkpoint: Path, network: str = "as-written", **kwargs) -> None:
         super().__init__(**kwargs)
         self.checkpoint = checkpoint
+        self.network = network
 
     def setup(self, device: str) -> None:
         sys.path.insert(0, str(ROOT))
@@ -40,6 +47,12 @@ class DigitAPI(ls.LitAPI):
         loaded = load_checkpoint(self.checkpoint, torch.device("cpu"))
         self.model = loaded.model.eval()
         self.shape = tuple(loaded.manifest.input_shape)
+        if self.network == "served":
+            from service.inference.freezing import serving_network
+
+            cnn = serving_network(loaded.model.cnn, self.shape, self.checkpoint.name)
+            quantize = loaded.model.quantize
+            self.model = lambda x: cnn(quantize(x))
 
     def decode_request(self, request: dict) -> torch.Tensor:
         png = base64.b64decode(request["image"])
@@ -72,9 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-servers", type=int, default=1, help="LitServe's HTTP processes (num_api_servers)"
     )
+    parser.add_argument(
+        "--network",
+        choices=["as-written", "served"],
+        default="as-written",
+        help="the CNN as a LitServe user writes it, or as QuSec's predict stage runs it",
+    )
     args = parser.parse_args(argv)
     api = DigitAPI(
-        args.checkpoint, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout
+        args.checkpoint,
+        args.network,
+        max_batch_size=args.max_batch_size,
+        batch_timeout=args.batch_timeout,
     )
     server = ls.LitServer(api, accelerator="cpu", timeout=30)
     server.run(
