@@ -16,7 +16,8 @@ The served copy answers with the same logits up to float32 rounding (``TOLERANCE
 on probe batches at load, as folding is); the model the robustness suite attacks and the
 checkpoint are untouched. Only CPU serving converts: nothing was measured on a GPU here.
 A network with no ``nn.Conv2d`` (an exported program runs its convolutions as graph ops,
-not modules) or whose copy fails the check is served as it was.
+not modules), or whose copy fails the check or raises on it (code that flattens an
+activation with ``view`` assumes the default layout), is served as it was.
 """
 
 from __future__ import annotations

@@ -82,6 +82,31 @@ def test_networks_without_2d_convolutions_and_other_devices_are_left_as_they_are
     assert channels_last(conv, (2, 6, 6), "conv") is not conv
 
 
+class _ViewsItsActivations(nn.Module):
+    """Flattens with ``view``, as much code written for (N, C, H, W) does: a channels-last
+    activation cannot be viewed that way, so the copy raises on its first probe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.dense = nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.dense(y.view(y.shape[0], -1))
+
+
+def test_a_network_that_views_its_activations_is_served_as_it_was(caplog) -> None:
+    network = _ViewsItsActivations().eval()
+    with caplog.at_level(logging.INFO):
+        assert channels_last(network, (2, 6, 6), "viewing") is network
+    assert "kept in its own layout (RuntimeError" in caplog.text
+    served = serving_network(network, (2, 6, 6), "viewing", max_rows=9)
+    x = torch.rand(9, 2, 6, 6, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        torch.testing.assert_close(served(x), network(x), rtol=0, atol=1e-5)
+
+
 class _Uncopyable(nn.Module):
     """Holds a lock, which ``copy.deepcopy`` refuses, as a user's network might hold a
     handle of its own."""
