@@ -45,12 +45,7 @@ def fold_batch_norms(
         log.info("model %s: batch norms not folded (%s: %s)", name, type(exc).__name__, exc)
         return network
     difference = largest_logit_change(network, folded, input_shape, (4,), device)
-    if not difference <= TOLERANCE:
-        log.warning(
-            "model %s: folded batch norms change logits by %.2g; serving it unfolded",
-            name,
-            difference,
-        )
+    if not keeps_logits(log, name, difference, "folded batch norms change", "unfolded"):
         return network
     folded_count = sum(isinstance(m, _BatchNorm) for m in network.modules())
     left = sum(isinstance(m, _BatchNorm) for m in folded.modules())
@@ -77,6 +72,20 @@ def largest_logit_change(
                 for rows in batch_sizes
             )
         )
+
+
+def keeps_logits(
+    logger: logging.Logger, name: str, difference: float, change: str, fallback: str
+) -> bool:
+    """Whether a served copy of model ``name``, whose logits differ from the network's by
+    ``difference`` (``largest_logit_change``), is within ``TOLERANCE``. When it is not (or
+    the difference is NaN), ``logger`` warns that ``change`` the logits and that the model
+    is served ``fallback``: each step in front of serving (folding, the layout, freezing)
+    falls back the same way."""
+    if difference <= TOLERANCE:
+        return True
+    logger.warning("model %s: %s logits by %.2g; serving it %s", name, change, difference, fallback)
+    return False
 
 
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 # The frozen graph is held to folding's bound on a logit's change (float32 rounding).
-from service.inference.folding import TOLERANCE, fold_batch_norms, largest_logit_change
+from service.inference.folding import fold_batch_norms, keeps_logits, largest_logit_change
 from service.inference.layout import channels_last
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,7 @@ def freeze(
     except Exception as exc:  # noqa: BLE001 - tracing raises many types on code it cannot follow
         log.info("model %s: served eagerly, not frozen (%s: %s)", name, type(exc).__name__, exc)
         return network
-    if not difference <= TOLERANCE:
-        log.warning(
-            "model %s: the frozen graph changes logits by %.2g; serving it eagerly",
-            name,
-            difference,
-        )
+    if not keeps_logits(log, name, difference, "the frozen graph changes", "eagerly"):
         return network
     log.info("model %s: served as a frozen TorchScript graph", name)
     return frozen

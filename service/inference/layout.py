@@ -28,7 +28,7 @@ import logging
 import torch
 from torch import nn
 
-from service.inference.folding import TOLERANCE, largest_logit_change
+from service.inference.folding import keeps_logits, largest_logit_change
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,7 @@ def channels_last(
     except Exception as exc:  # noqa: BLE001 - a user's network may refuse a copy or the layout
         log.info("model %s: kept in its own layout (%s: %s)", name, type(exc).__name__, exc)
         return network
-    if not difference <= TOLERANCE:
-        log.warning(
-            "model %s: channels-last weights change logits by %.2g; serving it as it was",
-            name,
-            difference,
-        )
+    if not keeps_logits(log, name, difference, "channels-last weights change", "as it was"):
         return network
     log.info("model %s: convolutions run channels-last", name)
     return converted
