@@ -53,13 +53,18 @@ def test_the_served_frozen_graph_keeps_its_weights_channels_last() -> None:
         torch.testing.assert_close(served(x), model.cnn(x), rtol=0, atol=1e-4)
 
 
-class _LayoutSensitive(nn.Module):
-    """Answers differently when its activations are stored channels-last."""
+class _SmallConvolution(nn.Module):
+    """A convolution and a dense layer on (2, 6, 6) inputs; subclasses say how the
+    convolution's output reaches the dense layer."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 3, 3)
         self.dense = nn.Linear(3 * 4 * 4, 2)
+
+
+class _LayoutSensitive(_SmallConvolution):
+    """Answers differently when its activations are stored channels-last."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
@@ -82,14 +87,9 @@ def test_networks_without_2d_convolutions_and_other_devices_are_left_as_they_are
     assert channels_last(conv, (2, 6, 6), "conv") is not conv
 
 
-class _ViewsItsActivations(nn.Module):
+class _ViewsItsActivations(_SmallConvolution):
     """Flattens with ``view``, as much code written for (N, C, H, W) does: a channels-last
     activation cannot be viewed that way, so the copy raises on its first probe."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(2, 3, 3)
-        self.dense = nn.Linear(3 * 4 * 4, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
