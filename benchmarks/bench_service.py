@@ -13,6 +13,11 @@ JSON, which is what LitServe reads. The peer runs the model as a LitServe user w
 it, or with ``--peer-network served`` the network exactly as the service's predict stage
 runs it (folded, channels-last, frozen), to tell the serving path's share from the forward's.
 
+``--peer bare`` adds the floor for a Python request path (``benchmarks/bare_peer.py``): the
+barest server that batches (uvloop, httptools, Pillow, the served network, one inference
+thread a process, no limits, logs or metrics), as many processes as the service's workers,
+sent the same raw PNG. ``--peer`` may be given twice, for both peers.
+
 Only the server being measured runs: the others' process trees are paused (SIGSTOP)
 during its rounds, since an idle server is not always idle (LitServe's inference worker
 polls its queue, about a quarter of a core on the 2-core machine).
@@ -23,7 +28,7 @@ little CPU as possible and the numbers describe the server; ``--wrk`` drives
 every scenario with wrk instead (one PNG per scenario, ``benchmarks/overload.lua``).
 
     .venv/bin/python benchmarks/bench_service.py --checkpoint checkpoints/mnist-tq2 \
-        [--peer litserve] [--forward-limit] [--wrk] [--workers 2]
+        [--peer litserve] [--peer bare] [--forward-limit] [--wrk] [--workers 2]
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ class Scenario:
     path: str
     multipart: bool
     json_body: bool = False  # {"image": base64 PNG}, for the LitServe peer
-    server: str = "service"  # or "litserve", or "limit" (no server: forward_limit.py)
+    server: str = "service"  # or "litserve", "bare", or "limit" (forward_limit.py)
     processes: int = 0  # for "limit": forward_limit.py copies run at once
 
 
@@ -72,6 +77,7 @@ SCENARIOS = (
     Scenario("naive multipart", "/naive/classify", multipart=True),
 )
 LITSERVE = Scenario("LitServe JSON", "/predict", False, json_body=True, server="litserve")
+BARE = Scenario("bare Python path raw body", "/classify", False, server="bare")
 WRK_SCRIPT = Path(__file__).resolve().parent / "overload.lua"
 FORWARD_LIMIT = Path(__file__).resolve().parent / "forward_limit.py"
 
@@ -417,6 +423,25 @@ def start_litserve(
     raise RuntimeError(f"LitServe not ready after 180 s; see {log_path}")
 
 
+def start_bare(checkpoint: Path, port: int, log_path: Path, processes: int, concurrency: int):
+    """The floor peer, its processes sharing the connections out evenly."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "bare_peer.py")]
+    command += ["--checkpoint", str(checkpoint), "--port", str(port)]
+    command += ["--processes", str(processes)]
+    command += ["--connections-each", str(-(-concurrency // processes))]
+    with open(log_path, "wb") as log_file:
+        peer = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=log_file)
+    deadline = time.perf_counter() + 180
+    while time.perf_counter() < deadline:
+        if peer.poll() is not None:
+            raise RuntimeError(f"the bare peer exited with {peer.returncode}; see {log_path}")
+        if _ready(port, "/"):
+            return peer
+        time.sleep(0.1)
+    peer.kill()
+    raise RuntimeError(f"the bare peer not ready after 180 s; see {log_path}")
+
+
 def _ready(port: int, path: str = "/readyz") -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
@@ -475,7 +500,7 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
     limits = [r for r in results if r.scenario.server == "limit"]
     if limits:
         limit = max(limits, key=lambda r: r.rate)
-        for name in ("/classify raw body", "/classify multipart", LITSERVE.name):
+        for name in ("/classify raw body", "/classify multipart", LITSERVE.name, BARE.name):
             if name in by_name:
                 r = by_name[name]
                 print(
@@ -487,7 +512,7 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
         # the price of serving (HTTP, decoding, batching, smaller batches than the limit's).
         cpus = os.cpu_count() or 1
         forward_ms = 1000 * cpus / limit.rate
-        for name in ("/classify raw body", "/classify multipart", LITSERVE.name):
+        for name in ("/classify raw body", "/classify multipart", LITSERVE.name, BARE.name):
             if name in by_name and by_name[name].cpu_ms_per_request > 0:
                 cost = by_name[name].cpu_ms_per_request
                 ceiling = 1000 * cpus / cost
@@ -510,9 +535,17 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
                 f"over {processes}): {share:.0f} rows/s; "
                 + ", ".join(
                     f"{name} {100 * by_name[name].rate / share:.0f}% of it"
-                    for name in ("/classify raw body", "/classify multipart")
+                    for name in ("/classify raw body", "/classify multipart", BARE.name)
                     if name in by_name
                 )
+            )
+    if BARE.name in by_name:  # what the service's own layers cost beside the floor
+        bare = by_name[BARE.name]
+        for name in ("/classify raw body", "/classify multipart"):
+            r = by_name[name]
+            print(
+                f"{name} vs {BARE.name}: {100 * r.rate / bare.rate:.0f}% of its req/s, "
+                f"{r.cpu_ms_per_request - bare.cpu_ms_per_request:+.2f} CPU ms/req"
             )
     for other in ("naive multipart", LITSERVE.name):
         if other not in by_name:
@@ -548,7 +581,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=5, help="scenarios run interleaved this many times"
     )
-    parser.add_argument("--peer", choices=["none", "litserve"], default="none")
+    parser.add_argument(
+        "--peer",
+        action="append",
+        choices=["none", "litserve", "bare"],
+        default=[],
+        help="a peer served beside the service; give it twice for both",
+    )
     parser.add_argument(
         "--forward-limit",
         action="store_true",
@@ -593,13 +632,21 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint, port, Path(scratch) / "server.log", args.workers
         )
         scenarios = tuple(s for s in SCENARIOS if not (args.no_naive and "naive" in s.name))
-        scenarios += (LITSERVE,) if args.peer == "litserve" else ()
+        scenarios += (LITSERVE,) if "litserve" in args.peer else ()
+        scenarios += (BARE,) if "bare" in args.peer else ()
         scenarios += limit_scenarios(os.cpu_count() or 1) if args.forward_limit else ()
         results = [Result(scenario, args.concurrency) for scenario in scenarios]
         ports, pids = {"service": port}, {"service": server.pid}
-        peer = None
+        peer = bare = None
         try:
-            if args.peer == "litserve":
+            if "bare" in args.peer:
+                ports["bare"] = free_port()
+                bare = start_bare(
+                    checkpoint, ports["bare"], Path(scratch) / "bare.log", args.workers,
+                    args.concurrency,
+                )  # fmt: skip
+                pids["bare"] = bare.pid
+            if "litserve" in args.peer:
                 ports["litserve"] = free_port()
                 peer = start_litserve(
                     checkpoint,
@@ -632,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
             rss = peak_rss_mib(server.pid)
         finally:
             pause_all_but(pids, None)
-            for process in (server, peer):
+            for process in (server, peer, bare):
                 if process is not None:
                     stop_tree(process)
     if args.wrk:
