@@ -410,36 +410,35 @@ def start_litserve(
     command = [sys.executable, str(ROOT / "benchmarks" / "litserve_peer.py")]
     command += ["--checkpoint", str(checkpoint), "--port", str(port)]
     command += ["--api-servers", str(api_servers), "--network", network]
-    with open(log_path, "wb") as log_file:
-        peer = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=log_file)
-    deadline = time.perf_counter() + 180
-    while time.perf_counter() < deadline:
-        if peer.poll() is not None:
-            raise RuntimeError(f"LitServe exited with {peer.returncode}; see {log_path}")
-        if _ready(port, "/health"):
-            return peer
-        time.sleep(0.1)
-    peer.kill()
-    raise RuntimeError(f"LitServe not ready after 180 s; see {log_path}")
+    return start_peer("LitServe", command, port, "/health", log_path)
 
 
-def start_bare(checkpoint: Path, port: int, log_path: Path, processes: int, concurrency: int):
+def start_bare(
+    checkpoint: Path, port: int, log_path: Path, processes: int, concurrency: int
+) -> subprocess.Popen:
     """The floor peer, its processes sharing the connections out evenly."""
     command = [sys.executable, str(ROOT / "benchmarks" / "bare_peer.py")]
     command += ["--checkpoint", str(checkpoint), "--port", str(port)]
     command += ["--processes", str(processes)]
     command += ["--connections-each", str(-(-concurrency // processes))]
+    return start_peer("the bare peer", command, port, "/", log_path)
+
+
+def start_peer(
+    name: str, command: list[str], port: int, path: str, log_path: Path
+) -> subprocess.Popen:
+    """Start a peer's ``command`` and wait until ``path`` on ``port`` answers 200."""
     with open(log_path, "wb") as log_file:
         peer = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=log_file)
     deadline = time.perf_counter() + 180
     while time.perf_counter() < deadline:
         if peer.poll() is not None:
-            raise RuntimeError(f"the bare peer exited with {peer.returncode}; see {log_path}")
-        if _ready(port, "/"):
+            raise RuntimeError(f"{name} exited with {peer.returncode}; see {log_path}")
+        if _ready(port, path):
             return peer
         time.sleep(0.1)
     peer.kill()
-    raise RuntimeError(f"the bare peer not ready after 180 s; see {log_path}")
+    raise RuntimeError(f"{name} not ready after 180 s; see {log_path}")
 
 
 def _ready(port: int, path: str = "/readyz") -> bool:
