@@ -71,6 +71,7 @@ def train(config: TrainConfig) -> dict:
             data.train = Split(
                 data.train.images[: config.limit_train], data.train.labels[: config.limit_train]
             )
+        _check_batches(config, runtime, len(data.train.labels))
         model = _build(config, data)
         initial = _initialise_cnn(config, model, data.name)
         teacher, teacher_record = _load_teacher(config, data, runtime.device)
@@ -106,6 +107,23 @@ def train(config: TrainConfig) -> dict:
     finally:
         if runtime.world_size > 1:
             torch.distributed.destroy_process_group()
+
+
+def _check_batches(config: TrainConfig, runtime: Runtime, images: int) -> None:
+    """Refuse, before any work, a run whose steps would hold no rows: an epoch drops its last
+    partial batch, so a training split smaller than one batch trains on nothing and would
+    still write a checkpoint; and each process takes ``batch_size // world_size`` rows."""
+    if config.batch_size < runtime.world_size:
+        raise ValueError(
+            f"--batch-size {config.batch_size} is smaller than the {runtime.world_size} "
+            "training processes: each needs at least one row a step"
+        )
+    if images < config.batch_size:
+        raise ValueError(
+            f"the training split has {images} images, fewer than one batch of "
+            f"{config.batch_size}, and an epoch drops its last partial batch, so it would "
+            f"train on nothing: pass --batch-size {images} or less, or give it more images"
+        )
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

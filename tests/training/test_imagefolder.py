@@ -190,6 +190,22 @@ def test_bad_folders_are_refused_naming_the_problem(tmp_path, caplog, case, mess
     assert not (tmp_path / "ck").exists()
 
 
+def test_a_training_split_smaller_than_a_batch_is_refused_before_training(tmp_path, caplog) -> None:
+    """An epoch drops its last partial batch: 12 images in batches of 16 would train nothing
+    and still write a checkpoint."""
+    data = make_folder(tmp_path / "shapes", per_class=(4, 2))  # 12 training images
+    small = ("--architecture", "resnet20", "--architecture-arg", "blocks_per_stage=1")
+    args = train_args(data, tmp_path / "ck", *small)
+    args[args.index("--batch-size") + 1] = "16"
+    assert main(args) == 2
+    assert "the training split has 12 images, fewer than one batch of 16" in caplog.text
+    assert "--batch-size 12 or less" in caplog.text
+    assert not (tmp_path / "ck").exists()
+    args[args.index("--batch-size") + 1] = "12"  # exactly one batch: trains
+    assert main(args) == 0
+    assert load_checkpoint(tmp_path / "ck").manifest.metrics["test_samples"] == 6
+
+
 def test_oversized_files_are_refused(tmp_path, monkeypatch) -> None:
     data = make_folder(tmp_path / "shapes", per_class=(2, 1))
     monkeypatch.setattr(imagefolder, "MAX_FILE_BYTES", 100)

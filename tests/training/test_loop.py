@@ -212,6 +212,16 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_mnist):
     assert abs(manifest.metrics["clean_accuracy"] - single_acc) <= 0.01
 
 
+def test_a_batch_smaller_than_the_processes_is_refused(tmp_path, tiny_mnist):
+    """Each of torchrun's processes takes batch_size // world_size rows a step: none at all
+    when the batch is smaller than the number of processes."""
+    config = _config(tmp_path, tiny_mnist, batch_size=1)
+    two = loop.Runtime(torch.device("cpu"), rank=0, world_size=2)
+    with pytest.raises(ValueError, match="--batch-size 1 is smaller than the 2 training"):
+        loop._check_batches(config, two, images=100)
+    loop._check_batches(config, loop.Runtime(torch.device("cpu")), images=100)  # one: fine
+
+
 def test_cli_describe_prints_a_row_per_checkpoint(tmp_path, tiny_mnist):
     train(_config(tmp_path, tiny_mnist, epochs=1))
     result = _cli("describe", str(tmp_path / "out"))
