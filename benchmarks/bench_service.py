@@ -499,7 +499,8 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
     limits = [r for r in results if r.scenario.server == "limit"]
     if limits:
         limit = max(limits, key=lambda r: r.rate)
-        for name in ("/classify raw body", "/classify multipart", LITSERVE.name, BARE.name):
+        served = ("/classify raw body", "/classify multipart", LITSERVE.name, BARE.name)
+        for name in served:
             if name in by_name:
                 r = by_name[name]
                 print(
@@ -511,7 +512,7 @@ def print_table(results: list[Result], ready_seconds: float, rss_mib: float, not
         # the price of serving (HTTP, decoding, batching, smaller batches than the limit's).
         cpus = os.cpu_count() or 1
         forward_ms = 1000 * cpus / limit.rate
-        for name in ("/classify raw body", "/classify multipart", LITSERVE.name, BARE.name):
+        for name in served:
             if name in by_name and by_name[name].cpu_ms_per_request > 0:
                 cost = by_name[name].cpu_ms_per_request
                 ceiling = 1000 * cpus / cost
@@ -636,25 +637,24 @@ def main(argv: list[str] | None = None) -> int:
         scenarios += limit_scenarios(os.cpu_count() or 1) if args.forward_limit else ()
         results = [Result(scenario, args.concurrency) for scenario in scenarios]
         ports, pids = {"service": port}, {"service": server.pid}
-        peer = bare = None
+        peers: dict[str, subprocess.Popen] = {}  # by the scenarios' server names
         try:
             if "bare" in args.peer:
                 ports["bare"] = free_port()
-                bare = start_bare(
+                peers["bare"] = start_bare(
                     checkpoint, ports["bare"], Path(scratch) / "bare.log", args.workers,
                     args.concurrency,
                 )  # fmt: skip
-                pids["bare"] = bare.pid
             if "litserve" in args.peer:
                 ports["litserve"] = free_port()
-                peer = start_litserve(
+                peers["litserve"] = start_litserve(
                     checkpoint,
                     ports["litserve"],
                     Path(scratch) / "peer.log",
                     args.peer_api_servers,
                     args.peer_network,
                 )
-                pids["litserve"] = peer.pid
+            pids.update((name, peer.pid) for name, peer in peers.items())
             # Interleaved rounds, so a neighbour's load on a shared machine hits all alike.
             for _ in range(args.rounds):
                 for result in results:
@@ -678,9 +678,8 @@ def main(argv: list[str] | None = None) -> int:
             rss = peak_rss_mib(server.pid)
         finally:
             pause_all_but(pids, None)
-            for process in (server, peer, bare):
-                if process is not None:
-                    stop_tree(process)
+            for process in (server, *peers.values()):
+                stop_tree(process)
     if args.wrk:
         each = f"{args.seconds:g} s of wrk per scenario, each after 1 s unmeasured"
     else:
